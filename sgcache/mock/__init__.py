@@ -1,0 +1,1 @@
+"""A mock ShotGrid site: the reference every cached answer is compared with."""
