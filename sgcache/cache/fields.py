@@ -1,0 +1,211 @@
+"""One class per ShotGrid data type: its SQL columns and its wire <-> database conversion.
+
+Everything the store and the read engine need to know about a data type lives here,
+so adding a type is adding a class. Link names are *not* stored: they are joined from
+the target's table at read time, so renaming a Shot never leaves stale links behind.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy.sql.type_api import TypeEngine
+
+from ..schema import FieldSchema
+
+
+def fold(value: str) -> str:
+    """Case folding used for every case-insensitive text comparison and sort.
+
+    Done in Python (stored in a shadow column) because SQLite's lower() only folds
+    ASCII while PostgreSQL's depends on the locale: this way both stores agree.
+    """
+    return value.lower()
+
+
+def text_type() -> TypeEngine[Any]:
+    """Text compared byte-wise (code point order) on both SQLite and PostgreSQL."""
+    return Text().with_variant(Text(collation="C"), "postgresql")
+
+
+class FieldType:
+    """How one data type is stored. Subclasses override what differs."""
+
+    data_types: ClassVar[tuple[str, ...]] = ()
+    #: False for values the cache must never serve (signed URLs, masked secrets, UI-only).
+    cacheable: ClassVar[bool] = True
+
+    def __init__(self, fs: FieldSchema) -> None:
+        self.fs = fs
+        self.name = fs.name
+
+    # -- schema ---------------------------------------------------------------
+    def columns(self) -> list[Column[Any]]:
+        return [Column(self.name, self.sql_type(), nullable=True)]
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return text_type()
+
+    def indexes(self, table: Table) -> list[Index]:
+        return []
+
+    # -- values -----------------------------------------------------------------
+    def to_db(self, value: Any) -> dict[str, Any]:
+        """Wire value -> column values."""
+        return {self.name: value}
+
+    def from_db(self, row: Any) -> Any:
+        """Column values of a row (mapping) -> wire value."""
+        return row[self.name]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns()]
+
+
+class TextField(FieldType):
+    data_types = ("text",)
+
+    def columns(self) -> list[Column[Any]]:
+        return [Column(self.name, text_type()), Column(self.name + "__ci", text_type())]
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {self.name: value, self.name + "__ci": fold(value) if isinstance(value, str) else None}
+
+    def indexes(self, table: Table) -> list[Index]:
+        if self.name in ("code", "name", "content", "login", "event_type"):
+            return [Index(f"ix_{table.name}_{self.name}__ci", table.c[self.name + "__ci"])]
+        return []
+
+
+class StringField(FieldType):
+    data_types = ("list", "status_list", "entity_type", "color", "uuid", "footage")
+
+
+class IntField(FieldType):
+    data_types = ("number", "percent", "duration", "timecode")
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return BigInteger()
+
+
+class FloatField(FieldType):
+    data_types = ("float", "currency")
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return Float()
+
+    def from_db(self, row: Any) -> Any:
+        v = row[self.name]
+        return float(v) if v is not None else None
+
+
+class BoolField(FieldType):
+    data_types = ("checkbox",)
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return Boolean()
+
+    def from_db(self, row: Any) -> Any:
+        v = row[self.name]
+        return bool(v) if v is not None else None
+
+
+class DateField(FieldType):
+    """`YYYY-MM-DD` text: sorts and compares correctly as text, identical on both stores."""
+
+    data_types = ("date",)
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return String(10).with_variant(String(10, collation="C"), "postgresql")
+
+
+class DateTimeField(FieldType):
+    """`YYYY-MM-DDTHH:MM:SSZ` UTC text, exactly the wire form; ordered as text."""
+
+    data_types = ("date_time",)
+
+    def sql_type(self) -> TypeEngine[Any]:
+        return String(20).with_variant(String(20, collation="C"), "postgresql")
+
+    def indexes(self, table: Table) -> list[Index]:
+        if self.name == "updated_at":
+            return [Index(f"ix_{table.name}_updated_at", table.c.updated_at)]
+        return []
+
+
+class JsonField(FieldType):
+    """Opaque structured values (serializable, url, tag_list): stored as JSON text."""
+
+    data_types = ("serializable", "url", "tag_list")
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {self.name: json.dumps(value, sort_keys=True, ensure_ascii=False) if value is not None else None}
+
+    def from_db(self, row: Any) -> Any:
+        v = row[self.name]
+        return json.loads(v) if v is not None else None
+
+
+class EntityField(FieldType):
+    """A single link, stored as `<field>__type` + `<field>__id`."""
+
+    data_types = ("entity",)
+
+    def columns(self) -> list[Column[Any]]:
+        return [Column(self.name + "__type", String(64)), Column(self.name + "__id", Integer())]
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict) and value.get("type") and value.get("id") is not None:
+            return {self.name + "__type": value["type"], self.name + "__id": int(value["id"])}
+        return {self.name + "__type": None, self.name + "__id": None}
+
+    def indexes(self, table: Table) -> list[Index]:
+        return [Index(f"ix_{table.name}_{self.name}", table.c[self.name + "__id"], table.c[self.name + "__type"])]
+
+    def from_db(self, row: Any) -> Any:  # names are joined by the read engine
+        t, i = row[self.name + "__type"], row[self.name + "__id"]
+        return {"type": t, "id": i} if t is not None and i is not None else None
+
+
+class MultiEntityField(FieldType):
+    """A list of links, stored in its own association table in the site's order."""
+
+    data_types = ("multi_entity", "addressing")
+
+    def columns(self) -> list[Column[Any]]:
+        return []
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {}
+
+    def from_db(self, row: Any) -> Any:
+        raise NotImplementedError("multi-entity values are read from the association table")
+
+
+class UncachedField(FieldType):
+    """Values the cache never serves: signed image URLs, masked passwords, UI-only columns."""
+
+    data_types = ("image", "password", "pivot_column", "summary", "calculated", "system_task_type")
+    cacheable = False
+
+    def columns(self) -> list[Column[Any]]:
+        return []
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {}
+
+
+_BY_TYPE: dict[str, type[FieldType]] = {
+    dt: cls
+    for cls in (TextField, StringField, IntField, FloatField, BoolField, DateField,
+                DateTimeField, JsonField, EntityField, MultiEntityField, UncachedField)
+    for dt in cls.data_types
+}
+
+
+def field_type(fs: FieldSchema) -> FieldType:
+    """The storage class for a field; unknown data types are never cached."""
+    return _BY_TYPE.get(fs.data_type, UncachedField)(fs)

@@ -1,0 +1,290 @@
+"""The SQL store: one table per entity type, one association table per multi-entity field.
+
+SQLAlchemy Core only, so SQLite (embedded default, WAL) and PostgreSQL (production)
+run the same code. Meta columns start with an underscore; link columns are
+`<field>__type`/`<field>__id`; text fields carry a case-folded `<field>__ci` shadow.
+The chosen schema is recorded in `_sgcache_fields` so every process agrees on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import (BigInteger, Boolean, Column, Engine, Index, Integer, MetaData,
+                        String, Table, Text, create_engine, true, delete, event, func, select,
+                        update)
+from sqlalchemy.engine import Connection
+
+from ..protocol.values import format_datetime, utcnow
+from ..schema import EntitySchema, FieldSchema, Schema
+from .fields import FieldType, MultiEntityField, field_type, text_type
+
+ACTIVE = "_active"
+CACHED_AT = "_cached_at"
+EVENT_ID = "_event_id"
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine tuned per backend: SQLite gets WAL and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=OFF")
+            cur.close()
+
+        return engine
+    kw.setdefault("pool_size", 10)
+    kw.setdefault("max_overflow", 20)
+    kw.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kw)
+
+
+def _meta_tables(md: MetaData) -> tuple[Table, Table]:
+    fields_t = Table(
+        "_sgcache_fields", md,
+        Column("entity_type", String(64), primary_key=True),
+        Column("field_name", String(128), primary_key=True),
+        Column("data_type", String(32), nullable=False),
+        Column("cached", Boolean, nullable=False),
+        Column("exposed", Boolean, nullable=False),
+        Column("columns", Text, nullable=False),  # JSON list of column names
+        Column("site_def", Text, nullable=False),  # the site's FIELD_DEF, verbatim JSON
+        Column("ready", Boolean, nullable=False, default=True),  # backfilled?
+    )
+    state_t = Table(
+        "_sgcache_state", md,
+        Column("key", String(128), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    return fields_t, state_t
+
+
+class EntityTable:
+    """The table of one cached entity type and the storage class of each field."""
+
+    def __init__(self, md: MetaData, entity: EntitySchema) -> None:
+        self.entity = entity
+        self.name = entity.name
+        self.fields: dict[str, FieldType] = {}
+        cols: list[Column[Any]] = [
+            Column("id", Integer, primary_key=True, autoincrement=False),
+            Column(ACTIVE, Boolean, nullable=False, default=True, server_default=true()),
+            Column(CACHED_AT, String(20)),
+            Column(EVENT_ID, BigInteger),
+        ]
+        for fname, fs in entity.fields.items():
+            if fname == "id":
+                continue
+            ft = field_type(fs)
+            if not ft.cacheable:
+                continue
+            self.fields[fname] = ft
+            cols.extend(ft.columns())
+        self.table = Table(entity.name, md, *cols)
+        Index(f"ix_{entity.name}__active", self.table.c[ACTIVE])
+        for ft in self.fields.values():
+            for ix in ft.indexes(self.table):
+                if ix.table is None:
+                    self.table.append_constraint(ix)  # pragma: no cover
+        self.assoc: dict[str, Table] = {}
+        for fname, ft in self.fields.items():
+            if isinstance(ft, MultiEntityField):
+                t = Table(
+                    f"{entity.name}__{fname}", md,
+                    Column("parent_id", Integer, primary_key=True),
+                    Column("idx", Integer, primary_key=True),
+                    Column("child_type", String(64), nullable=False),
+                    Column("child_id", Integer, nullable=False),
+                )
+                Index(f"ix_{entity.name}__{fname}_child", t.c.child_id, t.c.child_type)
+                self.assoc[fname] = t
+
+    def is_cached(self, field_name: str) -> bool:
+        return field_name == "id" or field_name in self.fields
+
+    def row_for(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Column values for the scalar/entity fields present in a wire record."""
+        row: dict[str, Any] = {"id": int(record["id"])}
+        for fname, value in record.items():
+            ft = self.fields.get(fname)
+            if ft is not None and not isinstance(ft, MultiEntityField):
+                row.update(ft.to_db(value))
+        return row
+
+
+class Store:
+    """All tables of the cached schema, plus the writes the sync paths need."""
+
+    def __init__(self, engine: Engine, schema: Schema) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.md = MetaData()
+        self.fields_table, self.state_table = _meta_tables(self.md)
+        self.entities: dict[str, EntityTable] = {
+            etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
+        }
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def __contains__(self, entity_type: object) -> bool:
+        return entity_type in self.entities
+
+    def __getitem__(self, entity_type: str) -> EntityTable:
+        return self.entities[entity_type]
+
+    # -- lifecycle -------------------------------------------------------------
+    def create(self) -> None:
+        """Create missing tables and record the chosen schema in the database."""
+        self.md.create_all(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(delete(self.fields_table))
+            rows = []
+            for etype, et in self.entities.items():
+                for fname, fs in et.entity.fields.items():
+                    ft = et.fields.get(fname)
+                    rows.append({
+                        "entity_type": etype, "field_name": fname, "data_type": fs.data_type,
+                        "cached": fname == "id" or ft is not None, "exposed": True,
+                        "columns": json.dumps(ft.column_names if ft else (["id"] if fname == "id" else [])),
+                        "site_def": json.dumps(fs.to_site(), sort_keys=True), "ready": True,
+                    })
+            if rows:
+                conn.execute(self.fields_table.insert(), rows)
+            conn.execute(delete(self.state_table).where(self.state_table.c.key == "schema_entity"))
+            conn.execute(self.state_table.insert(), [{
+                "key": "schema_entity",
+                "value": json.dumps(self.schema.to_schema_entity_read(), sort_keys=True)}])
+
+    @classmethod
+    def recorded_schema(cls, engine: Engine) -> Schema | None:
+        """The schema recorded by `create`, or None if this database has none yet."""
+        md = MetaData()
+        fields_t, state_t = _meta_tables(md)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(select(fields_t)).mappings().all()
+                ent = conn.execute(select(state_t.c.value).where(state_t.c.key == "schema_entity")).scalar()
+        except Exception:
+            return None
+        if not rows:
+            return None
+        schema_read: dict[str, dict[str, Any]] = defaultdict(dict)
+        for r in rows:
+            schema_read[r["entity_type"]][r["field_name"]] = json.loads(r["site_def"])
+        return Schema.from_site(dict(schema_read), json.loads(ent) if ent else None)
+
+    def drop_all(self) -> None:
+        self.md.drop_all(self.engine)
+
+    # -- state -----------------------------------------------------------------
+    def get_state(self, conn: Connection, key: str, default: Any = None) -> Any:
+        v = conn.execute(select(self.state_table.c.value).where(self.state_table.c.key == key)).scalar()
+        return json.loads(v) if v is not None else default
+
+    def set_state(self, conn: Connection, key: str, value: Any) -> None:
+        t = self.state_table
+        payload = json.dumps(value)
+        res = conn.execute(update(t).where(t.c.key == key).values(value=payload))
+        if res.rowcount == 0:
+            conn.execute(t.insert().values(key=key, value=payload))
+
+    # -- writes ------------------------------------------------------------------
+    def _upsert_stmt(self, table: Table, cols: Iterable[str]) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        set_ = {c: stmt.excluded[c] for c in cols if c != "id"}
+        if not set_:
+            return stmt.on_conflict_do_nothing(index_elements=["id"])
+        return stmt.on_conflict_do_update(index_elements=["id"], set_=set_)
+
+    def upsert(self, conn: Connection, entity_type: str, records: Iterable[dict[str, Any]],
+               *, active: bool | None = None, event_id: int | None = None) -> int:
+        """Insert or update entities from wire records (only the fields present).
+
+        Multi-entity values replace the stored list. Returns the number of records.
+        """
+        et = self.entities[entity_type]
+        now = format_datetime(utcnow())
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        n = 0
+        for rec in records:
+            n += 1
+            row = et.row_for(rec)
+            row[CACHED_AT] = now
+            if active is not None:
+                row[ACTIVE] = active
+            if event_id is not None:
+                row[EVENT_ID] = event_id
+            by_shape[tuple(sorted(row))].append(row)
+            for fname in et.assoc:
+                if fname in rec:
+                    multi[fname][int(rec["id"])] = rec[fname] or []
+        for shape, rows in by_shape.items():
+            # Without an explicit flag, new rows are active and existing rows keep theirs.
+            conn.execute(self._upsert_stmt(et.table, shape), rows)
+        for fname, values in multi.items():
+            self.replace_links(conn, entity_type, fname, values)
+        return n
+
+    def replace_links(self, conn: Connection, entity_type: str, field_name: str,
+                      values: dict[int, list[Any]]) -> None:
+        """Replace whole multi-entity lists, de-duplicated, keeping the site's order."""
+        t = self.entities[entity_type].assoc[field_name]
+        ids = list(values)
+        for chunk in _chunks(ids, 500):
+            conn.execute(delete(t).where(t.c.parent_id.in_(chunk)))
+        rows = []
+        for pid, links in values.items():
+            seen: set[tuple[str, int]] = set()
+            for link in links:
+                if not isinstance(link, dict) or link.get("id") is None or not link.get("type"):
+                    continue
+                key = (link["type"], int(link["id"]))
+                if key in seen:
+                    continue
+                seen.add(key)
+                rows.append({"parent_id": pid, "idx": len(seen) - 1, "child_type": key[0], "child_id": key[1]})
+        if rows:
+            conn.execute(t.insert(), rows)
+
+    def get_links(self, conn: Connection, entity_type: str, field_name: str, parent_id: int) -> list[dict[str, Any]]:
+        t = self.entities[entity_type].assoc[field_name]
+        rows = conn.execute(select(t.c.child_type, t.c.child_id).where(t.c.parent_id == parent_id)
+                            .order_by(t.c.idx)).all()
+        return [{"type": r[0], "id": r[1]} for r in rows]
+
+    def set_active(self, conn: Connection, entity_type: str, ids: Iterable[int], active: bool,
+                   event_id: int | None = None) -> None:
+        t = self.entities[entity_type].table
+        values: dict[str, Any] = {ACTIVE: active, CACHED_AT: format_datetime(utcnow())}
+        if event_id is not None:
+            values[EVENT_ID] = event_id
+        for chunk in _chunks(list(ids), 500):
+            conn.execute(update(t).where(t.c.id.in_(chunk)).values(**values))
+
+    def counts(self, conn: Connection, entity_type: str) -> dict[str, int]:
+        t = self.entities[entity_type].table
+        rows = conn.execute(select(t.c[ACTIVE], func.count()).group_by(t.c[ACTIVE])).all()
+        out = {"active": 0, "retired": 0}
+        for active, n in rows:
+            out["active" if active else "retired"] += n
+        return out
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

@@ -1,0 +1,122 @@
+"""Configuration: defaults < config file < SGCACHE_* environment < command-line flags.
+
+One immutable object built once and passed explicitly to everything that needs it;
+no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "SGCACHE_"
+
+
+@dataclass(frozen=True)
+class Config:
+    shotgun_url: str = "http://127.0.0.1:8020"
+    script_name: str = ""
+    script_key: str = field(default="", repr=False)
+    data_dir: str = ".sgcache"
+    db_url: str = ""  # default: SQLite in data_dir
+    schema: str = ""  # path of the chosen (filtered) schema JSON; empty = whole site
+    rules: str = ""  # optional rules file applied to the site schema
+    host: str = "127.0.0.1"
+    port: int = 8010
+    upstream_timeout: float = 30.0
+    upstream_connect_timeout: float = 5.0
+    page_size: int = 500
+    auth_ttl: float = 300.0  # seconds a verified credential is trusted
+    auth_grace: float = 3600.0  # how long verified callers keep cached reads during an outage
+    allow_scripts: tuple[str, ...] = ()
+    allow_logins: tuple[str, ...] = ()
+    poll_interval: float = 2.0
+    scan_interval: float = 300.0
+    backlog_ttl: float = 300.0
+    watch_events: bool = True
+    log_json: bool = False
+    max_body_bytes: int = 50_000_000
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'cache.sqlite'}"
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **_coerce_all(changes))
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs and status: everything except secrets."""
+        d = dataclasses.asdict(self)
+        d["script_key"] = "***" if self.script_key else ""
+        if "@" in d["db_url"]:
+            d["db_url"] = _redact_url(d["db_url"])
+        return d
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    f = _FIELDS.get(name)
+    if f is None:
+        raise ValueError(f"unknown setting {name!r}")
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
+    return str(value)
+
+
+def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _coerce(k, v) for k, v in values.items()}
+
+
+def load_config(file: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the Config from its layers. `overrides` (CLI flags) skip None values."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    file = file or env.get(ENV_PREFIX + "CONFIG")
+    if file:
+        values.update(_read_file(Path(file)))
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = v
+    return Config(**_coerce_all(values))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".toml",):
+        import tomllib
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    return {k.replace("-", "_"): v for k, v in data.items()}
