@@ -1,0 +1,432 @@
+"""The read engine: answer an api3 `read` from the store exactly, or refuse.
+
+A request is translated into one SQL query for the page of entities (filters as
+WHERE/EXISTS, deep return fields and sorts as LEFT JOINs keyed by their *full path*,
+so `created_by.HumanUser.x` and `updated_by.HumanUser.x` never share a join), plus one
+query per multi-entity return field for the page's ids. Anything the engine cannot
+answer exactly raises `Passthrough(reason)` and the server forwards the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import (ColumnElement, and_, exists, false, func, literal, not_, or_,
+                        select, true)
+from sqlalchemy.engine import Connection
+
+from ..protocol import errors
+from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
+from ..protocol.values import name_field
+from .fields import EntityField, FieldType, MultiEntityField, TextField
+from .relations import Ctx, builder_for
+from .store import ACTIVE, Store
+
+#: Read params the engine understands; any other key makes it pass the read through.
+KNOWN_PARAMS = frozenset({
+    "type", "return_fields", "filters", "return_only", "paging", "sorts",
+    "api_return_image_urls", "return_paging_info_without_counts", "return_paging_info",
+    "include_archived_projects",
+})
+MAX_PAGE = 5000
+
+
+class Passthrough(Exception):
+    """The cache cannot answer this exactly; `reason` is logged and counted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _LinkCols:
+    """Columns selected to render one entity-valued return field."""
+
+    type_col: str
+    id_col: str
+    names: dict[str, tuple[str, str]]  # target type -> (name label, active label)
+
+
+@dataclass
+class _Query:
+    """Mutable state while building one read's SELECT."""
+
+    engine: "ReadEngine"
+    root_type: str
+    root: Any
+    from_clause: Any
+    joins: dict[str, Any] = field(default_factory=dict)  # full path prefix -> alias
+    columns: list[Any] = field(default_factory=list)
+    n: int = 0
+
+    def label(self, col: Any) -> str:
+        self.n += 1
+        name = f"c{self.n}"
+        self.columns.append(col.label(name))
+        return name
+
+
+class ReadEngine:
+    """Answers `read` requests from a Store, or raises Passthrough."""
+
+    def __init__(self, store: Store, *, is_ready: Callable[[str, str], bool] | None = None) -> None:
+        self.store = store
+        self.schema = store.schema
+        self._is_ready = is_ready or (lambda t, f: True)
+
+    # -- entry point -------------------------------------------------------------
+    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise Passthrough("params not a dict")
+        extra = set(params) - KNOWN_PARAMS
+        if extra:
+            raise Passthrough(f"unsupported read params: {', '.join(sorted(map(str, extra)))}")
+        etype = params.get("type")
+        if not isinstance(etype, str) or etype not in self.store:
+            raise Passthrough(f"uncached entity type {etype!r}")
+        try:
+            group = parse_filters(self.schema, etype, params.get("filters"))
+            return_fields = self._return_fields(etype, params.get("return_fields"))
+            sorts = self._sorts(etype, params.get("sorts"))
+        except errors.Fault as e:  # the site's own message is authoritative
+            raise Passthrough(f"invalid request, site decides: {e.message}") from None
+        per_page, page = self._paging(params.get("paging"))
+        return_only = params.get("return_only", "active")
+        if return_only not in ("active", "retired"):
+            raise Passthrough(f"unsupported return_only {return_only!r}")
+
+        et = self.store[etype]
+        root = et.table.alias("t0")
+        q = _Query(self, etype, root, root)
+        where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
+        where.append(self._group(group, root, etype))
+        if params.get("include_archived_projects") is False:
+            where.append(self._not_archived(root, etype))
+
+        renderers = [(name, self._plan_field(q, path)) for name, path in return_fields]
+        order = []
+        for path, direction in sorts:
+            col = self._sort_col(q, path)
+            order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+        order.append(root.c.id.asc())
+
+        id_label = q.label(root.c.id)
+        stmt = select(*q.columns).select_from(q.from_clause).where(*where).order_by(*order)
+        want_next = bool(params.get("return_paging_info_without_counts"))
+        want_count = bool(params.get("return_paging_info"))
+        stmt = stmt.limit(per_page + 1).offset((page - 1) * per_page)
+        rows = conn.execute(stmt).mappings().all()
+        has_next = len(rows) > per_page
+        rows = rows[:per_page]
+
+        entities = []
+        multi_jobs: list[tuple[dict[str, Any], str, Callable[..., Any]]] = []
+        for row in rows:
+            ent: dict[str, Any] = {"type": etype, "id": row[id_label]}
+            for name, render in renderers:
+                ent[name] = render(row, ent, name, multi_jobs)
+            entities.append(ent)
+        self._fill_multi(conn, multi_jobs)
+
+        result: dict[str, Any] = {"entities": entities}
+        if want_count:
+            count_stmt = select(func.count()).select_from(root).where(*where)
+            total = conn.execute(count_stmt).scalar_one()
+            result["paging_info"] = {
+                "entity_count": total, "current_page": page, "entities_per_page": per_page,
+                "page_count": (total + per_page - 1) // per_page if per_page else 0,
+                "has_next_page": page * per_page < total,
+            }
+        else:
+            result["paging_info"] = {"has_next_page": has_next} if want_next else {}
+            if not want_next:
+                result.pop("paging_info")
+        return result
+
+    # -- request parts ------------------------------------------------------------
+    def _return_fields(self, etype: str, fields: Any) -> list[tuple[str, FieldPath]]:
+        if fields is None:
+            fields = ["id"]
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise Passthrough("return_fields not a list of strings")
+        out = []
+        for f in dict.fromkeys(fields):
+            if f in ("type", "id"):
+                continue
+            out.append((f, resolve_path(self.schema, etype, f)))
+        return out
+
+    def _sorts(self, etype: str, sorts: Any) -> list[tuple[FieldPath, str]]:
+        if not sorts:
+            return []
+        if not isinstance(sorts, list):
+            raise Passthrough("sorts not a list")
+        out = []
+        for s in sorts:
+            if not isinstance(s, dict):
+                raise Passthrough("sort not a dict")
+            name = s.get("field_name", s.get("column"))
+            direction = s.get("direction", "asc")
+            if direction not in ("asc", "desc"):
+                raise Passthrough(f"unsupported sort direction {direction!r}")
+            out.append((resolve_path(self.schema, etype, name), direction))
+        return out
+
+    def _paging(self, paging: Any) -> tuple[int, int]:
+        if paging is None:
+            return MAX_PAGE, 1
+        if not isinstance(paging, dict):
+            raise Passthrough("paging not a dict")
+        per, page = paging.get("entities_per_page", 500), paging.get("current_page", 1)
+        for v in (per, page):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise Passthrough(f"unsupported paging {paging!r}")
+        if per > MAX_PAGE:
+            raise Passthrough(f"page size {per} above {MAX_PAGE}")
+        return per, page
+
+    # -- field access --------------------------------------------------------------
+    def _ft(self, etype: str, fname: str, what: str) -> FieldType | None:
+        """The storage class of a cached, ready field (None for `id`), or Passthrough."""
+        if etype not in self.store:
+            raise Passthrough(f"uncached entity type {etype} in {what}")
+        if fname == "id":
+            return None
+        ft = self.store[etype].fields.get(fname)
+        if ft is None:
+            raise Passthrough(f"uncached field {etype}.{fname} in {what}")
+        if not self._is_ready(etype, fname):
+            raise Passthrough(f"field {etype}.{fname} is still being backfilled")
+        return ft
+
+    def _targets(self, ft: FieldType) -> list[str]:
+        """Valid target types of a link field; all must be cached to answer exactly."""
+        targets = list(ft.fs.valid_types)
+        if not targets:
+            raise Passthrough(f"link field {ft.fs.entity_type}.{ft.name} has no fixed target types")
+        for t in targets:
+            if t not in self.store:
+                raise Passthrough(f"link target type {t} of {ft.fs.entity_type}.{ft.name} is not cached")
+        return targets
+
+    def _name_col(self, etype: str) -> str | None:
+        nf = name_field(self.schema.entities.get(etype), etype)
+        if nf is None or nf not in self.store[etype].fields:
+            if nf is not None:
+                raise Passthrough(f"name field {etype}.{nf} is not cached")
+            return None
+        return nf
+
+    # -- filters ---------------------------------------------------------------------
+    def _group(self, group: Group, table: Any, etype: str) -> ColumnElement[bool]:
+        parts = [self._group(c, table, etype) if isinstance(c, Group) else self._cond(c, table)
+                 for c in group.conditions]
+        if not parts:
+            return true()
+        return and_(*parts) if group.op == "and" else or_(*parts)
+
+    def _cond(self, cond: Condition, root: Any) -> ColumnElement[bool]:
+        path = cond.path
+        if cond.relation.startswith(("in_last", "not_in_last", "in_next", "not_in_next", "in_calendar")):
+            raise Passthrough(f"time-relative relation {cond.relation} is answered by the site")
+        leaf_type = path.hops[-1].to_type if path.hops else path.root_type
+        ft = self._ft(leaf_type, path.field.name, "filter")
+        if ft is None:  # id
+            from ..schema import FieldSchema
+            from .fields import IntField
+            ft = IntField(FieldSchema(leaf_type, "id", "number"))
+        build = builder_for(ft, cond.relation)
+        if build is None:
+            raise Passthrough(f"relation {cond.relation} on {path.field.data_type} is not answered locally")
+        if isinstance(ft, (EntityField, MultiEntityField)):
+            self._targets(ft)
+
+        def leaf(table: Any) -> ColumnElement[bool]:
+            return build(Ctx(ft, table, self), cond.values)
+
+        return self._through(root, path, 0, leaf)
+
+    def _through(self, outer: Any, path: FieldPath, i: int,
+                 leaf: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
+        """Follow hop i of a deep filter path with EXISTS (any-match through multi links)."""
+        if i == len(path.hops):
+            return leaf(outer)
+        hop = path.hops[i]
+        ft = self._ft(hop.from_type, hop.field.name, "deep filter")
+        if hop.to_type not in self.store:
+            raise Passthrough(f"uncached entity type {hop.to_type} in deep filter")
+        target = self.store[hop.to_type].table.alias()
+        inner = self._through(target, path, i + 1, leaf)
+        if isinstance(ft, EntityField):
+            sub = select(literal(1)).select_from(target).where(
+                outer.c[ft.name + "__type"] == hop.to_type, outer.c[ft.name + "__id"] == target.c.id,
+                target.c[ACTIVE], inner)
+        elif isinstance(ft, MultiEntityField):
+            a = self.store[hop.from_type].assoc[ft.name].alias()
+            sub = select(literal(1)).select_from(a.join(target, a.c.child_id == target.c.id)).where(
+                a.c.parent_id == outer.c.id, a.c.child_type == hop.to_type, target.c[ACTIVE], inner)
+        else:  # pragma: no cover - resolve_path only allows link hops
+            raise Passthrough("deep path through a non-link field")
+        return exists(sub)
+
+    def multi_exists(self, table: Any, ft: FieldType,
+                     pred: Callable[[Any], ColumnElement[bool]] | None) -> ColumnElement[bool]:
+        """EXISTS an *active* linked child of a multi-entity field (optionally matching pred)."""
+        a = self.store[ft.fs.entity_type].assoc[ft.name].alias()
+        alive = []
+        for t in self._targets(ft):
+            child = self.store[t].table.alias()
+            alive.append(and_(a.c.child_type == t, exists(
+                select(literal(1)).select_from(child).where(child.c.id == a.c.child_id, child.c[ACTIVE]))))
+        conds = [a.c.parent_id == table.c.id, or_(*alive)]
+        if pred is not None:
+            conds.append(pred(a))
+        return exists(select(literal(1)).select_from(a).where(*conds))
+
+    def _not_archived(self, root: Any, etype: str) -> ColumnElement[bool]:
+        et = self.store[etype]
+        if etype == "Project":
+            if "archived" not in et.fields:
+                raise Passthrough("Project.archived is not cached")
+            return or_(root.c.archived.is_(None), root.c.archived == false())
+        pf = et.fields.get("project")
+        if pf is None:
+            if "project" in self.schema[etype].fields:
+                raise Passthrough(f"{etype}.project is not cached")
+            return true()
+        if "Project" not in self.store or "archived" not in self.store["Project"].fields:
+            raise Passthrough("Project.archived is not cached")
+        p = self.store["Project"].table.alias()
+        return not_(exists(select(literal(1)).select_from(p).where(
+            root.c.project__type == "Project", root.c.project__id == p.c.id, p.c.archived == true())))
+
+    # -- joins for return fields and sorts ---------------------------------------------
+    def _join_path(self, q: _Query, path: FieldPath) -> Any:
+        """LEFT JOIN along a deep path's single-entity hops; returns the leaf's alias."""
+        cur = q.root
+        prefix = ""
+        for hop in path.hops:
+            ft = self._ft(hop.from_type, hop.field.name, "deep field")
+            if not isinstance(ft, EntityField):
+                raise Passthrough(f"deep field through multi-entity {hop.from_type}.{hop.field.name}")
+            if hop.to_type not in self.store:
+                raise Passthrough(f"uncached entity type {hop.to_type} in deep field")
+            prefix = f"{prefix}{hop.field.name}.{hop.to_type}."
+            alias = q.joins.get(prefix)
+            if alias is None:
+                alias = self.store[hop.to_type].table.alias()
+                q.from_clause = q.from_clause.outerjoin(alias, and_(
+                    cur.c[ft.name + "__type"] == hop.to_type, cur.c[ft.name + "__id"] == alias.c.id,
+                    alias.c[ACTIVE]))
+                q.joins[prefix] = alias
+            cur = alias
+        return cur
+
+    def _sort_col(self, q: _Query, path: FieldPath) -> Any:
+        leaf_type = path.hops[-1].to_type if path.hops else path.root_type
+        ft = self._ft(leaf_type, path.field.name, "sort")
+        table = self._join_path(q, path)
+        if ft is None:
+            return table.c.id
+        if isinstance(ft, TextField):
+            return table.c[ft.name + "__ci"]
+        if isinstance(ft, (EntityField, MultiEntityField)) or len(ft.column_names) != 1:
+            raise Passthrough(f"sorting on {ft.fs.data_type} field {path.text}")
+        return table.c[ft.name]
+
+    def _plan_field(self, q: _Query, path: FieldPath) -> Callable[..., Any]:
+        """Select what one return field needs; return a function rendering its value."""
+        leaf_type = path.hops[-1].to_type if path.hops else path.root_type
+        ft = self._ft(leaf_type, path.field.name, "return field")
+        table = self._join_path(q, path)
+        present = q.label(table.c.id) if path.hops else None
+        if ft is None:
+            lid = q.label(table.c.id)
+            return lambda row, ent, name, jobs: row[lid]
+        if isinstance(ft, MultiEntityField):
+            self._targets(ft)
+            pid = present or q.label(table.c.id)
+
+            def render_multi(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
+                if row[pid] is None:
+                    return None
+                jobs.append((ent, name, (ft, row[pid])))
+                return []
+            return render_multi
+        if isinstance(ft, EntityField):
+            return self._plan_link(q, table, ft, present)
+        labels = {c: q.label(table.c[c]) for c in ft.column_names}
+
+        def render(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
+            if present is not None and row[present] is None:
+                return None
+            return ft.from_db({c: row[lbl] for c, lbl in labels.items()})
+        return render
+
+    def _plan_link(self, q: _Query, table: Any, ft: EntityField, present: str | None) -> Callable[..., Any]:
+        tcol = q.label(table.c[ft.name + "__type"])
+        icol = q.label(table.c[ft.name + "__id"])
+        names: dict[str, tuple[str | None, str]] = {}
+        for t in self._targets(ft):
+            nf = self._name_col(t)
+            tgt = self.store[t].table.alias()
+            q.from_clause = q.from_clause.outerjoin(tgt, and_(
+                table.c[ft.name + "__type"] == t, table.c[ft.name + "__id"] == tgt.c.id))
+            names[t] = (q.label(tgt.c[nf]) if nf else None, q.label(tgt.c[ACTIVE]))
+
+        def render(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
+            t, i = row[tcol], row[icol]
+            if t is None or i is None or (present is not None and row[present] is None):
+                return None
+            if t not in names:
+                raise Passthrough(f"link to uncached type {t}")
+            nlabel, alabel = names[t]
+            active = row[alabel]
+            if active is None:
+                raise Passthrough(f"link target {t} {i} is not in the cache")
+            if not active:
+                return None  # the site hides links to retired entities
+            return {"type": t, "id": i, "name": row[nlabel] if nlabel else None}
+        return render
+
+    def _fill_multi(self, conn: Connection, jobs: list[tuple[dict[str, Any], str, Any]]) -> None:
+        """Load multi-entity values for the page: one query per field, in the site's order."""
+        by_field: dict[tuple[str, str], list[tuple[dict[str, Any], str, int]]] = {}
+        fts: dict[tuple[str, str], FieldType] = {}
+        for ent, name, (ft, pid) in jobs:
+            key = (ft.fs.entity_type, ft.name)
+            by_field.setdefault(key, []).append((ent, name, pid))
+            fts[key] = ft
+        for key, items in by_field.items():
+            ft = fts[key]
+            a = self.store[key[0]].assoc[key[1]]
+            cols = [a.c.parent_id, a.c.child_type, a.c.child_id]
+            frm: Any = a
+            per_type = []
+            for t in self._targets(ft):
+                tgt = self.store[t].table.alias()
+                frm = frm.outerjoin(tgt, and_(a.c.child_type == t, a.c.child_id == tgt.c.id))
+                nf = self._name_col(t)
+                nl = f"n_{len(per_type)}"
+                al = f"a_{len(per_type)}"
+                cols.append((tgt.c[nf] if nf else literal(None)).label(nl))
+                cols.append(tgt.c[ACTIVE].label(al))
+                per_type.append((t, nl, al))
+            pids = sorted({pid for _, _, pid in items})
+            values: dict[int, list[dict[str, Any]]] = {pid: [] for pid in pids}
+            for i in range(0, len(pids), 500):
+                chunk = pids[i:i + 500]
+                stmt = select(*cols).select_from(frm).where(a.c.parent_id.in_(chunk)).order_by(
+                    a.c.parent_id, a.c.idx)
+                for r in conn.execute(stmt).mappings():
+                    for t, nl, al in per_type:
+                        if r["child_type"] != t:
+                            continue
+                        if r[al] is None:
+                            raise Passthrough(f"linked {t} {r['child_id']} is not in the cache")
+                        if r[al]:
+                            values[r["parent_id"]].append({"type": t, "id": r["child_id"], "name": r[nl]})
+            for ent, name, pid in items:
+                ent[name] = values[pid]
