@@ -1,0 +1,118 @@
+"""`sgcache demo`: mock site with demo data -> primed SQLite cache -> served, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from ..config import load_config
+
+_BANNER_RE = re.compile(r"^sgcache-mock:\s+(.*)$")
+
+
+def start_mock(port: int, size: int, *, extra: list[str] | None = None,
+               timeout: float = 120.0) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start `sgcache mock` and return the process and its start-up banner's key=value pairs."""
+    cmd = [sys.executable, "-m", "sgcache.cli", "mock", "--host", "127.0.0.1", "--port", str(port),
+           "--demo", str(size), *(extra or [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mock site exited with code {proc.returncode}")
+            continue
+        m = _BANNER_RE.match(line.strip())
+        if m:
+            info = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
+            _wait_http(info.get("url", f"http://127.0.0.1:{port}"), deadline)
+            return proc, info
+    proc.kill()
+    raise RuntimeError("mock site did not start in time")
+
+
+def _wait_http(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(url + "/api3/json", json={"method_name": "info", "params": []}, timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in time")
+
+
+def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool) -> int:
+    from .cli import run_scan
+    from .server import serve_async
+
+    data = Path(data_dir)
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    click.echo(f"starting the mock site on 127.0.0.1:{mock_port} with ~{size} demo entities ...")
+    proc, info = start_mock(mock_port, size)
+    try:
+        site_url = info.get("url", f"http://127.0.0.1:{mock_port}")
+        config = load_config(env={}, overrides={
+            "shotgun_url": site_url, "script_name": info["script_name"], "script_key": info["script_key"],
+            "data_dir": str(data), "port": port, "host": "127.0.0.1"})
+        click.echo(f"priming the SQLite cache in {data}/cache.sqlite ...")
+        res = asyncio.run(run_scan(config, True, None, None))
+        click.echo(f"primed {sum(res.rows.values())} entities of {len(res.rows)} types in {res.seconds:.1f}s")
+        cache_url = f"http://127.0.0.1:{port}"
+        click.echo("")
+        click.echo(f"sgcache is serving {site_url} at {cache_url}. Connect with:")
+        click.echo("")
+        click.echo("    import shotgun_api3")
+        click.echo(f"    sg = shotgun_api3.Shotgun({cache_url!r}, script_name={info['script_name']!r},")
+        click.echo(f"                              api_key={info['script_key']!r})")
+        click.echo("    sg.find('Shot', [['code', 'contains', '0']], ['code', 'sg_sequence'], limit=5)")
+        click.echo("")
+        if once:
+            return _check_once(config, cache_url, info)
+        click.echo("Press Ctrl-C to stop.")
+        try:
+            asyncio.run(serve_async(config))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
+    """Serve briefly, run one find through the real client, and report it."""
+    import threading
+
+    import shotgun_api3
+
+    def serve() -> None:
+        try:
+            asyncio.run(serve_async(config))
+        except Exception:  # pragma: no cover - reported by the check below
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    _wait_http(cache_url, time.monotonic() + 30)
+    sg = shotgun_api3.Shotgun(cache_url, script_name=info["script_name"], api_key=info["script_key"])
+    shots = sg.find("Shot", [], ["code", "sg_sequence"], limit=5)
+    click.echo(f"demo check: read {len(shots)} shots through the cache, e.g. {shots[:1]}")
+    return 0 if shots else 1

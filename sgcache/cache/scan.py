@@ -1,0 +1,123 @@
+"""Full and interval scans: load entities from the site into the store.
+
+A full scan reads every active and retired entity of each cached type with keyset
+paging by id and bulk upserts each page. An interval scan reads what changed since
+the last scan by `updated_at` (active and retired), catching scripts whose writes
+generate no events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..protocol.values import format_datetime, parse_datetime, utcnow
+from ..upstream import Upstream
+from .store import Store
+
+log = logging.getLogger("sgcache.scan")
+
+#: Re-read this much before the last scan's start, to absorb clock skew and slow commits.
+SCAN_OVERLAP = dt.timedelta(seconds=60)
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class ScanResult:
+    kind: str
+    started_at: str
+    seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def return_fields_for(store: Store, entity_type: str) -> list[str]:
+    return ["id", *store[entity_type].fields]
+
+
+def _project_filter(store: Store, entity_type: str, projects: list[int] | None) -> dict[str, Any] | None:
+    if not projects:
+        return None
+    if entity_type == "Project":
+        return {"logical_operator": "and", "conditions": [
+            {"path": "id", "relation": "in", "values": projects}]}
+    if "project" not in store[entity_type].fields:
+        return None
+    return {"logical_operator": "and", "conditions": [
+        {"path": "project", "relation": "in", "values": [{"type": "Project", "id": p} for p in projects]}]}
+
+
+async def _load(upstream: Upstream, store: Store, entity_type: str, filters: dict[str, Any] | None,
+                progress: Progress | None, page_size: int) -> int:
+    fields = return_fields_for(store, entity_type)
+    n = 0
+    for return_only, active in (("active", True), ("retired", False)):
+        async for page in upstream.read_pages(entity_type, fields, filters=filters,
+                                              return_only=return_only, page_size=page_size):
+            await asyncio.to_thread(_write_page, store, entity_type, page, active)
+            n += len(page)
+            if progress:
+                progress(entity_type, len(page))
+    return n
+
+
+def _write_page(store: Store, entity_type: str, page: list[dict[str, Any]], active: bool) -> None:
+    with store.engine.begin() as conn:
+        store.upsert(conn, entity_type, page, active=active)
+
+
+async def full_scan(upstream: Upstream, store: Store, types: Iterable[str] | None = None,
+                    projects: list[int] | None = None, progress: Progress | None = None,
+                    page_size: int = 500) -> ScanResult:
+    """Load every active and retired entity of the given (default: all cached) types."""
+    started = utcnow()
+    t0 = time.monotonic()
+    res = ScanResult("full", format_datetime(started))
+    for etype in list(types or store.entities):
+        if etype not in store:
+            raise ValueError(f"{etype} is not a cached entity type")
+        res.rows[etype] = await _load(upstream, store, etype, _project_filter(store, etype, projects),
+                                      progress, page_size)
+    res.seconds = time.monotonic() - t0
+    await asyncio.to_thread(_record, store, res, started)
+    log.info("full scan: %d rows in %.1fs", sum(res.rows.values()), res.seconds)
+    return res
+
+
+async def interval_scan(upstream: Upstream, store: Store, progress: Progress | None = None,
+                        page_size: int = 500) -> ScanResult:
+    """Fetch what changed since the last scan (by `updated_at`), active and retired."""
+    started = utcnow()
+    t0 = time.monotonic()
+    since_text = await asyncio.to_thread(_get_state, store, "scan_since")
+    if since_text is None:
+        return await full_scan(upstream, store, progress=progress, page_size=page_size)
+    since = parse_datetime(since_text)
+    assert since is not None
+    cutoff = format_datetime(since - SCAN_OVERLAP)
+    res = ScanResult("interval", format_datetime(started))
+    for etype in store.entities:
+        if "updated_at" not in store[etype].fields:
+            continue
+        f = {"logical_operator": "and", "conditions": [
+            {"path": "updated_at", "relation": "greater_than", "values": [cutoff]}]}
+        res.rows[etype] = await _load(upstream, store, etype, f, progress, page_size)
+    res.seconds = time.monotonic() - t0
+    await asyncio.to_thread(_record, store, res, started)
+    return res
+
+
+def _get_state(store: Store, key: str) -> Any:
+    with store.engine.connect() as conn:
+        return store.get_state(conn, key)
+
+
+def _record(store: Store, res: ScanResult, started: dt.datetime) -> None:
+    with store.engine.begin() as conn:
+        store.set_state(conn, "scan_since", format_datetime(started))
+        store.set_state(conn, f"last_{res.kind}_scan", {
+            "started_at": res.started_at, "seconds": round(res.seconds, 3), "rows": res.rows})

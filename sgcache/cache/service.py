@@ -1,0 +1,90 @@
+"""Wiring: build the cache's parts from a Config, explicitly, with no global state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import Config
+from ..schema import Schema, load_rules
+from ..upstream import Upstream
+from .auth import AuthVerifier
+from .read import ReadEngine
+from .store import Store, make_engine
+
+log = logging.getLogger("sgcache")
+
+
+def make_upstream(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
+    return Upstream(config.shotgun_url, script_name=config.script_name, script_key=config.script_key,
+                    timeout=config.upstream_timeout, connect_timeout=config.upstream_connect_timeout,
+                    transport=transport)
+
+
+async def fetch_site_schema(upstream: Upstream) -> Schema:
+    """The site's whole schema, read with the cache's own script credentials."""
+    schema_read = await upstream.call("schema_read")
+    entity_read = await upstream.call("schema_entity_read")
+    return Schema.from_site(schema_read, entity_read)
+
+
+def choose_schema(config: Config, site: Schema | None) -> Schema:
+    """The cached subset: the config's schema file, else the site's, then the rules."""
+    if config.schema:
+        schema = Schema.load(config.schema)
+    elif site is not None:
+        schema = site
+    else:
+        raise RuntimeError("no schema: set SGCACHE_SCHEMA or let sgcache read the site's")
+    if config.rules:
+        schema = schema.filtered(load_rules(config.rules))
+    return schema
+
+
+class CacheService:
+    """Everything a running cache needs, built once from the Config."""
+
+    def __init__(self, config: Config, store: Store, upstream: Upstream) -> None:
+        self.config = config
+        self.store = store
+        self.upstream = upstream
+        self.reader = ReadEngine(store)
+        self.auth = AuthVerifier(upstream, ttl=config.auth_ttl, grace=config.auth_grace,
+                                 allow_scripts=config.allow_scripts, allow_logins=config.allow_logins)
+
+    @classmethod
+    async def open(cls, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
+                   create: bool = True) -> "CacheService":
+        """Open the store with its recorded schema, or set it up from the site."""
+        if config.database_url.startswith("sqlite:///"):
+            Path(config.database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(config.database_url)
+        upstream = make_upstream(config, transport)
+        schema = Store.recorded_schema(engine)
+        if schema is None:
+            if not create:
+                raise RuntimeError("the database holds no cache yet; run `sgcache scan --full` first")
+            site = None if config.schema else await fetch_site_schema(upstream)
+            schema = choose_schema(config, site)
+            store = Store(engine, schema)
+            store.create()
+            log.info("created cache for %d entity types", len(schema.entities))
+        else:
+            store = Store(engine, schema)
+        return cls(config, store, upstream)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+        self.store.engine.dispose()
+
+    def status(self) -> dict[str, Any]:
+        with self.store.engine.connect() as conn:
+            return {
+                "types": len(self.store.entities),
+                "last_full_scan": self.store.get_state(conn, "last_full_scan"),
+                "last_interval_scan": self.store.get_state(conn, "last_interval_scan"),
+                "last_event_id": self.store.get_state(conn, "last_event_id"),
+            }
