@@ -258,7 +258,6 @@ class _Site:
             yield "Group", self.sys(rec)
 
     def catalog(self) -> Iterator[tuple[str, Record]]:
-        rng = self.rng
         for tid in self.ids("Tag", len(_TAGS)):
             yield "Tag", self.sys({"id": tid, "name": _TAGS[tid - 1], "description": self.text(0.7)})
         for sid in self.ids("Step", len(_STEPS)):
@@ -282,7 +281,6 @@ class _Site:
             rec = {"id": lid, "code": code, "description": self.text(0.5), "linux_path": linux,
                    "mac_path": mac, "windows_path": win, "uuid": self.uuid()}
             yield "LocalStorage", self.sys(rec)
-        del rng
 
     def projects(self) -> Iterator[tuple[str, Record]]:
         rng = self.rng
