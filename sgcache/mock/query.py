@@ -1,0 +1,560 @@
+"""Query evaluation for the mock site, in plain Python over the store.
+
+Deliberately independent of the cache's SQL: the mock is the reference that
+cached answers are compared with. Filters are validated by the shared
+``sgcache.protocol.filters.parse_filters`` and then compiled here into Python
+predicates.
+
+Semantics chosen where the site's behaviour is not documented (the cache matches
+these):
+
+* Text-like values (text, list, status_list, entity_type, color, uuid, footage,
+  tag names, link names) compare case-insensitively via ``str.casefold``.
+* ``is None`` matches null only (``0`` and ``""`` are not null); ``is_not X``,
+  ``not_in``, ``not_contains`` and ``name_not_contains`` include nulls; for
+  ``contains``/``starts_with``/``ends_with`` a null text behaves as ``""``.
+  Ordering relations (``less_than``, ``greater_than``, ``between``,
+  ``not_between``, time relations and their negations) never match null.
+  ``between`` is inclusive and a null bound is open. A null checkbox is False.
+* Multi-entity and tag_list: ``is`` means contains, ``is None`` means empty.
+* Links to retired entities count as absent (null / not in the list).
+* Deep paths (``entity.Shot.code``): a condition matches if *any* record
+  reached through the links matches (any-match through multi-entity hops); a
+  path through an empty link or a link of another type never matches.
+* ``in_last``/``in_next``/``in_calendar_*`` use UTC; weeks start on Monday.
+* Sorting: multi-key, first key primary; **nulls first in ascending order and
+  last in descending order**; text sorts case-insensitively; entity links sort
+  by (name, type, id); ties are broken by id ascending; default order is id asc.
+* Deep return fields follow single-entity links only; a path through a
+  multi-entity field, an empty link or a link of another type returns null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+from ..protocol import errors
+from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
+from ..protocol.values import name_field, utcnow
+from .store import Store
+
+Pred = Callable[[dict[str, Any]], bool]
+Test = Callable[[Any], bool]
+
+STRINGY = frozenset({"text", "list", "status_list", "entity_type", "color", "uuid", "footage"})
+NUMERIC = frozenset({"number", "float", "currency", "percent", "duration", "timecode"})
+TEMPORAL = frozenset({"date", "date_time"})
+MULTI = frozenset({"multi_entity", "addressing"})
+UNREADABLE = frozenset({"pivot_column", "summary", "calculated", "query"})
+TIME_RELATIONS = frozenset({"in_last", "not_in_last", "in_next", "not_in_next", "in_calendar_day",
+                            "in_calendar_week", "in_calendar_month", "in_calendar_year"})
+
+
+def fold(v: Any) -> Any:
+    return v.casefold() if isinstance(v, str) else v
+
+
+def empty_value(data_type: str) -> Any:
+    """What a field never written reads as."""
+    if data_type in MULTI or data_type == "tag_list":
+        return []
+    return None
+
+
+class Engine:
+    """Filters, sorts, pages and renders records of one store."""
+
+    CACHE_SIZE = 64
+
+    def __init__(self, store: Store, base_url: Callable[[], str] = lambda: "") -> None:
+        self.store = store
+        self.base_url = base_url
+        self._ids_cache: OrderedDict[Any, tuple[Any, list[int]]] = OrderedDict()
+        self._paths: dict[tuple[int, str, str], FieldPath] = {}
+        self._name_fields: dict[tuple[int, str], str | None] = {}
+
+    # -- helpers shared with writes/summaries -------------------------------------
+    def path(self, entity_type: str, text: Any, method: str = "read") -> FieldPath:
+        key = (self.store.schema_version, entity_type, text) if isinstance(text, str) else None
+        fp = self._paths.get(key) if key else None
+        if fp is None:
+            if len(self._paths) > 4096:
+                self._paths.clear()
+            fp = resolve_path(self.store.schema, entity_type, text, method)
+            self._paths[key] = fp  # type: ignore[index]
+        return fp
+
+    def name_of(self, entity_type: str, entity_id: int) -> Any:
+        """Display name of a linked entity (its `code`, `name`, `content` ...)."""
+        key = (self.store.schema_version, entity_type)
+        if key not in self._name_fields:
+            if len(self._name_fields) > 4096:
+                self._name_fields.clear()
+            ent = self.store.schema.entities.get(entity_type)
+            self._name_fields[key] = name_field(ent, entity_type)
+        nf = self._name_fields[key]
+        rec = self.store.get(entity_type, entity_id)
+        if rec is None or nf is None:
+            return None
+        return rec.get(nf)
+
+    def live(self, link: Any) -> bool:
+        return (isinstance(link, dict) and link.get("id") in self.store.tables.get(link.get("type"), ())
+                and not self.store.is_retired(link["type"], link["id"]))
+
+    def links(self, value: Any) -> list[dict[str, Any]]:
+        """Live links held by an entity or multi-entity value."""
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return [value] if self.live(value) else []
+        return [v for v in value if self.live(v)]
+
+    def follow(self, rec: dict[str, Any], fp: FieldPath) -> list[dict[str, Any]]:
+        """Records reached from `rec` through the path's hops (any number)."""
+        cur = [rec]
+        for hop in fp.hops:
+            nxt = []
+            for r in cur:
+                for link in self.links(r.get(hop.field.name)):
+                    if link["type"] == hop.to_type:
+                        nxt.append(self.store.tables[hop.to_type][link["id"]])
+            cur = nxt
+            if not cur:
+                break
+        return cur
+
+    # -- filters --------------------------------------------------------------------
+    def compile(self, node: Group | Condition) -> Pred:
+        if isinstance(node, Group):
+            preds = [self.compile(c) for c in node.conditions]
+            if not preds:
+                return lambda r: True
+            if len(preds) == 1:
+                return preds[0]
+            if node.op == "and":
+                return lambda r: all(p(r) for p in preds)
+            return lambda r: any(p(r) for p in preds)
+        test = self.value_test(node)
+        fp = node.path
+        fname = fp.field.name
+        default = empty_value(fp.field.data_type)
+        if not fp.hops:
+            return lambda r: test(r.get(fname, default))
+        return lambda r: any(test(t.get(fname, default)) for t in self.follow(r, fp))
+
+    def value_test(self, c: Condition) -> Test:
+        dtype, rel, vals = c.path.field.data_type, c.relation, c.values
+        neg = {"is_not": "is", "not_in": "in", "not_contains": "contains",
+               "name_not_contains": "name_contains", "type_is_not": "type_is",
+               "not_between": "between"}
+        if rel in neg and not (rel == "not_between"):
+            pos = self._positive_test(dtype, neg[rel], vals)
+            return lambda x: not pos(x)
+        if rel == "not_between":
+            pos = self._positive_test(dtype, "between", vals)
+            return lambda x: x is not None and not pos(x)
+        return self._positive_test(dtype, rel, vals)
+
+    def _positive_test(self, dtype: str, rel: str, vals: tuple[Any, ...]) -> Test:
+        v = vals[0] if vals else None
+        if dtype in ("entity",) or dtype in MULTI:
+            return self._link_test(dtype, rel, vals)
+        if dtype == "tag_list":
+            return _tag_test(rel, v)
+        if dtype == "checkbox":
+            return lambda x: bool(x) == v
+        if dtype == "image":
+            return lambda x: x is None
+        if rel == "is":
+            if v is None:
+                return lambda x: x is None
+            fv = fold(v)
+            return lambda x: x is not None and fold(x) == fv
+        if rel == "in":
+            wanted = {fold(x) for x in vals if x is not None}
+            has_null = any(x is None for x in vals)
+            return lambda x: has_null if x is None else fold(x) in wanted
+        if rel in ("contains", "starts_with", "ends_with"):
+            s = fold(v or "")
+            op = {"contains": str.__contains__, "starts_with": str.startswith,
+                  "ends_with": str.endswith}[rel]
+            return lambda x: op(fold(x or ""), s)
+        if rel == "less_than":
+            return lambda x: x is not None and x < v
+        if rel == "greater_than":
+            return lambda x: x is not None and x > v
+        if rel == "between":
+            lo, hi = vals
+            return lambda x: x is not None and (lo is None or x >= lo) and (hi is None or x <= hi)
+        if rel in TIME_RELATIONS:
+            lo, hi = time_window(rel, vals, dtype)
+            if rel.startswith("not_"):
+                return lambda x: x is not None and not (lo <= x <= hi)
+            return lambda x: x is not None and lo <= x <= hi
+        raise errors.bad_relation("read", rel, dtype, "?")  # pragma: no cover - parse_filters guards
+
+    def _link_test(self, dtype: str, rel: str, vals: tuple[Any, ...]) -> Test:
+        v = vals[0] if vals else None
+        many = dtype in MULTI
+
+        def key(link: Any) -> tuple[Any, Any]:
+            return (link.get("type"), link.get("id"))
+
+        if rel in ("is", "in"):
+            wanted = {key(x) for x in vals if isinstance(x, dict)}
+            has_null = any(x is None for x in vals)
+            if many:
+                def t(x: Any) -> bool:
+                    ls = self.links(x)
+                    return (has_null and not ls) or any(key(link) in wanted for link in ls)
+                return t
+            return lambda x: (has_null and not self.links(x)) or (
+                x is not None and key(x) in wanted and self.live(x))
+        if rel == "type_is":
+            if v is None:
+                return lambda x: not self.links(x)
+            return lambda x: any(link["type"] == v for link in self.links(x))
+        if rel in ("name_contains", "name_starts_with", "name_ends_with", "name_is", "contains"):
+            s = fold(v or "")
+            op: Callable[[str, str], bool] = {
+                "name_contains": str.__contains__, "contains": str.__contains__,
+                "name_starts_with": str.startswith, "name_ends_with": str.endswith,
+                "name_is": str.__eq__}[rel]
+
+            def names(x: Any) -> Iterable[str]:
+                for link in self.links(x):
+                    n = self.name_of(link["type"], link["id"])
+                    yield fold(n if isinstance(n, str) else ("" if n is None else str(n)))
+            return lambda x: any(op(n, s) for n in names(x))
+        raise errors.bad_relation("read", rel, dtype, "?")  # pragma: no cover
+
+    # -- id selection -------------------------------------------------------------
+    def select(self, entity_type: str, filters: Any, sorts: Any = None, return_only: str = "active",
+               include_archived: bool = True, method: str = "read") -> list[int]:
+        """Ids matching the query, in result order; cached per query and data version."""
+        store = self.store
+        group = parse_filters(store.schema, entity_type, filters, method)
+        sort_keys = self._parse_sorts(entity_type, sorts, method)
+        cache_key = None
+        deps = self._deps(entity_type, group, sort_keys, include_archived)
+        if deps is not None:
+            try:
+                cache_key = (entity_type, json.dumps(filters, sort_keys=True, default=str),
+                             json.dumps(sorts, sort_keys=True, default=str), return_only, include_archived)
+            except (TypeError, ValueError):
+                cache_key = None
+        if cache_key is not None:
+            version = store.version if deps == "all" else tuple(store.versions.get(t, 0) for t in deps)
+            hit = self._ids_cache.get(cache_key)
+            if hit is not None and hit[0] == version:
+                self._ids_cache.move_to_end(cache_key)
+                return self._hide_events(entity_type, hit[1])
+        ids = self._evaluate(entity_type, group, sort_keys, return_only, include_archived)
+        if cache_key is not None:
+            self._ids_cache[cache_key] = (version, ids)
+            if len(self._ids_cache) > self.CACHE_SIZE:
+                self._ids_cache.popitem(last=False)
+        return self._hide_events(entity_type, ids)
+
+    def _hide_events(self, entity_type: str, ids: list[int]) -> list[int]:
+        if entity_type != "EventLogEntry" or not self.store.hidden_events:
+            return ids
+        hidden = self.store.visible_hidden_events()
+        return [i for i in ids if i not in hidden] if hidden else ids
+
+    def _deps(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
+              include_archived: bool) -> Any:
+        """Types whose versions decide the result; "all" if unknown; None if uncacheable."""
+        deps = {entity_type}
+        if not include_archived:
+            deps.add("Project")
+        paths: list[FieldPath] = [fp for fp, _ in sort_keys]
+
+        def walk(node: Group | Condition) -> bool:
+            if isinstance(node, Group):
+                return all(walk(c) for c in node.conditions)
+            if node.relation in TIME_RELATIONS:
+                return False
+            paths.append(node.path)
+            return True
+        if not walk(group):
+            return None
+        for fp in paths:
+            deps.update(h.to_type for h in fp.hops)
+            if fp.field.is_link:
+                if not fp.field.valid_types:
+                    return "all"
+                deps.update(fp.field.valid_types)
+        return tuple(sorted(deps))
+
+    def _evaluate(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
+                  return_only: str, include_archived: bool) -> list[int]:
+        store = self.store
+        table = store.tables.get(entity_type, {})
+        ids = store.ids(entity_type, retired=(return_only == "retired"))
+        if not include_archived and entity_type != "Project" and store.schema.get_field(entity_type, "project"):
+            archived = {i for i, r in store.tables.get("Project", {}).items() if r.get("archived")}
+            if archived:
+                def visible(i: int) -> bool:
+                    p = table[i].get("project")
+                    return not (isinstance(p, dict) and p.get("type") == "Project" and p.get("id") in archived)
+                ids = [i for i in ids if visible(i)]
+        if group.conditions:
+            pred = self.compile(group)
+            ids = [i for i in ids if pred(table[i])]
+        for fp, desc in reversed(sort_keys):
+            keyf = self._sort_key(fp)
+            ids.sort(key=lambda i: keyf(table[i]), reverse=desc)
+        return ids
+
+    def _parse_sorts(self, entity_type: str, sorts: Any, method: str) -> list[tuple[FieldPath, bool]]:
+        if sorts is None:
+            return []
+        if not isinstance(sorts, list):
+            raise errors.crud(method, "'sorts' must be a list")
+        out = []
+        for s in sorts:
+            if not isinstance(s, dict):
+                raise errors.crud(method, f"malformed sort {s!r}")
+            fname = s.get("field_name", s.get("column"))
+            direction = s.get("direction", "asc")
+            if direction not in ("asc", "desc"):
+                raise errors.crud(method, f"sort direction must be 'asc' or 'desc', got {direction!r}")
+            fp = self.path(entity_type, fname, method)
+            if fp.field.data_type in UNREADABLE or fp.field.data_type in ("serializable", "password"):
+                raise errors.crud(method, f"Field '{fname}' cannot be sorted on.")
+            out.append((fp, direction == "desc"))
+        if len(out) == 1 and out[0][0].text == "id" and not out[0][1]:
+            return []  # already the natural order
+        return out
+
+    def _sort_key(self, fp: FieldPath) -> Callable[[dict[str, Any]], Any]:
+        dtype = fp.field.data_type
+        fname = fp.field.name
+
+        def norm(x: Any) -> tuple[Any, ...]:
+            if dtype == "checkbox":
+                return (1, bool(x))
+            if dtype == "entity" or dtype in MULTI:
+                ls = self.links(x)
+                if not ls:
+                    return (0,)
+                return (1, tuple((fold(str(self.name_of(l["type"], l["id"]) or "")), l["type"], l["id"])
+                                 for l in ls))
+            if dtype == "tag_list":
+                return (1, tuple(sorted(fold(t) for t in x))) if x else (0,)
+            if x is None:
+                return (0,)
+            if isinstance(x, str):
+                return (1, x.casefold())
+            if isinstance(x, (dict, list)):
+                return (1, json.dumps(x, sort_keys=True))
+            return (1, x)
+
+        if not fp.hops:
+            return lambda r: norm(r.get(fname))
+
+        def deep(r: dict[str, Any]) -> tuple[Any, ...]:
+            reached = self.follow(r, fp)
+            return norm(reached[0].get(fname)) if reached else (0,)
+        return deep
+
+    # -- rendering --------------------------------------------------------------------
+    def renderer(self, entity_type: str, return_fields: Any, method: str = "read"
+                 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """A function turning a stored record into its wire dict (type, id, fields)."""
+        if return_fields is None:
+            return_fields = ["id"]
+        if not isinstance(return_fields, list):
+            raise errors.crud(method, "'return_fields' must be a list of field names")
+        getters: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
+        for name in dict.fromkeys(return_fields):
+            if name in ("type", "id"):
+                continue
+            if not isinstance(name, str):
+                raise errors.crud(method, f"malformed return field {name!r}")
+            try:
+                fp = self.path(entity_type, name, method)
+            except errors.Fault:
+                if "." in name:  # the site answers null for deep fields it cannot follow
+                    getters.append((name, lambda r: None))
+                    continue
+                raise
+            getters.append((name, self._getter(fp)))
+
+        def render(rec: dict[str, Any]) -> dict[str, Any]:
+            out = {"type": entity_type, "id": rec["id"]}
+            for name, g in getters:
+                out[name] = g(rec)
+            return out
+        return render
+
+    def _getter(self, fp: FieldPath) -> Callable[[dict[str, Any]], Any]:
+        fmt = self.formatter(fp.field.data_type)
+        fname = fp.field.name
+        default = empty_value(fp.field.data_type)
+        if not fp.hops:
+            return lambda r: fmt(r.get(fname, default))
+        if any(h.field.is_multi for h in fp.hops):
+            return lambda r: None
+        store = self.store
+
+        def deep(r: dict[str, Any]) -> Any:
+            cur: dict[str, Any] | None = r
+            for hop in fp.hops:
+                link = cur.get(hop.field.name)
+                if not isinstance(link, dict) or link.get("type") != hop.to_type:
+                    return None
+                cur = store.get_active(hop.to_type, link.get("id"))
+                if cur is None:
+                    return None
+            return fmt(cur.get(fname, default))
+        return deep
+
+    def formatter(self, dtype: str) -> Callable[[Any], Any]:
+        """Stored value -> wire value for one data type."""
+        if dtype == "entity":
+            def entity(x: Any) -> Any:
+                if not x or not self.live(x):
+                    return None
+                return {"type": x["type"], "id": x["id"], "name": self.name_of(x["type"], x["id"])}
+            return entity
+        if dtype in MULTI:
+            return lambda x: [{"type": l["type"], "id": l["id"], "name": self.name_of(l["type"], l["id"])}
+                              for l in self.links(x)]
+        if dtype == "password":
+            return lambda x: None if x is None else "*******"
+        if dtype == "image":
+            return lambda x: self.absolute(x) if isinstance(x, str) else x
+        if dtype == "url":
+            def url(x: Any) -> Any:
+                if isinstance(x, dict) and isinstance(x.get("url"), str) and x["url"].startswith("/"):
+                    return {**x, "url": self.absolute(x["url"])}
+                return x
+            return url
+        if dtype in UNREADABLE:
+            return lambda x: None
+        if dtype == "tag_list":
+            return lambda x: list(x) if x else []
+        return lambda x: x
+
+    def absolute(self, path: str) -> str:
+        return self.base_url() + path if path.startswith("/") else path
+
+    # -- read ----------------------------------------------------------------------------
+    def read(self, params: Any, method: str = "read") -> dict[str, Any]:
+        """The whole `read` RPC: params in, `{"entities", "paging_info"}` out."""
+        if not isinstance(params, dict):
+            raise errors.crud(method, "parameters must be an object")
+        etype = params.get("type")
+        if not isinstance(etype, str) or etype not in self.store.schema:
+            raise errors.unknown_entity_type(method, etype)
+        return_only = params.get("return_only", "active") or "active"
+        if return_only not in ("active", "retired"):
+            raise errors.crud(method, f"return_only must be 'active' or 'retired', got {return_only!r}")
+        include_archived = params.get("include_archived_projects", True)
+        if not isinstance(include_archived, bool):
+            raise errors.crud(method, "include_archived_projects must be a boolean")
+        _check_presets(params.get("additional_filter_presets"), method)
+        paging = params.get("paging") or {}
+        if not isinstance(paging, dict):
+            raise errors.crud(method, "'paging' must be an object")
+        per_page = paging.get("entities_per_page", 500)
+        page = paging.get("current_page", 1)
+        for name, n in (("entities_per_page", per_page), ("current_page", page)):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise errors.crud(method, f"paging '{name}' must be a positive integer, got {n!r}")
+        render = self.renderer(etype, params.get("return_fields"), method)
+        ids = self.select(etype, params.get("filters"), params.get("sorts"), return_only,
+                          include_archived, method)
+        start = (page - 1) * per_page
+        table = self.store.tables[etype]
+        entities = [render(table[i]) for i in ids[start:start + per_page]]
+        has_next = start + per_page < len(ids)
+        paging_info: dict[str, Any] = {"has_next_page": has_next}
+        if params.get("return_paging_info"):
+            paging_info.update(entity_count=len(ids), page_count=-(-len(ids) // per_page),
+                               current_page=page, entities_per_page=per_page)
+        return {"entities": entities, "paging_info": paging_info}
+
+
+def _check_presets(presets: Any, method: str) -> None:
+    if presets is None:
+        return
+    if not isinstance(presets, list) or not all(isinstance(p, dict) for p in presets):
+        raise errors.crud(method, "additional_filter_presets must be a list of objects")
+    for p in presets:
+        name = p.get("preset_name")
+        if not name:
+            raise errors.crud(method, "additional_filter_presets: 'preset_name' missing")
+        raise errors.crud(method, f"additional_filter_presets: preset '{name}' is not supported by this site")
+
+
+def _tag_test(rel: str, v: Any) -> Test:
+    if isinstance(v, dict):
+        v = v.get("name")
+    if rel == "is":
+        if v is None:
+            return lambda x: not x
+        fv = fold(v)
+        return lambda x: bool(x) and any(fold(t) == fv for t in x)
+    s = fold(v or "")
+    if rel == "name_contains":
+        return lambda x: bool(x) and any(s in fold(t) for t in x)
+    if rel == "name_is":
+        return lambda x: bool(x) and any(fold(t) == s for t in x)
+    raise errors.bad_relation("read", rel, "tag_list", "?")  # pragma: no cover
+
+
+def _add_months(d: dt.datetime, months: int) -> dt.datetime:
+    m = d.month - 1 + months
+    y, m = d.year + m // 12, m % 12 + 1
+    last = [31, 29 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 28, 31, 30, 31, 30,
+            31, 31, 30, 31, 30, 31][m - 1]
+    return d.replace(year=y, month=m, day=min(d.day, last))
+
+
+def _shift(now: dt.datetime, n: int, unit: str) -> dt.datetime:
+    if unit == "HOUR":
+        return now + dt.timedelta(hours=n)
+    if unit == "DAY":
+        return now + dt.timedelta(days=n)
+    if unit == "WEEK":
+        return now + dt.timedelta(weeks=n)
+    if unit == "MONTH":
+        return _add_months(now, n)
+    return _add_months(now, 12 * n)
+
+
+def time_window(rel: str, vals: tuple[Any, ...], dtype: str, now: dt.datetime | None = None
+                ) -> tuple[str, str]:
+    """Inclusive [lo, hi] bounds, in the field's wire format, of a time relation (UTC)."""
+    now = now or utcnow()
+    if rel in ("in_last", "not_in_last", "in_next", "not_in_next"):
+        n, unit = vals
+        other = _shift(now, -n if "last" in rel else n, unit)
+        lo, hi = min(now, other), max(now, other)
+    else:
+        k = vals[0]
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if rel == "in_calendar_day":
+            lo = day + dt.timedelta(days=k)
+            hi = lo + dt.timedelta(days=1)
+        elif rel == "in_calendar_week":
+            lo = day - dt.timedelta(days=day.weekday()) + dt.timedelta(weeks=k)
+            hi = lo + dt.timedelta(weeks=1)
+        elif rel == "in_calendar_month":
+            lo = _add_months(day.replace(day=1), k)
+            hi = _add_months(lo, 1)
+        else:
+            lo = day.replace(month=1, day=1)
+            lo = lo.replace(year=lo.year + k)
+            hi = lo.replace(year=lo.year + 1)
+        hi = hi - dt.timedelta(seconds=1)
+    if dtype == "date":
+        return lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")
+    return lo.strftime("%Y-%m-%dT%H:%M:%SZ"), hi.strftime("%Y-%m-%dT%H:%M:%SZ")

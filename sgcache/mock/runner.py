@@ -1,0 +1,119 @@
+"""Assemble and run a mock site: schema, data, accounts, sockets, uvicorn, state on exit.
+
+``build_site`` is what tests and the CLI share; ``serve`` binds the public and
+admin sockets itself (port 0 picks a free one) so the start-up line can print
+the real ports before the server accepts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ..schema import Schema
+from . import state as state_mod
+from .events import CommitFaults
+from .faults import FaultConfig, Stats
+from .server import MockServer
+from .site import Site
+from .store import Store
+
+log = logging.getLogger("sgcache.mock")
+
+
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8020
+    admin_port: int = 0
+    schema: str | None = None
+    demo: int | None = None
+    seed: int = 1
+    state: str | None = None
+    api_users: list[str] = field(default_factory=list)
+    faults: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "warning"
+
+
+def load_schema(path: str | None) -> Schema:
+    if path:
+        return Schema.load(path)
+    from .builtin_schema import build_schema
+    return build_schema()
+
+
+def parse_api_user(spec: str) -> tuple[str, str, bool]:
+    """NAME:KEY or NAME:KEY:noevents."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (
+            len(parts) == 3 and parts[2] not in ("noevents", "events")):
+        raise ValueError(f"--api-user expects NAME:KEY[:noevents], got {spec!r}")
+    return parts[0], parts[1], not (len(parts) == 3 and parts[2] == "noevents")
+
+
+def build_site(opts: Options, faults: FaultConfig | None = None) -> Site:
+    """The site from state (if the file exists), else from schema + optional demo data."""
+    if opts.state and Path(opts.state).exists():
+        store = state_mod.load(opts.state)
+        log.warning("loaded state %s (%d records)", opts.state, store.count())
+    else:
+        store = Store(load_schema(opts.schema))
+        if opts.demo:
+            from . import demo
+            store.load_records(demo.generate(opts.demo, opts.seed))
+            creds = getattr(demo, "DEMO_CREDENTIALS", None)
+            if creds:
+                store.meta["site_script"] = tuple(creds)
+    site = Site(store, commit_faults=(faults.commit if faults else CommitFaults()))
+    for spec in opts.api_users:
+        name, key, events = parse_api_user(spec)
+        site.add_api_user(name, key, events)
+    return site
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(opts: Options) -> None:
+    faults = FaultConfig()
+    faults.update(opts.faults)
+    site = build_site(opts, faults)
+    script_name, script_key = site.site_credentials()
+    public = _bind(opts.host, opts.port)
+    admin = _bind("127.0.0.1", opts.admin_port)
+    port, admin_port = public.getsockname()[1], admin.getsockname()[1]
+    url_host = opts.host if opts.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    site.base_url = f"http://{url_host}:{port}"
+
+    def save() -> str | None:
+        return state_mod.save(site.store, opts.state) if opts.state else None
+
+    app = MockServer(site, faults, Stats(), admin_port=admin_port, save=save)
+    print(f"sgcache-mock: url={site.base_url} script_name={script_name} script_key={script_key} "
+          f"admin=http://127.0.0.1:{admin_port}", flush=True)
+    config = uvicorn.Config(app, lifespan="off", log_level=opts.log_level, access_log=False,
+                            timeout_keep_alive=120)
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve(sockets=[public, admin]))
+    finally:
+        if opts.state:
+            path = save()
+            print(f"sgcache-mock: saved state to {path}", file=sys.stderr, flush=True)
+        public.close()
+        admin.close()
