@@ -36,7 +36,7 @@ QUERIES: list[tuple[str, Any, list[str], dict[str, Any], bool]] = [
     ("Shot", [{"filter_operator": "any", "filters": [["sg_status_list", "is", "fin"], ["sg_cut_in", "is", None]]},
               ["code", "contains", "1"]], ["code", "sg_status_list", "sg_cut_in"], {}, True),
     ("Shot", [["description", "not_contains", "the"]], ["description"], {}, True),
-    ("Shot", [["description", "is", "FIX THE CAFÉ SIGN IN BG"]], ["description"], {}, True),
+    ("Shot", [["description", "contains", "CAFÉ"]], ["description"], {}, True),
     ("Shot", [["id", "not_in", [1, 2, 3]]], ["code"], {}, True),
     ("Shot", [["created_by", "is_not", {"type": "HumanUser", "id": 1}]], ["created_by"], {}, True),
     ("Shot", [["sg_sequence", "is", {"type": "Sequence", "id": 1}]], ["code"], {}, True),
@@ -101,12 +101,12 @@ def test_local_answers_never_reach_the_site(site: Site, cache: Cache) -> None:
     for etype, filters, fields, kw, local in QUERIES:
         if local:
             sg.find(etype, filters, fields, **kw)
-    reads = site.stats().get("methods", {}).get("read", 0)
+    reads = site.stats().get("requests", {}).get("read", 0)
     assert reads == 0
     for etype, filters, fields, kw, local in QUERIES:
         if not local:
             sg.find(etype, filters, fields, **kw)
-    assert site.stats().get("methods", {}).get("read", 0) >= 1
+    assert site.stats().get("requests", {}).get("read", 0) >= 1
 
 
 def test_bad_credentials_get_the_sites_authentication_fault(site: Site, cache: Cache) -> None:
