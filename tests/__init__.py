@@ -1,0 +1,1 @@
+"""sgcache test suite (a package so `tests.support` is importable)."""
