@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -104,11 +105,13 @@ def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
 
     import shotgun_api3
 
+    from .server import serve_async
+
     def serve() -> None:
         try:
             asyncio.run(serve_async(config))
         except Exception:  # pragma: no cover - reported by the check below
-            pass
+            logging.getLogger("sgcache.demo").exception("serving the demo failed")
 
     threading.Thread(target=serve, daemon=True).start()
     _wait_http(cache_url, time.monotonic() + 30)
