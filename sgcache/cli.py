@@ -23,6 +23,8 @@ def _register() -> None:
     except ImportError:  # pragma: no cover - during bootstrap only
         return
     register_cache(main)
+    from .cache.sync_cli import register as register_sync
+    register_sync(main)
 
 
 _register()

@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (BigInteger, Boolean, Column, Engine, Index, Integer, MetaData,
-                        String, Table, Text, create_engine, true, delete, event, func, select,
+                        String, Table, Text, create_engine, true, delete, event, func, or_, select,
                         update)
 from sqlalchemy.engine import Connection
 
@@ -25,6 +25,8 @@ from .fields import FieldType, MultiEntityField, field_type, text_type
 ACTIVE = "_active"
 CACHED_AT = "_cached_at"
 EVENT_ID = "_event_id"
+#: Microseconds (epoch) when the fetch that wrote the row started: a later fetch wins.
+VERSION = "_version"
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
@@ -67,6 +69,23 @@ def _meta_tables(md: MetaData) -> tuple[Table, Table]:
     return fields_t, state_t
 
 
+def _log_table(md: MetaData) -> Table:
+    """The audit log: one row per entity that an event batch, scan or write-through refreshed."""
+    t = Table(
+        "_sgcache_log", md,
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("at", String(26), nullable=False),
+        Column("source", String(16), nullable=False),  # event | scan | write | rescan
+        Column("ref", String(64)),  # last event id, scan kind, or api3 method
+        Column("entity_type", String(64), nullable=False),
+        Column("entity_id", Integer, nullable=False),
+        Column("outcome", String(16), nullable=False),  # active | retired | gone | stale
+        Column("detail", Text),
+    )
+    Index("ix__sgcache_log_entity", t.c.entity_type, t.c.entity_id)
+    return t
+
+
 class EntityTable:
     """The table of one cached entity type and the storage class of each field."""
 
@@ -79,6 +98,7 @@ class EntityTable:
             Column(ACTIVE, Boolean, nullable=False, default=True, server_default=true()),
             Column(CACHED_AT, String(20)),
             Column(EVENT_ID, BigInteger),
+            Column(VERSION, BigInteger),
         ]
         for fname, fs in entity.fields.items():
             if fname == "id":
@@ -128,6 +148,7 @@ class Store:
         self.schema = schema
         self.md = MetaData()
         self.fields_table, self.state_table = _meta_tables(self.md)
+        self.log_table = _log_table(self.md)
         self.entities: dict[str, EntityTable] = {
             etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
         }
@@ -199,7 +220,7 @@ class Store:
             conn.execute(t.insert().values(key=key, value=payload))
 
     # -- writes ------------------------------------------------------------------
-    def _upsert_stmt(self, table: Table, cols: Iterable[str]) -> Any:
+    def _upsert_stmt(self, table: Table, cols: Iterable[str], guarded: bool = False) -> Any:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -208,13 +229,20 @@ class Store:
         set_ = {c: stmt.excluded[c] for c in cols if c != "id"}
         if not set_:
             return stmt.on_conflict_do_nothing(index_elements=["id"])
+        if guarded:  # an older fetch never overwrites a newer one
+            return stmt.on_conflict_do_update(
+                index_elements=["id"], set_=set_,
+                where=or_(table.c[VERSION].is_(None), table.c[VERSION] <= stmt.excluded[VERSION]))
         return stmt.on_conflict_do_update(index_elements=["id"], set_=set_)
 
     def upsert(self, conn: Connection, entity_type: str, records: Iterable[dict[str, Any]],
-               *, active: bool | None = None, event_id: int | None = None) -> int:
+               *, active: bool | None = None, event_id: int | None = None,
+               version: int | None = None) -> int:
         """Insert or update entities from wire records (only the fields present).
 
-        Multi-entity values replace the stored list. Returns the number of records.
+        Multi-entity values replace the stored list. With a `version` (when the fetch
+        started), rows already written by a later fetch are left alone, links included.
+        Returns the number of records.
         """
         et = self.entities[entity_type]
         now = format_datetime(utcnow())
@@ -229,13 +257,19 @@ class Store:
                 row[ACTIVE] = active
             if event_id is not None:
                 row[EVENT_ID] = event_id
+            if version is not None:
+                row[VERSION] = version
             by_shape[tuple(sorted(row))].append(row)
             for fname in et.assoc:
                 if fname in rec:
                     multi[fname][int(rec["id"])] = rec[fname] or []
         for shape, rows in by_shape.items():
             # Without an explicit flag, new rows are active and existing rows keep theirs.
-            conn.execute(self._upsert_stmt(et.table, shape), rows)
+            conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
+        if version is not None and multi:
+            mine = self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v}, version)
+            multi = defaultdict(dict, {f: {i: v for i, v in vals.items() if i in mine}
+                                       for f, vals in multi.items()})
         for fname, values in multi.items():
             self.replace_links(conn, entity_type, fname, values)
         return n
@@ -275,6 +309,30 @@ class Store:
             values[EVENT_ID] = event_id
         for chunk in _chunks(list(ids), 500):
             conn.execute(update(t).where(t.c.id.in_(chunk)).values(**values))
+
+    def ids_at_version(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> set[int]:
+        """Which of these rows were last written by the fetch of this version."""
+        t = self.entities[entity_type].table
+        out: set[int] = set()
+        for chunk in _chunks(sorted(ids), 500):
+            out.update(conn.execute(select(t.c.id).where(t.c.id.in_(chunk), t.c[VERSION] == version)).scalars())
+        return out
+
+    def delete_rows(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> int:
+        """Remove entities the site no longer shows at all, unless a later fetch wrote them."""
+        et = self.entities[entity_type]
+        t = et.table
+        n = 0
+        for chunk in _chunks(sorted(ids), 500):
+            gone = list(conn.execute(select(t.c.id).where(
+                t.c.id.in_(chunk), or_(t.c[VERSION].is_(None), t.c[VERSION] <= version))).scalars())
+            if not gone:
+                continue
+            conn.execute(delete(t).where(t.c.id.in_(gone)))
+            for a in et.assoc.values():
+                conn.execute(delete(a).where(a.c.parent_id.in_(gone)))
+            n += len(gone)
+        return n
 
     def counts(self, conn: Connection, entity_type: str) -> dict[str, int]:
         t = self.entities[entity_type].table

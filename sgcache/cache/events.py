@@ -1,0 +1,226 @@
+"""The event watcher: follow the site's EventLogEntry log and refresh what it names.
+
+Each batch of events is turned into the set of entities it touched; those are re-read
+from the site in bulk and stored, together with the new position in the log and the
+backlog of missing ids, in ONE transaction (so a crash replays, never skips). Events
+are never applied value by value: the refresh reads the current state, and rows keep
+the start time of the fetch that wrote them, so a late or replayed event cannot roll
+a row back. The traps this handles are listed in docs/event-log.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from ..config import Config
+from ..upstream import Upstream
+from .scan import full_scan, return_fields_for
+from .store import Store
+
+log = logging.getLogger("sgcache.events")
+
+ET = "EventLogEntry"
+EVENT_FIELDS = ["id", "event_type", "attribute_name", "entity", "meta", "created_at"]
+_EVENT_RE = re.compile(r"^Shotgun_(?P<type>\w+?)_(?P<action>New|Change|Retirement|Revival)$")
+#: Event types that carry per-user values, not site data.
+NOISE_TYPES = frozenset({"Shotgun_Reading_Change"})
+LAST_ID, BACKLOG = "last_event_id", "event_backlog"
+
+
+@dataclass
+class Plan:
+    """What one batch of events asks for."""
+
+    touched: dict[str, set[int]] = field(default_factory=dict)
+    revived: dict[str, set[int]] = field(default_factory=dict)
+    schema_changed: bool = False
+    ignored: int = 0
+
+
+def plan_events(events: list[dict[str, Any]], store: Store) -> Plan:
+    """Which cached entities a batch of events touched (pure; tested on its own)."""
+    plan = Plan()
+    for ev in events:
+        etype_s = ev.get("event_type") or ""
+        meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
+        m = _EVENT_RE.match(etype_s)
+        attr = ev.get("attribute_name") or meta.get("attribute_name") or ""
+        if m is None or etype_s in NOISE_TYPES or "current_user" in attr:
+            plan.ignored += 1
+            continue
+        if m["type"] == "DisplayColumn":
+            plan.schema_changed = True
+            continue
+        # Trap 1: `entity` reads null for retired entities; meta always names it.
+        etype = meta.get("entity_type") or m["type"]
+        eid = meta.get("entity_id")
+        if not isinstance(eid, int) or etype not in store or etype == ET:
+            plan.ignored += 1
+            continue
+        action = m["action"]
+        if action == "Change":
+            if meta.get("in_create"):  # the New event fetches the whole entity
+                plan.ignored += 1
+                continue
+            if attr and attr != "retirement_date" and not store[etype].is_cached(attr):
+                plan.ignored += 1
+                continue
+        plan.touched.setdefault(etype, set()).add(eid)
+        if action == "Revival":
+            plan.revived.setdefault(etype, set()).add(eid)
+    return plan
+
+
+class EventWatcher:
+    """Polls EventLogEntry after the last applied id; keeps a backlog of missing ids."""
+
+    def __init__(self, store: Store, upstream: Upstream, refresher: Any, config: Config,
+                 page_size: int = 500) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.refresher = refresher
+        self.config = config
+        self.page_size = page_size
+        self.last_id: int | None = None
+        self.backlog: dict[int, float] = {}  # missing id -> when first missed (epoch)
+        self.schema_changed = False
+        self.stats: dict[str, int] = {"events": 0, "gaps_filled": 0, "gaps_expired": 0, "rescans": 0}
+        self.fields = list(dict.fromkeys(EVENT_FIELDS + (return_fields_for(store, ET) if ET in store else [])))
+
+    # -- state ------------------------------------------------------------------------------
+    def _load(self) -> None:
+        with self.store.engine.connect() as conn:
+            self.last_id = self.store.get_state(conn, LAST_ID)
+            self.backlog = {int(k): float(v) for k, v in (self.store.get_state(conn, BACKLOG) or {}).items()}
+
+    def _save(self, conn: Connection, last_id: int, backlog: dict[int, float]) -> None:
+        self.store.set_state(conn, LAST_ID, last_id)
+        self.store.set_state(conn, BACKLOG, {str(k): v for k, v in sorted(backlog.items())})
+
+    def _get_state(self, key: str) -> Any:
+        with self.store.engine.connect() as conn:
+            return self.store.get_state(conn, key)
+
+    # -- the log's ends ---------------------------------------------------------------------
+    async def _edge(self, direction: str, filters: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        res = await self.upstream.call("read", {
+            "type": ET, "return_fields": ["id", "created_at"],
+            "filters": {"logical_operator": "and", "conditions": filters or []},
+            "sorts": [{"field_name": "id", "direction": direction}],
+            "paging": {"entities_per_page": 1, "current_page": 1},
+            "return_only": "active", "return_paging_info_without_counts": True})
+        ents = res.get("entities") or []
+        return ents[0] if ents else None
+
+    async def start(self) -> None:
+        """Load the position; find one if there is none; rescan if the log lost ours."""
+        await asyncio.to_thread(self._load)
+        if self.last_id is None:
+            scan = await asyncio.to_thread(self._get_state, "last_full_scan")
+            started = (scan or {}).get("started_at")
+            if started:
+                from .sync import scan_started_before
+                before = await self._edge("desc", [
+                    {"path": "created_at", "relation": "less_than", "values": [scan_started_before(started)]}])
+                first = await self._edge("asc")
+                start = before["id"] if before else (first["id"] - 1 if first else 0)
+                await asyncio.to_thread(self._commit, start, {})
+                log.info("event watcher starts after event %d (before the last full scan)", start)
+            else:
+                await self.rescan("no event position and no full scan recorded")
+        else:
+            await self.check_retention()
+
+    async def check_retention(self) -> None:
+        """Trap 4: if events after our position are gone from the log, only a rescan is exact."""
+        if self.last_id is None:
+            return
+        first = await self._edge("asc")
+        last = await self._edge("desc")
+        if first is not None and self.last_id < first["id"] - 1:
+            await self.rescan(f"event {self.last_id + 1} is no longer in the log (oldest is {first['id']})")
+        elif self.last_id > 0 and (last is None or last["id"] < self.last_id):
+            await self.rescan(f"the log ends at {last['id'] if last else 'nothing'}, before our "
+                              f"position {self.last_id}: it looks truncated or reset")
+
+    async def rescan(self, why: str) -> None:
+        log.warning("event log: %s; falling back to a full rescan", why)
+        self.stats["rescans"] += 1
+        last = await self._edge("desc")
+        start = last["id"] if last else 0
+        await full_scan(self.upstream, self.store)
+        await asyncio.to_thread(self._commit, start, {})
+        log.warning("rescan done; following events after %d", start)
+
+    def _commit(self, last_id: int, backlog: dict[int, float]) -> None:
+        with self.store.engine.begin() as conn:
+            self._save(conn, last_id, backlog)
+        self.last_id, self.backlog = last_id, dict(backlog)
+
+    # -- polling ----------------------------------------------------------------------------
+    async def catch_up(self) -> int:
+        """Poll until a batch comes back short (no sleep between full batches)."""
+        total = 0
+        while True:
+            n, full = await self.poll_once()
+            total += n
+            if not full:
+                return total
+
+    async def poll_once(self) -> tuple[int, bool]:
+        """Fetch and apply one batch; returns (events seen, whether the batch was full)."""
+        if self.last_id is None:
+            await self.start()
+        assert self.last_id is not None
+        now = time.time()
+        backlog = dict(self.backlog)
+        for i, t in list(backlog.items()):
+            if now - t > self.config.backlog_ttl:
+                del backlog[i]
+                self.stats["gaps_expired"] += 1
+                log.info("event %d never appeared within %.0fs; giving up on it", i, self.config.backlog_ttl)
+        conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [self.last_id]}]
+        waiting = sorted(backlog)[:self.page_size]
+        if waiting:
+            conds.append({"path": "id", "relation": "in", "values": waiting})
+        res = await self.upstream.call("read", {
+            "type": ET, "return_fields": self.fields,
+            "filters": {"logical_operator": "or", "conditions": conds},
+            "sorts": [{"field_name": "id", "direction": "asc"}],
+            "paging": {"entities_per_page": self.page_size, "current_page": 1},
+            "return_only": "active", "return_paging_info_without_counts": True})
+        events = [e for e in res.get("entities") or [] if isinstance(e.get("id"), int)]
+        full = len(events) >= self.page_size
+        last_id = self.last_id
+        for ev in events:
+            i = ev["id"]
+            if i in backlog:
+                del backlog[i]
+                self.stats["gaps_filled"] += 1
+            elif i > last_id:
+                for missing in range(last_id + 1, i):  # Trap 2: ids commit out of order
+                    backlog.setdefault(missing, now)
+                last_id = i
+        if not events and backlog == self.backlog:
+            return 0, False
+        plan = plan_events(events, self.store)
+        if plan.revived:
+            for etype, ids in plan.revived.items():
+                for t, more in (await self.refresher.referencing(etype, ids)).items():
+                    plan.touched.setdefault(t, set()).update(more)
+        if plan.schema_changed:
+            self.schema_changed = True
+        extra = {ET: [{k: v for k, v in e.items() if k != "type"} for e in events]} if ET in self.store else None
+        await self.refresher.apply(plan.touched, source="event", ref=str(last_id), follow=False,
+                                   event_id=last_id, extra=extra,
+                                   in_txn=lambda conn: self._save(conn, last_id, backlog))
+        self.last_id, self.backlog = last_id, backlog
+        self.stats["events"] += len(events)
+        return len(events), full
