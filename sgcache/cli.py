@@ -14,16 +14,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    # Each feature package contributes its own verbs; import lazily so that a
-    # broken optional piece cannot take the whole CLI down.
-    from .mock.cli import mock
-    main.add_command(mock)
-    try:
-        from .cache.cli import register as register_cache
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return
-    register_cache(main)
+    # Each feature package contributes its own verbs; the modules import their heavy
+    # dependencies inside the commands, so `sgcache --help` stays fast.
+    from .cache.cli import register as register_cache
     from .cache.sync_cli import register as register_sync
+    from .mock.cli import mock
+
+    main.add_command(mock)
+    register_cache(main)
     register_sync(main)
 
 
