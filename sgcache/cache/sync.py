@@ -39,6 +39,8 @@ Touched = dict[str, set[int]]
 #: How many reads of the site one refresh runs at once.
 FETCH_CONCURRENCY = 8
 CHUNK = 500
+#: Rounds of following changed links to the other side (each entity is fetched once).
+MAX_FOLLOW = 4
 
 
 def now_version() -> int:
@@ -197,11 +199,12 @@ class Refresher:
                     out.add((link["type"], link["id"]))
         return out
 
-    def _other_side(self, fetched: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]]) -> Touched:
-        """Targets whose links were added or removed by the fetched records."""
+    def _other_side(self, frontier: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]],
+                    fetched: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]]) -> Touched:
+        """Targets (not fetched yet) whose links were added or removed by the frontier's records."""
         out: Touched = {}
         with self.store.engine.connect() as conn:
-            for etype, got in fetched.items():
+            for etype, got in frontier.items():
                 if etype not in self.back_types:
                     continue
                 old = self._stored_links(conn, etype, sorted(got))
@@ -229,11 +232,15 @@ class Refresher:
         todo = {t: {i for i in ids if not (t in fetched and i in fetched[t])} for t, ids in touched.items()}
         for t, got in (await self.fetch(todo)).items():
             fetched[t] = {**fetched.get(t, {}), **got}
-        if follow and fetched:
-            other = await asyncio.to_thread(self._other_side, fetched)
-            if other:
-                for t, got in (await self.fetch(other)).items():
-                    fetched[t] = {**fetched.get(t, {}), **got}
+        frontier = fetched
+        for _ in range(MAX_FOLLOW if follow else 0):
+            # Entities fetched because a link changed may have changed links of their own.
+            other = await asyncio.to_thread(self._other_side, frontier, fetched)
+            if not other:
+                break
+            frontier = await self.fetch(other)
+            for t, got in frontier.items():
+                fetched[t] = {**fetched.get(t, {}), **got}
         applied = Applied(version)
         await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn)
         return applied

@@ -1,0 +1,88 @@
+"""The same create/update/link/unlink/delete/revive story reaches the cache three ways:
+write-through (client -> `sgcache serve` -> site), events only (written on the site, then
+`ctrl poll`), and scans only (an events-off script, then `ctrl scan`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from tests.support.procs import MockProcess
+
+from .support import NOEVENTS, CacheEnv, CacheView, site_one
+
+FIELDS = {"Shot": ["code", "tasks", "assets", "project", "sg_sequence", "description"],
+          "Task": ["content", "entity", "project", "sg_status_list"],
+          "Asset": ["code", "shots", "tasks"]}
+
+
+def check(site: Any, view: CacheView, ents: list[tuple[str, int]], step: str) -> None:
+    for etype, eid in ents:
+        fields = [f for f in FIELDS[etype] if f in view.store[etype].fields]
+        want = site_one(site, etype, eid, fields)
+        got = view.one(etype, eid, fields)
+        assert got == want, f"after {step}: {etype} {eid}\n site: {want}\ncache: {got}"
+
+
+def story(writer: Any, site: Any, view: CacheView, sync: Callable[[], None]) -> None:
+    """Each step is checked right after `sync()` against the site, entity by entity."""
+    shot = site.find_one("Shot", [], ["project"], order=[{"field_name": "id", "direction": "asc"}])
+    other = site.find_one("Shot", [["id", "is_not", shot["id"]], ["project", "is", shot["project"]]], ["project"])
+    asset = site.find_one("Asset", [["project", "is", shot["project"]]], ["code"])
+    sh, ot, at = ("Shot", shot["id"]), ("Shot", other["id"]), ("Asset", asset["id"])
+
+    task = writer.create("Task", {"content": "story task", "entity": {"type": "Shot", "id": shot["id"]},
+                                  "project": shot["project"]})
+    tk = ("Task", task["id"])
+    sync()
+    check(site, view, [tk, sh], "create")
+
+    writer.update("Task", task["id"], {"content": "story task v2", "sg_status_list": "ip"})
+    writer.update("Shot", shot["id"], {"description": "changed by the story"})
+    sync()
+    check(site, view, [tk, sh], "update")
+
+    writer.update("Shot", shot["id"], {"assets": [{"type": "Asset", "id": asset["id"]}]},
+                  multi_entity_update_modes={"assets": "add"})
+    sync()
+    check(site, view, [sh, at], "link")
+
+    writer.update("Task", task["id"], {"entity": {"type": "Shot", "id": other["id"]}})
+    writer.update("Shot", shot["id"], {"assets": [{"type": "Asset", "id": asset["id"]}]},
+                  multi_entity_update_modes={"assets": "remove"})
+    sync()
+    check(site, view, [tk, sh, ot, at], "unlink")
+
+    assert writer.delete("Task", task["id"]) is True
+    sync()
+    check(site, view, [tk, sh, ot], "delete")
+    assert view.one("Task", task["id"])["__retired"] is True
+
+    assert writer.revive("Task", task["id"]) is True
+    sync()
+    check(site, view, [tk, sh, ot], "revive")
+    assert view.one("Task", task["id"])["__retired"] is False
+
+
+def test_write_through(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
+    url = cache.serve()
+    writer = mock.sg()
+    writer.base_url = url  # not enough on its own: build a client on the cache's URL
+    import shotgun_api3
+    client = shotgun_api3.Shotgun(url, script_name=mock.script_name, api_key=mock.script_key)
+    story(client, mock.sg(), view, lambda: None)  # no poll, no scan: write-through alone
+
+
+def test_events_only(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
+    cache.start("events")
+    cache.ctrl("poll")
+    story(mock.sg(), mock.sg(), view, lambda: cache.ctrl("poll"))
+
+
+def test_scans_only(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
+    cache.start("events")
+    cache.ctrl("poll")
+    bot = mock.sg(script_name=NOEVENTS[0], api_key=NOEVENTS[1])
+    story(bot, mock.sg(), view, lambda: cache.ctrl("scan"))
