@@ -39,7 +39,8 @@ class Config:
     backlog_ttl: float = 300.0
     watch_events: bool = True
     log_json: bool = False
-    max_body_bytes: int = 50_000_000
+    max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
+    max_json_depth: int = 64  # deeper nesting of lists/objects in an api3 body gets a Fault
 
     @property
     def database_url(self) -> str:

@@ -1,4 +1,8 @@
-"""Logging setup: plain or JSON lines, with a last-line-of-defence secret scrubber."""
+"""Logging setup: plain or JSON lines, with a last-line-of-defence secret scrubber.
+
+Code never logs credentials (it logs `auth.identity()`), but a message or traceback
+can quote what it was given; every finished line is scrubbed before it is written.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,33 @@ import re
 import time
 from typing import Any
 
+#: Names whose values are secrets, as they appear in auth dicts, forms, cookies and URLs.
+_SECRET_KEYS = (r"script_key|user_password|session_token|auth_token|session_id|_session_id|"
+                r"api_key|password|passwd|secret|token|key")
 _SECRET_RE = re.compile(
-    r'("?(?:script_key|user_password|session_token|auth_token|password|api_key|key)"?\s*[:=]\s*)'
-    r'("[^"]*"|\'[^\']*\'|[^\s,}&]+)', re.IGNORECASE)
+    r"((?:" + _SECRET_KEYS + r")(?:\\*[\"'])?\s*[:=]\s*)"   # key, maybe quoted (even JSON-escaped)
+    r"(\\*\"(?:[^\"\\]|\\[^\"])*\\*\"|'[^']*'|[^\s,;}&\])\"']+)",  # quoted or bare value
+    re.IGNORECASE)
+#: user:password@ in URLs (database URLs, a site URL with gateway credentials).
+_URL_CREDS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
 
 
 def scrub(text: str) -> str:
-    """Mask values of secret-looking keys in a log message."""
-    return _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
+    """Mask values of secret-looking keys, and passwords in URLs, in a log line."""
+    text = _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
+    return _URL_CREDS_RE.sub(lambda m: m.group(1) + "***@", text)
 
 
 class _ScrubFilter(logging.Filter):
+    """Scrubs the message itself, so every handler (ours or a library's) gets it clean."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format string must not lose the line or raise
+            msg = f"{record.msg!r} {record.args!r}"
         clean = scrub(msg)
-        if clean != msg:
+        if clean != msg or record.args:
             record.msg, record.args = clean, ()
         return True
 
@@ -31,24 +47,31 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
-            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
+            "level": record.levelname.lower(), "logger": record.name, "msg": scrub(record.getMessage()),
         }
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
-            out.update(extra)
+            out.update({k: scrub(v) if isinstance(v, str) else v for k, v in extra.items()})
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+            out["exc"] = scrub(self.formatException(record.exc_info))
+        return scrub(json.dumps(out, ensure_ascii=False, default=str))
 
 
-def configure(json_logs: bool = False, level: int = logging.INFO) -> None:
+class ScrubbingFormatter(logging.Formatter):
+    """The plain formatter, scrubbing the finished line (tracebacks included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def configure(json_logs: bool = False, level: int | str = logging.INFO) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler()
     handler.addFilter(_ScrubFilter())
     handler.setFormatter(JsonFormatter() if json_logs else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                         ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
@@ -24,13 +25,39 @@ SAFE_METHODS = frozenset({
     "text_search", "query_display_name_cache", "note_thread_contents", "activity_stream",
     "work_schedule_read", "followers", "following", "preferences_read", "user_subscriptions_read",
 })
+#: The other methods the client sends: never repeated by the cache, whatever the failure
+#: (a write may have been applied before the failure; a session token would be issued twice).
+UNSAFE_METHODS = frozenset({
+    "create", "update", "delete", "revive", "batch", "schema_field_create", "schema_field_update",
+    "schema_field_delete", "work_schedule_update", "follow", "unfollow", "user_subscriptions_create",
+    "update_project_last_accessed_by_current_user", "get_session_token", "export_page",
+    "nav_expand", "nav_search",
+})
+#: Every method name worth its own metric label; anything else is counted as "other" so a
+#: caller sending random method names cannot grow the counters without bound.
+KNOWN_METHODS = SAFE_METHODS | UNSAFE_METHODS
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: How long after a failed call the site counts as down (see `Upstream.site_down`).
+DOWN_WINDOW = 5.0
+
+
+def method_label(method: object) -> str:
+    """A bounded label for a method name (metrics, counters)."""
+    return method if isinstance(method, str) and method in KNOWN_METHODS else "other"
 
 
 class UpstreamUnavailable(errors.Fault):
     """The site could not be reached (or kept failing) within the configured time."""
 
     code = errors.UPSTREAM_UNAVAILABLE
+
+
+def unavailable_message(method: str, status: int) -> str:
+    """What a caller is told when the site answered an HTTP error instead of a result."""
+    if method in SAFE_METHODS:
+        return f"The site is unavailable (HTTP {status}); '{method}' failed. Try again later."
+    return (f"The site is unavailable (HTTP {status}); '{method}' was not retried "
+            "and may or may not have been applied. Check before repeating it.")
 
 
 class Upstream:
@@ -49,8 +76,12 @@ class Upstream:
             base_url=self.base_url, timeout=self.timeout, transport=transport,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False)
+        #: the whole call, retries and backoff included, must finish within this
+        self.deadline = timeout
         self.calls: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self._last_ok = 0.0
+        self._last_fail = 0.0
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -62,11 +93,32 @@ class Upstream:
 
     # -- RPC ---------------------------------------------------------------------------
     async def post_json(self, body: bytes, method: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
-        """POST an api3 body as-is; retries 502/503/504 and connect errors for safe methods."""
-        self.calls[method] = self.calls.get(method, 0) + 1
+        """POST an api3 body as-is, within `deadline` seconds in all.
+
+        502/503/504 and broken connections are retried only for SAFE_METHODS: a write
+        may have been applied before the failure, and repeating it could apply it twice.
+        Raises UpstreamUnavailable when the site cannot be reached in time.
+        """
+        label = method_label(method)
+        self.calls[label] = self.calls.get(label, 0) + 1
         hdrs = {"content-type": "application/json; charset=utf-8"}
         if headers:
             hdrs.update({k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")})
+        try:
+            async with asyncio.timeout(self.deadline):
+                resp = await self._post_with_retries(body, method, hdrs)
+        except TimeoutError as e:
+            self._failed("timeout")
+            raise UpstreamUnavailable(f"The site did not answer within {self.deadline:g}s.") from e
+        if resp.status_code in RETRY_STATUSES:
+            self._failed(str(resp.status_code))
+        else:
+            self._last_ok = time.monotonic()
+            if resp.status_code >= 300:
+                self._count_error(str(resp.status_code))
+        return resp
+
+    async def _post_with_retries(self, body: bytes, method: str, hdrs: dict[str, str]) -> httpx.Response:
         attempts = 1 + (self.retries if method in SAFE_METHODS else 0)
         last: Exception | None = None
         for attempt in range(attempts):
@@ -74,25 +126,43 @@ class Upstream:
                 await asyncio.sleep(self.backoff * attempt)
             try:
                 resp = await self.client.post("/api3/json", content=body, headers=hdrs)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
+                    httpx.ReadError, httpx.WriteError) as e:
                 # Nothing reached the site (or the connection broke before a reply): safe
                 # methods may retry; writes must not, the site may have applied them.
                 last = e
                 self._count_error(type(e).__name__)
                 continue
             except httpx.TimeoutException as e:
-                self._count_error("timeout")
-                raise UpstreamUnavailable(f"The site did not answer within {self.timeout.read}s.") from e
+                self._failed("timeout")
+                raise UpstreamUnavailable(f"The site did not answer within {self.timeout.read:g}s.") from e
             except httpx.HTTPError as e:
-                self._count_error(type(e).__name__)
+                self._failed(type(e).__name__)
                 raise UpstreamUnavailable(f"The site could not be reached: {type(e).__name__}.") from e
             if resp.status_code in RETRY_STATUSES and attempt + 1 < attempts:
                 self._count_error(str(resp.status_code))
+                await resp.aclose()
                 continue
-            if resp.status_code >= 300:
-                self._count_error(str(resp.status_code))
             return resp
-        raise UpstreamUnavailable(f"The site could not be reached: {type(last).__name__ if last else 'error'}.")
+        self._failed("unreachable")
+        what = type(last).__name__ if last else "error"
+        if method in SAFE_METHODS:
+            raise UpstreamUnavailable(f"The site could not be reached: {what}.")
+        raise UpstreamUnavailable(f"The connection to the site failed during '{method}' ({what}); "
+                                  "it was not retried and may or may not have been applied.")
+
+    @property
+    def site_down(self) -> bool:
+        """True while the last call failed for want of the site, a few seconds ago at most.
+
+        Lets callers with a choice (the auth check during its grace period) skip a call
+        that would only wait for the same failure again.
+        """
+        return self._last_fail > self._last_ok and time.monotonic() - self._last_fail < DOWN_WINDOW
+
+    def _failed(self, kind: str) -> None:
+        self._last_fail = time.monotonic()
+        self._count_error(kind)
 
     def _count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -107,7 +177,7 @@ class Upstream:
         body = json.dumps({"method_name": method, "params": plist}, ensure_ascii=False).encode()
         resp = await self.post_json(body, method)
         if resp.status_code >= 300:
-            raise UpstreamUnavailable(f"The site answered HTTP {resp.status_code}.")
+            raise UpstreamUnavailable(unavailable_message(method, resp.status_code))
         try:
             data = resp.json()
         except ValueError as e:
@@ -149,10 +219,12 @@ class Upstream:
         url = path + (f"?{query}" if query else "")
         req = self.client.build_request(method, url, headers=headers, content=body)
         try:
-            return await self.client.send(req, stream=True)
+            resp = await self.client.send(req, stream=True)
+            self._last_ok = time.monotonic()
+            return resp
         except httpx.TimeoutException as e:
-            self._count_error("timeout")
-            raise UpstreamUnavailable(f"The site did not answer within {self.timeout.read}s.") from e
+            self._failed("timeout")
+            raise UpstreamUnavailable(f"The site did not answer within {self.timeout.read:g}s.") from e
         except httpx.HTTPError as e:
-            self._count_error(type(e).__name__)
+            self._failed(type(e).__name__)
             raise UpstreamUnavailable(f"The site could not be reached: {type(e).__name__}.") from e

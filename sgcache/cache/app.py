@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..protocol import errors
-from ..upstream import UpstreamUnavailable
+from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavailable_message
 from .auth import identity
 from .read import Passthrough
 from .service import CacheService
@@ -57,6 +57,67 @@ def _fault(f: errors.Fault) -> Response:
     return _json(f.body())
 
 
+class BadRequest(errors.Fault):
+    """The request could not be read as an api3 call at all."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True if lists/dicts nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            if d > limit:
+                return True
+            stack.extend((x, d + 1) for x in v if isinstance(x, (list, dict)))
+    return False
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or BadRequest once it passes `limit` bytes.
+
+    The rest of an oversized body is read and dropped (memory stays bounded) so the
+    client, which sends its whole body before reading, still gets the Fault.
+    """
+    declared = request.headers.get("content-length")
+    too_big = declared is not None and declared.isdigit() and int(declared) > limit
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_big = True
+        if not too_big:
+            chunks.append(chunk)
+    if too_big:
+        raise BadRequest(f"Request body too large: the limit is {limit} bytes.")
+    return b"".join(chunks)
+
+
+def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
+    """(method_name, params) of an api3 body, or BadRequest saying what is wrong."""
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Invalid JSON in request body.") from None
+    if _too_deep(payload, max_depth):
+        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.")
+    if not isinstance(payload, dict) or not isinstance(payload.get("method_name"), str):
+        raise BadRequest("Request must be a JSON object with a 'method_name'.")
+    params = payload.get("params") or []
+    if not isinstance(params, list):
+        raise BadRequest("'params' must be a list.")
+    return payload["method_name"], params
+
+
 def _reason_key(reason: str) -> str:
     """Collapse a passthrough reason to a low-cardinality metric label."""
     return reason.split(" ", 3)[0] if reason else "unknown"
@@ -74,6 +135,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             resp = await upstream.post_json(body, method, request.headers)
         except UpstreamUnavailable as e:
             return _fault(e)
+        if resp.status_code in RETRY_STATUSES:
+            # A clear Fault rather than a bare 502/503/504, which the client would turn
+            # into a ProtocolError, or retry itself even for a create.
+            return _fault(UpstreamUnavailable(unavailable_message(method, resp.status_code)))
         headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS
                    and k.lower() != "content-encoding"}
         return Response(resp.content, status_code=resp.status_code, headers=headers)
@@ -82,19 +147,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         t0 = time.perf_counter()
         method, outcome = "invalid", "fault"
         try:
-            body = await request.body()
-            if len(body) > config.max_body_bytes:
-                return _fault(errors.Fault("Request body too large."))
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return _fault(errors.Fault("Invalid JSON in request body."))
-            if not isinstance(payload, dict) or not isinstance(payload.get("method_name"), str):
-                return _fault(errors.Fault("Request must be a JSON object with a 'method_name'."))
-            method = payload["method_name"]
-            params = payload.get("params") or []
-            if not isinstance(params, list):
-                return _fault(errors.Fault("'params' must be a list."))
+            body = await read_body(request, config.max_body_bytes)
+            method, params = parse_payload(body, config.max_json_depth)
             if method == "info":
                 outcome = "served"
                 return await info(body, request)
@@ -104,12 +158,22 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             outcome = "passthrough"
             response = await forward(body, method, request)
             if on_write is not None and response.status_code == 200:
-                await on_write(method, params, response.body)
+                try:
+                    await on_write(method, params, response.body)
+                except Exception:  # the write happened on the site; the sync catches up
+                    log.exception("write-through of %s failed", method_label(method))
             return response
+        except errors.Fault as f:
+            return _fault(f)
+        except Exception as e:  # never an HTTP 500: the caller gets a Fault it can read
+            log.exception("internal error answering %s", method_label(method))
+            return _fault(errors.Fault(f"sgcache internal error ({type(e).__name__}); "
+                                       "the request was not answered."))
         finally:
             dt = time.perf_counter() - t0
-            metrics.requests.labels(method, outcome).inc()
-            metrics.latency.labels(method, outcome).observe(dt)
+            label = method_label(method) if method != "invalid" else method
+            metrics.requests.labels(label, outcome).inc()
+            metrics.latency.labels(label, outcome).observe(dt)
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request) -> tuple[Response, str]:
         etype = params.get("type")
@@ -119,15 +183,19 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             await service.auth.check(auth, etype)
             result = await run_in_threadpool(_read_sync, params)
         except Passthrough as p:
-            log.info("passthrough read %s: %s", etype, p.reason)
+            log.info("passthrough read %.64s: %.300s", etype, p.reason)
             metrics.passthrough.labels(_reason_key(p.reason)).inc()
             return await forward(body, "read", request), "passthrough"
         except errors.AuthenticationFault as f:
-            log.info("refused read %s by %s", etype, identity(auth) if isinstance(auth, dict) else "?")
+            log.info("refused read %s by %s", etype, identity(auth))
             return _fault(f), "refused"
         except UpstreamUnavailable as f:
             return _fault(f), "fault"
         except errors.Fault:
+            return await forward(body, "read", request), "passthrough"
+        except Exception:  # a value the engine or database chokes on: the site decides
+            log.exception("read engine failed on %s; passing the read through", etype)
+            metrics.passthrough.labels("error").inc()
             return await forward(body, "read", request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         return _json({"results": result}), "served"
@@ -140,6 +208,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     async def info(body: bytes, request: Request) -> Response:
         try:
+            if upstream.site_down and "site" in info_cache:
+                raise UpstreamUnavailable("the site is down")  # answer now, not after retries
             site = await upstream.call("info")
             info_cache["site"] = site
             status = "ok"
@@ -158,6 +228,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                                          body=request.stream(), query=request.url.query)
         except UpstreamUnavailable as e:
             return PlainTextResponse(f"0\n{e.message}\n", status_code=502)
+        except Exception as e:  # a malformed request httpx will not send: still no 500
+            log.warning("could not pass %s %.200s through: %s", request.method, request.url.path,
+                        type(e).__name__)
+            return PlainTextResponse("0\nsgcache could not pass this request through.\n", status_code=400)
         out_headers = {k: v for k, v in resp.headers.items()
                        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"}
         return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,

@@ -7,21 +7,28 @@ During a site outage, callers verified within the grace period keep cached reads
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..protocol import errors
 from ..upstream import Upstream, UpstreamUnavailable
 
 log = logging.getLogger("sgcache.auth")
 
-_AUTH_KEYS = ("script_name", "script_key", "user_login", "user_password", "auth_token",
-              "session_token", "sudo_as_login")
+#: Keys that do not change who the caller is (a per-client-instance uuid).
+_NOT_IDENTITY = frozenset({"session_uuid", "reject_if_expired"})
+#: A refusal is remembered at most this long, so a key created on the site just after
+#: a failed attempt works soon, while a flood of bad keys still reaches the site rarely.
+REFUSAL_TTL = 30.0
+#: Verdicts kept at most; the least recently used go first.
+MAX_VERDICTS = 100_000
 
 
 @dataclass
@@ -31,52 +38,103 @@ class _Verdict:
     message: str = ""
 
 
-def identity(auth: Mapping[str, Any]) -> str:
+def identity(auth: Any) -> str:
     """A printable caller identity for logs: script or login, plus sudo; never secrets."""
+    if not isinstance(auth, Mapping):
+        return "?"
     who = auth.get("script_name") or auth.get("user_login") or ("session" if auth.get("session_token") else "?")
     sudo = auth.get("sudo_as_login")
-    return f"{who} as {sudo}" if sudo else str(who)
+    text = f"{who} as {sudo}" if sudo else str(who)
+    return text[:100]
+
+
+def _credential_kind(auth: Mapping[str, Any]) -> str | None:
+    """Which credentials the site will look at (its precedence), if they are well formed."""
+    def s(k: str) -> bool:
+        return isinstance(auth.get(k), str) and bool(auth.get(k))
+    if "user_login" in auth:
+        return "login" if s("user_login") and s("user_password") else None
+    if "script_name" in auth:
+        return "script" if s("script_name") and s("script_key") else None
+    if "session_token" in auth:
+        return "session" if s("session_token") else None
+    return None
 
 
 class AuthVerifier:
+    """Checks callers against the site, once per credential per `ttl` seconds.
+
+    Concurrent first requests with the same credentials share one verification call.
+    """
+
     def __init__(self, upstream: Upstream, *, ttl: float = 300.0, grace: float = 3600.0,
                  allow_scripts: tuple[str, ...] = (), allow_logins: tuple[str, ...] = (),
-                 clock: Any = time.monotonic) -> None:
+                 refusal_ttl: float = REFUSAL_TTL, max_verdicts: int = MAX_VERDICTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.upstream = upstream
         self.ttl = ttl
-        self.grace = grace
+        self.grace = max(grace, ttl)
+        self.refusal_ttl = min(refusal_ttl, ttl)
         self.allow_scripts = set(allow_scripts)
         self.allow_logins = set(allow_logins)
+        self.max_verdicts = max_verdicts
         self._salt = os.urandom(16)
-        self._verdicts: dict[str, _Verdict] = {}
+        self._verdicts: OrderedDict[str, _Verdict] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[None]] = {}
         self._clock = clock
+        self.verifications = 0  # calls made to the site, for status and tests
 
     def _key(self, auth: Mapping[str, Any]) -> str:
-        material = json.dumps({k: auth.get(k) for k in _AUTH_KEYS}, sort_keys=True, default=str)
+        material = json.dumps({k: v for k, v in auth.items() if k not in _NOT_IDENTITY},
+                              sort_keys=True, default=str)
         return hashlib.sha256(self._salt + material.encode()).hexdigest()
 
-    def _allowed(self, auth: Mapping[str, Any]) -> bool:
+    def _allowed(self, auth: Mapping[str, Any], kind: str) -> bool:
+        """The optional allow-lists. A session token names nobody the cache can check, so
+        with a list configured it is refused; a script sudoing needs the script listed."""
         if not self.allow_scripts and not self.allow_logins:
             return True
-        if auth.get("script_name") in self.allow_scripts:
-            return True
-        login = auth.get("user_login")
-        return login is not None and login in self.allow_logins
+        if kind == "script":
+            return auth["script_name"] in self.allow_scripts
+        if kind == "login":
+            return auth["user_login"] in self.allow_logins
+        return False
 
     async def check(self, auth: Any, entity_type: str) -> None:
-        """Return if the site would accept these credentials; raise AuthenticationFault if not."""
-        if not isinstance(auth, dict) or not any(auth.get(k) for k in
-                                                 ("script_name", "user_login", "session_token")):
+        """Return if the site would accept these credentials; raise AuthenticationFault if not.
+
+        Raises UpstreamUnavailable when the site cannot tell and no recent verdict can
+        stand in for it, and the site's own Fault for anything else it says (a refused
+        sudo, say), uncached, so the caller then gets the site's answer directly.
+        """
+        if not isinstance(auth, dict):
             raise errors.auth_failed()
-        if not self._allowed(auth):
+        kind = _credential_kind(auth)
+        if kind is None:
+            raise errors.auth_failed()
+        if not self._allowed(auth, kind):
             raise errors.auth_failed("This script or user may not use the cache.")
         key = self._key(auth)
         now = self._clock()
         v = self._verdicts.get(key)
-        if v is not None and now - v.at < self.ttl:
-            if v.ok:
+        if v is not None:
+            self._verdicts.move_to_end(key)
+            if v.ok and now - v.at < self.ttl:
                 return
-            raise errors.auth_failed(v.message)
+            if not v.ok and now - v.at < self.refusal_ttl:
+                raise errors.auth_failed(v.message)
+            if v.ok and now - v.at < self.grace and self.upstream.site_down:
+                return  # the site is down right now: don't wait for it to fail again
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._verify(key, auth, entity_type, v))
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        await asyncio.shield(fut)
+
+    async def _verify(self, key: str, auth: Mapping[str, Any], entity_type: str, v: _Verdict | None) -> None:
+        now = self._clock()
+        self.verifications += 1
         try:
             await self.upstream.call("read", {
                 "type": entity_type, "return_fields": ["id"],
@@ -85,7 +143,8 @@ class AuthVerifier:
                 "return_only": "active", "paging": {"entities_per_page": 1, "current_page": 1},
                 "return_paging_info_without_counts": False}, auth=auth)
         except errors.AuthenticationFault as e:
-            self._verdicts[key] = _Verdict(False, now, e.message)
+            self._remember(key, _Verdict(False, now, e.message))
+            log.info("site refused %s", identity(auth))
             raise
         except UpstreamUnavailable:
             if v is not None and v.ok and now - v.at < self.grace:
@@ -93,8 +152,12 @@ class AuthVerifier:
                             identity(auth), now - v.at)
                 return
             raise
-        # Any other Fault (a refused sudo, a permission rule) propagates uncached: the
-        # caller then talks to the site directly and gets the site's own answer.
-        self._verdicts[key] = _Verdict(True, now)
-        if len(self._verdicts) > 100_000:
-            self._verdicts = {k: x for k, x in self._verdicts.items() if now - x.at < self.ttl}
+        # Any other Fault (a refused sudo, a permission rule) propagates uncached.
+        self._remember(key, _Verdict(True, now))
+        log.info("site accepted %s", identity(auth))
+
+    def _remember(self, key: str, verdict: _Verdict) -> None:
+        self._verdicts[key] = verdict
+        self._verdicts.move_to_end(key)
+        while len(self._verdicts) > self.max_verdicts:
+            self._verdicts.popitem(last=False)
