@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -403,7 +404,7 @@ class SyncLoop:
         return await self.request_poll()
 
     def status(self) -> dict[str, Any]:
-        return {"leader": self.is_leader, "last_event_id": self.watcher.last_id,
+        return {"leader": self.is_leader, "pid": os.getpid(), "last_event_id": self.watcher.last_id,
                 "backlog": len(self.watcher.backlog), "last_scan": self.last_scan,
                 "stats": dict(self.stats, **self.watcher.stats)}
 
