@@ -56,11 +56,11 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         print(f"paged {total} entities in {elapsed:.1f}s: {total / elapsed:.0f} entities/s "
               f"(fields={fields})", flush=True)
-        if mock is not None and not Path(args.state).exists():
-            mock.save()
     finally:
         if mock is not None:
-            mock.stop(timeout=600)
+            t0 = time.perf_counter()
+            mock.stop(timeout=900)  # saves the state on shutdown
+            print(f"mock stopped (state saved) in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

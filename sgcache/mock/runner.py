@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -110,12 +109,24 @@ def serve(opts: Options) -> None:
           f"admin=http://127.0.0.1:{admin_port}", flush=True)
     config = uvicorn.Config(app, lifespan="off", log_level=opts.log_level, access_log=False,
                             timeout_keep_alive=120)
-    server = uvicorn.Server(config)
+    server = _Server(config, save if opts.state else None)
     try:
         asyncio.run(server.serve(sockets=[public, admin]))
     finally:
-        if opts.state:
-            path = save()
-            print(f"sgcache-mock: saved state to {path}", file=sys.stderr, flush=True)
         public.close()
         admin.close()
+
+
+class _Server(uvicorn.Server):
+    """Saves the state once connections are closed, still inside serve(): uvicorn
+    re-raises SIGTERM/SIGINT when serve() returns, so code after it never runs."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Any = None) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        if self.on_exit is not None:
+            path = await asyncio.to_thread(self.on_exit)
+            print(f"sgcache-mock: saved state to {path}", file=sys.stderr, flush=True)
