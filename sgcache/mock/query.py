@@ -31,6 +31,7 @@ these):
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 from collections import OrderedDict
@@ -239,6 +240,10 @@ class Engine:
         store = self.store
         group = parse_filters(store.schema, entity_type, filters, method)
         sort_keys = self._parse_sorts(entity_type, sorts, method)
+        if not group.conditions and not sort_keys and (
+                include_archived or not store.schema.get_field(entity_type, "project")):
+            # the fast path: every active (or retired) id in order, cached by the store
+            return self._hide_events(entity_type, store.ids(entity_type, return_only == "retired"))
         cache_key = None
         deps = self._deps(entity_type, group, sort_keys, include_archived)
         if deps is not None:
@@ -295,7 +300,7 @@ class Engine:
                   return_only: str, include_archived: bool) -> list[int]:
         store = self.store
         table = store.tables.get(entity_type, {})
-        ids = store.ids(entity_type, retired=(return_only == "retired"))
+        ids = _narrow_by_id(store.ids(entity_type, retired=(return_only == "retired")), group)
         if not include_archived and entity_type != "Project" and store.schema.get_field(entity_type, "project"):
             archived = {i for i, r in store.tables.get("Project", {}).items() if r.get("archived")}
             if archived:
@@ -306,6 +311,8 @@ class Engine:
         if group.conditions:
             pred = self.compile(group)
             ids = [i for i in ids if pred(table[i])]
+        if ids is store.ids(entity_type, retired=(return_only == "retired")):
+            ids = list(ids)  # never sort the store's shared list in place
         for fp, desc in reversed(sort_keys):
             keyf = self._sort_key(fp)
             ids.sort(key=lambda i: keyf(table[i]), reverse=desc)
@@ -480,6 +487,38 @@ class Engine:
             paging_info.update(entity_count=len(ids), page_count=-(-len(ids) // per_page),
                                current_page=page, entities_per_page=per_page)
         return {"entities": entities, "paging_info": paging_info}
+
+
+def _narrow_by_id(ids: list[int], group: Group) -> list[int]:
+    """Cut the ascending id list to what top-level `id` conditions of an "and" allow.
+
+    Only a speed-up (the full predicate still runs): polling `id > N` on a large
+    event log becomes a bisect instead of a scan.
+    """
+    conds = group.conditions if group.op == "and" or len(group.conditions) == 1 else ()
+    lo, hi = 0, len(ids)
+    for c in conds:
+        if not isinstance(c, Condition) or c.path.hops or c.path.text != "id" or None in c.values:
+            continue
+        v = c.values
+        if c.relation == "greater_than":
+            lo = max(lo, bisect.bisect_right(ids, v[0]))
+        elif c.relation == "less_than":
+            hi = min(hi, bisect.bisect_left(ids, v[0]))
+        elif c.relation == "between":
+            lo = max(lo, bisect.bisect_left(ids, v[0]))
+            hi = min(hi, bisect.bisect_right(ids, v[1]))
+        elif c.relation in ("is", "in"):
+            wanted = sorted(set(v))
+            found = []
+            for w in wanted:
+                k = bisect.bisect_left(ids, w)
+                if k < len(ids) and ids[k] == w:
+                    found.append(w)
+            return found
+    if lo == 0 and hi == len(ids):
+        return ids
+    return ids[lo:max(lo, hi)]
 
 
 def _check_presets(presets: Any, method: str) -> None:

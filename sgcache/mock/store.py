@@ -46,6 +46,9 @@ class Store:
         self.retired: dict[str, set[int]] = {t: set() for t in schema.types()}
         self.next_ids: dict[str, int] = {t: 1 for t in schema.types()}
         self.versions: dict[str, int] = {t: 0 for t in schema.types()}
+        #: per type, bumped only when the set of (active/retired) ids changes
+        self.members: dict[str, int] = {t: 0 for t in schema.types()}
+        self._id_lists: dict[tuple[str, bool], tuple[int, list[int]]] = {}
         self.version = 0  # bumped on any change, including schema edits
         self.schema_version = 0  # bumped on schema edits only
         #: EventLogEntry ids not visible before the given monotonic time (fault injection).
@@ -64,10 +67,13 @@ class Store:
         self.retired.setdefault(entity_type, set())
         self.next_ids.setdefault(entity_type, 1)
         self.versions.setdefault(entity_type, 0)
+        self.members.setdefault(entity_type, 0)
 
-    def bump(self, entity_type: str) -> None:
+    def bump(self, entity_type: str, members: bool = False) -> None:
         self.versions[entity_type] = self.versions.get(entity_type, 0) + 1
         self.version += 1
+        if members:
+            self.members[entity_type] = self.members.get(entity_type, 0) + 1
 
     # -- reads -----------------------------------------------------------------
     def get(self, entity_type: str, entity_id: int) -> dict[str, Any] | None:
@@ -88,14 +94,26 @@ class Store:
         return entity_id in self.retired.get(entity_type, ())
 
     def ids(self, entity_type: str, retired: bool = False) -> list[int]:
-        """Ids in ascending order, active ones or retired ones."""
+        """Ids in ascending order, active ones or retired ones.
+
+        Cached until the set of ids changes (updates do not change it), so paging an
+        unfiltered read is a slice. The list is shared: callers must not mutate it.
+        """
+        key = (entity_type, retired)
+        version = self.members.get(entity_type, 0)
+        hit = self._id_lists.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
         table = self.tables.get(entity_type, {})
         gone = self.retired.get(entity_type, set())
         if retired:
-            return sorted(gone)
-        if not gone:
-            return list(table)
-        return [i for i in table if i not in gone]
+            ids = sorted(gone)
+        elif not gone:
+            ids = list(table)
+        else:
+            ids = [i for i in table if i not in gone]
+        self._id_lists[key] = (version, ids)
+        return ids
 
     def visible_hidden_events(self) -> set[int]:
         """EventLogEntry ids that are written but not yet visible (now)."""
@@ -154,7 +172,7 @@ class Store:
             else:
                 self.hidden_events[i] = v
         for t in touched:
-            self.bump(t)
+            self.bump(t, members=True)
 
     def allocate_id(self, entity_type: str) -> int:
         self.ensure_type(entity_type)
@@ -169,7 +187,7 @@ class Store:
         self.ensure_type(entity_type)
         self._save(entity_type, record["id"])
         self.tables[entity_type][record["id"]] = record
-        self.bump(entity_type)
+        self.bump(entity_type, members=True)
 
     def modify(self, entity_type: str, entity_id: int) -> dict[str, Any]:
         """The stored record, journaled so the caller may change it in place."""
@@ -180,7 +198,7 @@ class Store:
     def set_retired(self, entity_type: str, entity_id: int, retired: bool) -> None:
         self._save(entity_type, entity_id)
         (self.retired[entity_type].add if retired else self.retired[entity_type].discard)(entity_id)
-        self.bump(entity_type)
+        self.bump(entity_type, members=True)
 
     def hide_event(self, event_id: int, until: float) -> None:
         if self._journal is not None and event_id not in self._journal.hidden:
@@ -216,7 +234,7 @@ class Store:
             for etype in out_of_order:
                 self.tables[etype] = dict(sorted(self.tables[etype].items()))
             for etype in set(last):
-                self.bump(etype)
+                self.bump(etype, members=True)
         return n
 
     def count(self) -> int:
