@@ -22,6 +22,8 @@ def _register() -> None:
 
     main.add_command(mock)
     register_cache(main)
+    from .cache.ops_cli import register as register_ops
+    register_ops(main)
     register_sync(main)
 
 
