@@ -78,6 +78,21 @@ def plan_events(events: list[dict[str, Any]], store: Store) -> Plan:
     return plan
 
 
+def event_row(ev: dict[str, Any]) -> dict[str, Any]:
+    """An event as stored: `entity` restored from meta when the site hid it (trap 1).
+
+    The site shows `entity` as null while the entity is retired; the cache stores the
+    link itself and hides it at read time the same way, so a revival shows it again.
+    """
+    row = {k: v for k, v in ev.items() if k != "type"}
+    meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
+    m = _EVENT_RE.match(ev.get("event_type") or "")
+    if row.get("entity") is None and m and meta.get("entity_type") == m["type"] \
+            and isinstance(meta.get("entity_id"), int) and m["type"] != "DisplayColumn":
+        row["entity"] = {"type": m["type"], "id": meta["entity_id"]}
+    return row
+
+
 class EventWatcher:
     """Polls EventLogEntry after the last applied id; keeps a backlog of missing ids."""
 
@@ -217,7 +232,7 @@ class EventWatcher:
                     plan.touched.setdefault(t, set()).update(more)
         if plan.schema_changed:
             self.schema_changed = True
-        extra = {ET: [{k: v for k, v in e.items() if k != "type"} for e in events]} if ET in self.store else None
+        extra = {ET: [event_row(e) for e in events]} if ET in self.store else None
         await self.refresher.apply(plan.touched, source="event", ref=str(last_id), follow=False,
                                    event_id=last_id, extra=extra,
                                    in_txn=lambda conn: self._save(conn, last_id, backlog))

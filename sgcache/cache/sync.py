@@ -145,9 +145,9 @@ class Refresher:
             return out
         jobs = []
         for tname, et in self.store.entities.items():
-            if tname == "EventLogEntry":
-                continue
             for fname, ft in et.fields.items():
+                if tname == "EventLogEntry" and fname != "entity":
+                    continue  # an event's user/project links are far too many to follow
                 if isinstance(ft, (EntityField, MultiEntityField)) and \
                         (not ft.fs.valid_types or entity_type in ft.fs.valid_types):
                     for return_only in ("active", "retired"):
