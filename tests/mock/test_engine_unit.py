@@ -1,0 +1,157 @@
+"""Fast in-process tests of the store and the query engine (no HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgcache.mock.query import time_window
+from sgcache.mock.site import Site
+from sgcache.mock.store import Store
+from sgcache.protocol import errors
+
+from . import world
+
+NOW = dt.datetime(2024, 3, 15, 12, 0, 0, tzinfo=dt.timezone.utc)  # a Friday
+
+
+@pytest.mark.parametrize("rel,vals,dtype,expected", [
+    ("in_last", (1, "DAY"), "date_time", ("2024-03-14T12:00:00Z", "2024-03-15T12:00:00Z")),
+    ("in_next", (2, "HOUR"), "date_time", ("2024-03-15T12:00:00Z", "2024-03-15T14:00:00Z")),
+    ("in_last", (1, "WEEK"), "date", ("2024-03-08", "2024-03-15")),
+    ("in_last", (1, "MONTH"), "date", ("2024-02-15", "2024-03-15")),
+    ("in_next", (1, "YEAR"), "date", ("2024-03-15", "2025-03-15")),
+    ("in_calendar_day", (0,), "date_time", ("2024-03-15T00:00:00Z", "2024-03-15T23:59:59Z")),
+    ("in_calendar_day", (-1,), "date", ("2024-03-14", "2024-03-14")),
+    ("in_calendar_week", (0,), "date", ("2024-03-11", "2024-03-17")),
+    ("in_calendar_week", (1,), "date", ("2024-03-18", "2024-03-24")),
+    ("in_calendar_month", (-1,), "date", ("2024-02-01", "2024-02-29")),
+    ("in_calendar_month", (10,), "date", ("2025-01-01", "2025-01-31")),
+    ("in_calendar_year", (1,), "date_time", ("2025-01-01T00:00:00Z", "2025-12-31T23:59:59Z")),
+])
+def test_time_windows_are_utc_and_inclusive(rel: str, vals: tuple[Any, ...], dtype: str,
+                                             expected: tuple[str, str]) -> None:
+    assert time_window(rel, vals, dtype, now=NOW) == expected
+
+
+def test_month_arithmetic_clamps_to_the_last_day() -> None:
+    end_of_march = dt.datetime(2024, 3, 31, tzinfo=dt.timezone.utc)
+    assert time_window("in_last", (1, "MONTH"), "date", now=end_of_march) == ("2024-02-29", "2024-03-31")
+
+
+class Local:
+    """The in-process site with the small world, driven like a client."""
+
+    def __init__(self) -> None:
+        self.site = Site(Store(world.build_schema()))
+        self.auth = {"script_name": "t", "script_key": "k"}
+        self.site.add_api_user("t", "k")
+        world.populate(self.create, self.delete)
+
+    def call(self, method: str, params: Any) -> Any:
+        return self.site.call(method, [self.auth, params])
+
+    def create(self, etype: str, data: dict[str, Any]) -> Any:
+        return self.call("create", {"type": etype, "fields": [{"field_name": k, "value": v} for k, v in data.items()]})
+
+    def update(self, etype: str, eid: int, data: dict[str, Any]) -> Any:
+        return self.call("update", {"type": etype, "id": eid,
+                                    "fields": [{"field_name": k, "value": v} for k, v in data.items()]})
+
+    def delete(self, etype: str, eid: int) -> Any:
+        return self.call("delete", {"type": etype, "id": eid})
+
+    def ids(self, etype: str, conditions: list[Any], **kw: Any) -> list[int]:
+        params = {"type": etype, "filters": {"logical_operator": "and", "conditions": conditions},
+                  "return_fields": ["id"], "paging": {"entities_per_page": 10_000, "current_page": 1}, **kw}
+        return [e["id"] for e in self.call("read", params)["entities"]]
+
+
+@pytest.fixture
+def local() -> Local:
+    return Local()
+
+
+def test_unfiltered_reads_share_the_cached_id_list(local: Local) -> None:
+    engine, store = local.site.engine, local.site.store
+    a = engine.select("Thing", None)
+    assert engine.select("Thing", None) is a
+    local.update("Thing", 1, {"sg_text": "changed"})  # an update keeps the id set
+    assert engine.select("Thing", None) is a
+    local.create("Thing", {"code": "t6"})
+    b = engine.select("Thing", None)
+    assert b is not a and b[-1] == 6 and store.ids("Thing") is b
+
+
+def test_filtered_results_follow_writes(local: Local) -> None:
+    cond = [{"path": "sg_text", "relation": "contains", "values": ["école"]}]
+    assert local.ids("Thing", cond) == [2, 3]
+    local.update("Thing", 1, {"sg_text": "une école"})
+    assert local.ids("Thing", cond) == [1, 2, 3]
+    deep = [{"path": "sg_link.Other.code", "relation": "is", "values": ["oak"]}]
+    assert local.ids("Thing", deep) == [1]
+    local.update("Other", 2, {"code": "OAK"})  # another type's write must invalidate
+    assert local.ids("Thing", deep) == [1, 2]
+
+
+def test_sorting_does_not_mutate_the_shared_list(local: Local) -> None:
+    before = list(local.site.store.ids("Thing"))
+    local.call("read", {"type": "Thing", "return_fields": ["id"],
+                        "sorts": [{"field_name": "id", "direction": "desc"}]})
+    assert local.site.store.ids("Thing") == before
+
+
+def test_failed_write_leaves_no_trace(local: Local) -> None:
+    store = local.site.store
+    snapshot = (dict(store.next_ids), {t: len(v) for t, v in store.tables.items()})
+    with pytest.raises(errors.Fault):
+        local.call("batch", [
+            {"request_type": "create", "type": "Thing", "fields": [{"field_name": "code", "value": "x"}]},
+            {"request_type": "update", "type": "Thing", "id": 1, "fields": [{"field_name": "sg_links",
+                                                                          "value": [world.O(2)]}]},
+            {"request_type": "update", "type": "Thing", "id": 1, "fields": [{"field_name": "sg_number",
+                                                                          "value": "NaN"}]},
+        ])
+    assert (dict(store.next_ids), {t: len(v) for t, v in store.tables.items()}) == snapshot
+    assert store.tables["Thing"][1]["sg_links"] == [world.O(1), world.O(2)]
+
+
+def test_load_records_sorts_and_advances_counters() -> None:
+    store = Store(world.build_schema())
+    store.load_records([("Other", {"id": 7, "code": "b"}), ("Other", {"id": 3, "code": "a", "__retired": True}),
+                        ("Other", {"id": 5, "code": "c"})])
+    assert list(store.tables["Other"]) == [3, 5, 7]
+    assert store.ids("Other") == [5, 7] and store.ids("Other", retired=True) == [3]
+    assert store.allocate_id("Other") == 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(1, 60), unique=True, max_size=40),
+       retired=st.sets(st.integers(1, 60)),
+       conds=st.lists(st.sampled_from([
+           ("greater_than", 1), ("less_than", 1), ("between", 2), ("in", 3), ("is", 1)]), max_size=3),
+       data=st.data())
+def test_id_narrowing_matches_a_plain_scan(ids: list[int], retired: set[int], conds: list[Any], data: Any) -> None:
+    store = Store(world.build_schema())
+    store.load_records(("Other", {"id": i, "__retired": i in retired}) for i in ids)
+    site = Site(store)
+    conditions = []
+    for rel, n in conds:
+        vals = [data.draw(st.integers(0, 62)) for _ in range(n)]
+        if rel == "between":
+            vals.sort()
+        conditions.append({"path": "id", "relation": rel, "values": vals})
+    got = site.engine.select("Other", {"logical_operator": "and", "conditions": conditions})
+
+    def ok(i: int) -> bool:
+        for c in conditions:
+            v = c["values"]
+            if not {"greater_than": lambda: i > v[0], "less_than": lambda: i < v[0],
+                    "between": lambda: v[0] <= i <= v[1], "in": lambda: i in v, "is": lambda: i == v[0]}[c["relation"]]():
+                return False
+        return True
+    assert got == sorted(i for i in ids if i not in retired and ok(i))
