@@ -1,0 +1,350 @@
+"""Shared helpers for the benchmarks: real processes on loopback, the HTTP floor, stats.
+
+Every benchmark drives the real `shotgun_api3` client against real processes started
+the way an operator would start them (`sgcache mock`, `sgcache scan --full`,
+`sgcache serve`), so what is measured is what a pipeline tool sees.
+
+The big mock site is generated once and kept as a `--state` pickle under /tmp (never in
+the repository); later runs reload it in a few seconds.
+
+Run as a script, this module is the HTTP floor server (see `floor_app`):
+
+    python bench/common.py floor --port 8030 --responses FILE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+WORK = Path(os.environ.get("SGCACHE_BENCH_DIR", "/tmp/sgcache-bench"))
+PY = sys.executable
+
+#: ~10.45 entities per shot subtree (sgcache/mock/demo.py `_PER_SHOT`): ~100,000 shots.
+DEFAULT_SIZE = 1_045_000
+
+_BANNER_RE = re.compile(r"^sgcache-mock:\s+(.*)$")
+
+
+# -- processes -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Wait until `info` answers HTTP 200 at url (raising if proc dies first)."""
+    import httpx
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.post(url + "/api3/json", json={"method_name": "info", "params": []},
+                          timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[Any] | None, timeout: float = 60.0) -> None:
+    """Terminate one process we started (SIGTERM, then SIGKILL)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@dataclass
+class Mock:
+    url: str
+    admin_url: str
+    script_name: str
+    script_key: str
+    proc: subprocess.Popen[str]
+    startup_s: float = 0.0
+    generated: bool = False
+
+    def sg(self, url: str | None = None) -> Any:
+        return make_client(url or self.url, self.script_name, self.script_key)
+
+    def stop(self) -> None:
+        # the mock saves its state on SIGTERM; that takes a while for a big site
+        stop(self.proc, timeout=180)
+
+
+def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: float = 1800.0,
+               log: Path | None = None) -> Mock:
+    """`sgcache mock --state FILE` on free loopback ports; generate and save FILE if missing.
+
+    Loading the pickle of a 1M-entity site takes ~20 s; generating it ~2 min.
+    """
+    state.parent.mkdir(parents=True, exist_ok=True)
+    generated = not state.exists()
+    cmd = [PY, "-m", "sgcache.cli", "mock", "--host", "127.0.0.1", "--port", str(free_port()),
+           "--admin-port", str(free_port()), "--demo", str(size), "--seed", str(seed),
+           "--state", str(state)]
+    t0 = time.monotonic()
+    err = open(log, "a") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+    assert proc.stdout is not None
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mock site exited with code {proc.returncode}")
+            continue
+        m = _BANNER_RE.match(line.strip())
+        if m:
+            info = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
+            wait_http(info["url"], timeout=max(deadline - time.monotonic(), 1), proc=proc)
+            mock = Mock(info["url"], info["admin"], info["script_name"], info["script_key"], proc,
+                        time.monotonic() - t0, generated)
+            if generated:
+                import httpx
+                httpx.post(mock.admin_url + "/save", timeout=600)
+            return mock
+    proc.kill()
+    raise RuntimeError("mock site did not start in time")
+
+
+def cache_env(mock: Mock, db_url: str | None, data_dir: Path, rules: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"SGCACHE_SHOTGUN_URL": mock.url, "SGCACHE_SCRIPT_NAME": mock.script_name,
+                "SGCACHE_SCRIPT_KEY": mock.script_key, "SGCACHE_DATA_DIR": str(data_dir)})
+    if db_url:
+        env["SGCACHE_DB_URL"] = db_url
+    else:
+        env.pop("SGCACHE_DB_URL", None)
+    if rules:
+        env["SGCACHE_RULES"] = str(rules)
+    else:
+        env.pop("SGCACHE_RULES", None)
+    return env
+
+
+def sgcache(env: dict[str, str], *args: str, timeout: float = 7200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "sgcache.cli", *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def full_scan(env: dict[str, str]) -> dict[str, Any]:
+    """Run `sgcache scan --full`; return rows, seconds and entities/s."""
+    t0 = time.monotonic()
+    res = sgcache(env, "scan", "--full")
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        raise RuntimeError("sgcache scan --full failed:\n" + res.stderr[-4000:])
+    m = re.search(r"full scan: (\d+) rows in ([\d.]+)s", res.stdout + res.stderr)
+    rows, secs = (int(m.group(1)), float(m.group(2))) if m else (0, wall)
+    return {"rows": rows, "scan_seconds": secs, "wall_seconds": round(wall, 2),
+            "entities_per_s": round(rows / secs, 1) if secs else None}
+
+
+def start_cache_server(env: dict[str, str], log: Path, *args: str) -> tuple[str, subprocess.Popen[str]]:
+    """`sgcache serve --no-sync` on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen([PY, "-m", "sgcache.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             *args], cwd=REPO, env=env, text=True, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url, proc=proc)
+    except RuntimeError:
+        stop(proc)
+        raise RuntimeError(log.read_text()[-4000:])
+    return url, proc
+
+
+# -- the HTTP floor ----------------------------------------------------------------------
+
+def floor_app(responses: dict[str, str]) -> Any:
+    """A minimal Starlette app: `POST /api3/json` answered with canned bodies.
+
+    `responses` maps a request kind to the exact body bytes (as text) to send back:
+    "info" for `info`, and for `read` "read:<n>" where n is the number of filter
+    conditions (so one floor serves both the by-id and the filtered find), falling
+    back to "read". It parses the request JSON (any api3 server must) and nothing else.
+    """
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    bodies = {k: v.encode("utf-8") for k, v in responses.items()}
+    media = "application/json; charset=utf-8"
+
+    async def api3(request: Request) -> Response:
+        payload = json.loads(await request.body())
+        method = payload.get("method_name")
+        if method == "read":
+            params = payload.get("params") or [None, {}]
+            n = len(((params[-1] or {}).get("filters") or {}).get("conditions") or [])
+            body = bodies.get(f"read:{n}") or bodies["read"]
+        else:
+            body = bodies.get(method) or bodies["info"]
+        return Response(body, media_type=media)
+
+    return Starlette(routes=[Route("/api3/json", api3, methods=["POST"])])
+
+
+def serve_floor(port: int, responses_file: str) -> None:
+    """Serve the floor the way `sgcache serve` serves the cache (uvicorn, same settings)."""
+    import asyncio
+
+    import uvicorn
+    responses = json.loads(Path(responses_file).read_text(encoding="utf-8"))
+    server = uvicorn.Server(uvicorn.Config(floor_app(responses), host="127.0.0.1", port=port,
+                                           log_config=None, access_log=False, timeout_keep_alive=75))
+    asyncio.run(server.serve())
+
+
+def start_floor(responses: dict[str, str], work: Path) -> tuple[str, subprocess.Popen[str]]:
+    path = work / "floor-responses.json"
+    path.write_text(json.dumps(responses), encoding="utf-8")
+    port = free_port()
+    proc = subprocess.Popen([PY, str(Path(__file__).resolve()), "floor", "--port", str(port),
+                             "--responses", str(path)], cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=open(work / "floor.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, proc=proc)
+    return url, proc
+
+
+# -- the client ----------------------------------------------------------------------------
+
+def make_client(url: str, script_name: str, script_key: str) -> Any:
+    """The real client, with the same settings for every target."""
+    import shotgun_api3
+    return shotgun_api3.Shotgun(url, script_name=script_name, api_key=script_key)
+
+
+class Recorder:
+    """Capture the raw response bodies a client receives (to build the floor's answers)."""
+
+    def __init__(self, sg: Any) -> None:
+        self.bodies: list[str] = []
+        orig = sg._http_request
+
+        def rec(verb: str, path: str, body: Any, headers: Any) -> Any:
+            out = orig(verb, path, body, headers)
+            self.bodies.append(out[2].decode("utf-8") if isinstance(out[2], bytes) else out[2])
+            return out
+        sg._http_request = rec
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summarize(latencies: list[float]) -> dict[str, Any]:
+    """Latency summary in milliseconds, and closed-loop (one client) throughput."""
+    s = sorted(latencies)
+    total = sum(s)
+    return {"n": len(s),
+            "p50_ms": round(percentile(s, 50) * 1000, 3), "p90_ms": round(percentile(s, 90) * 1000, 3),
+            "p99_ms": round(percentile(s, 99) * 1000, 3), "mean_ms": round(total / len(s) * 1000, 3),
+            "max_ms": round(s[-1] * 1000, 3), "req_per_s_1client": round(len(s) / total, 1)}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("shotgun_api3", "uvicorn", "starlette", "sqlalchemy", "httpx"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - informational only
+            versions[mod] = None
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions, "git": git.stdout.strip(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    """bench/results/<name>.json (pretty, stable key order)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    cells = [[str(c) for c in r] for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(fmt(r) for r in cells[1:])])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("floor", help="serve the HTTP floor")
+    f.add_argument("--port", type=int, required=True)
+    f.add_argument("--responses", required=True, help="JSON object: request kind -> response body")
+    args = ap.parse_args(argv)
+    if args.cmd == "floor":
+        serve_floor(args.port, args.responses)
+
+
+if __name__ == "__main__":
+    main()
