@@ -49,6 +49,8 @@ class EventLog:
         """Append one event; None when the caller does not generate events."""
         if not actor.generate_events or ET not in self.store.schema:
             return None
+        if entity and entity.get("type") == ET:  # writing the log itself is not logged
+            return None
         f = self.faults
         if f.event_gap_rate and f.rng.random() < f.event_gap_rate:
             self.store.allocate_id(ET)  # burnt: this id never appears

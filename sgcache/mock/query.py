@@ -26,7 +26,12 @@ these):
   last in descending order**; text sorts case-insensitively; entity links sort
   by (name, type, id); ties are broken by id ascending; default order is id asc.
 * Deep return fields follow single-entity links only; a path through a
-  multi-entity field, an empty link or a link of another type returns null.
+  multi-entity field, an empty link or a link of another type returns null, and
+  so does a deep field that does not resolve against the schema. An unknown
+  plain return field is a Fault.
+* Links to a retired entity are hidden: an entity field reads null, a
+  multi-entity field leaves it out (so an event about an entity retired now
+  reads back with ``entity: null``).
 """
 
 from __future__ import annotations
@@ -165,6 +170,8 @@ class Engine:
         if dtype in ("entity",) or dtype in MULTI:
             return self._link_test(dtype, rel, vals)
         if dtype == "tag_list":
+            if isinstance(v, dict):  # a Tag entity: match on its name
+                v = v.get("name") or self.name_of(str(v.get("type") or "Tag"), v.get("id"))
             return _tag_test(rel, v)
         if dtype == "checkbox":
             return lambda x: bool(x) == v
@@ -378,12 +385,13 @@ class Engine:
             return_fields = ["id"]
         if not isinstance(return_fields, list):
             raise errors.crud(method, "'return_fields' must be a list of field names")
+        for name in return_fields:
+            if not isinstance(name, str):
+                raise errors.crud(method, f"malformed return field {name!r}")
         getters: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
         for name in dict.fromkeys(return_fields):
             if name in ("type", "id"):
                 continue
-            if not isinstance(name, str):
-                raise errors.crud(method, f"malformed return field {name!r}")
             try:
                 fp = self.path(entity_type, name, method)
             except errors.Fault:

@@ -155,3 +155,59 @@ def test_id_narrowing_matches_a_plain_scan(ids: list[int], retired: set[int], co
                 return False
         return True
     assert got == sorted(i for i in ids if i not in retired and ok(i))
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 10) | st.floats(allow_nan=True) |
+                     st.sampled_from(["", "id", "code", "sg_link", "sg_links", "Thing", "Other", "is", "in",
+                                      "and", "or", "asc", "desc", "sg_link.Other.code", "tag_list", "x.y"]),
+                     lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                         st.sampled_from(["type", "id", "filters", "conditions", "logical_operator", "path",
+                                          "relation", "values", "return_fields", "sorts", "field_name",
+                                          "direction", "paging", "fields", "value", "summaries", "grouping",
+                                          "field", "request_type", "multi_entity_update_mode",
+                                          "entities_per_page", "current_page", "return_only", "properties",
+                                          "property_name", "data_type"]), c, max_size=5),
+                     max_leaves=12)
+
+
+@settings(max_examples=int(__import__("os").environ.get("SGCACHE_FUZZ", "300")), deadline=None)
+@given(method=st.sampled_from(["read", "create", "update", "delete", "revive", "batch", "summarize",
+                               "schema_field_read", "schema_field_update", "nope"]),
+       params=_json)
+def test_garbage_params_only_ever_fault(method: str, params: Any) -> None:
+    site = _SHARED.site
+    try:
+        site.call(method, [_SHARED.auth, params])
+    except errors.Fault:
+        pass
+
+
+_SHARED = Local()
+
+
+_FIELDS = sorted(world.build_schema()["Thing"].fields)
+_VALUES = (st.none() | st.booleans() | st.integers(-5, 12) | st.floats(-3, 3) |
+           st.sampled_from(["a", "IP", "École", "2024-01-10", "2024-01-10T10:00:00Z", "Shot", "Thing", "DAY",
+                            "MONTH", "255,0,0", "10-00", ""]) |
+           st.fixed_dictionaries({"type": st.sampled_from(["Other", "Thing", "HumanUser", "Nope"]),
+                                  "id": st.integers(0, 6)}))
+
+
+@settings(max_examples=int(__import__("os").environ.get("SGCACHE_FUZZ", "300")), deadline=None)
+@given(conds=st.lists(st.tuples(st.sampled_from(_FIELDS + ["sg_link.Other.code", "sg_links.Thing.sg_number"]),
+                                st.sampled_from(sorted(__import__("sgcache.protocol.filters",
+                                                                  fromlist=["x"]).ALL_RELATIONS)),
+                                st.lists(_VALUES, max_size=3)), min_size=1, max_size=3),
+       op=st.sampled_from(["and", "or"]),
+       sort=st.sampled_from(_FIELDS))
+def test_random_filters_evaluate_or_fault(conds: list[Any], op: str, sort: str) -> None:
+    params = {"type": "Thing", "return_fields": _FIELDS,
+              "filters": {"logical_operator": op,
+                          "conditions": [{"path": p, "relation": r, "values": v} for p, r, v in conds]},
+              "sorts": [{"field_name": sort, "direction": "desc"}]}
+    try:
+        _SHARED.site.call("read", [_SHARED.auth, params])
+        _SHARED.site.call("summarize", [_SHARED.auth, {**params, "summaries": [
+            {"field": sort, "type": "count"}], "grouping": [{"field": sort, "type": "exact"}]}])
+    except errors.Fault:
+        pass
