@@ -7,13 +7,13 @@ credentials. File endpoints are streamed through; browser pages redirect to the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -25,27 +25,15 @@ from .. import __version__
 from ..protocol import errors
 from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavailable_message
 from .auth import identity
+from .metrics import Metrics
 from .read import Passthrough
 from .service import CacheService
+from .status import Monitor
 
 log = logging.getLogger("sgcache.http")
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                 "proxy-authorization", "proxy-authenticate", "host", "content-length"}
-
-
-class Metrics:
-    """Prometheus metrics in an app-owned registry (no process-global state)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("sgcache_requests_total", "api3 requests",
-                                ["method", "outcome"], registry=self.registry)
-        self.passthrough = Counter("sgcache_passthrough_total", "reads passed through, by reason",
-                                   ["reason"], registry=self.registry)
-        self.latency = Histogram("sgcache_request_seconds", "api3 request latency",
-                                 ["method", "outcome"], registry=self.registry,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 
 
 def _json(data: Any) -> Response:
@@ -118,15 +106,11 @@ def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     return payload["method_name"], params
 
 
-def _reason_key(reason: str) -> str:
-    """Collapse a passthrough reason to a low-cardinality metric label."""
-    return reason.split(" ", 3)[0] if reason else "unknown"
-
-
 def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awaitable[None]] | None = None,
                extra_routes: list[Route] | None = None, lifespan: Any = None) -> Starlette:
     """Build the ASGI app around a CacheService. `on_write` receives passthrough writes."""
-    metrics = Metrics()
+    metrics = Metrics(service.upstream)
+    monitor = Monitor(service, metrics)
     upstream = service.upstream
     config = service.config
 
@@ -146,6 +130,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
         method, outcome = "invalid", "fault"
+        params: list[Any] = []
+        response: Response | None = None
         try:
             body = await read_body(request, config.max_body_bytes)
             method, params = parse_payload(body, config.max_json_depth)
@@ -156,6 +142,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                 response, outcome = await read(body, params[0], params[1], request)
                 return response
             outcome = "passthrough"
+            request.state.passthrough_reason = "method"
             response = await forward(body, method, request)
             if on_write is not None and response.status_code == 200:
                 try:
@@ -172,8 +159,11 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         finally:
             dt = time.perf_counter() - t0
             label = method_label(method) if method != "invalid" else method
-            metrics.requests.labels(label, outcome).inc()
-            metrics.latency.labels(label, outcome).observe(dt)
+            auth = params[0] if params and isinstance(params[0], dict) else None
+            etype = params[1].get("type") if len(params) > 1 and isinstance(params[1], dict) else None
+            metrics.observe(label, outcome, dt, reason=getattr(request.state, "passthrough_reason", None),
+                            entity_type=etype if isinstance(etype, str) else None, auth=auth,
+                            status=response.status_code if response is not None else None)
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request) -> tuple[Response, str]:
         etype = params.get("type")
@@ -183,19 +173,20 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             await service.auth.check(auth, etype)
             result = await run_in_threadpool(_read_sync, params)
         except Passthrough as p:
-            log.info("passthrough read %.64s: %.300s", etype, p.reason)
-            metrics.passthrough.labels(_reason_key(p.reason)).inc()
+            log.debug("passthrough read %.64s: %.300s", etype, p.reason)
+            request.state.passthrough_reason = p.reason
             return await forward(body, "read", request), "passthrough"
         except errors.AuthenticationFault as f:
             log.info("refused read %s by %s", etype, identity(auth))
             return _fault(f), "refused"
         except UpstreamUnavailable as f:
             return _fault(f), "fault"
-        except errors.Fault:
+        except errors.Fault as f:
+            request.state.passthrough_reason = f"invalid request, site decides: {f.message}"
             return await forward(body, "read", request), "passthrough"
         except Exception:  # a value the engine or database chokes on: the site decides
             log.exception("read engine failed on %s; passing the read through", etype)
-            metrics.passthrough.labels("error").inc()
+            request.state.passthrough_reason = "error"
             return await forward(body, "read", request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         return _json({"results": result}), "served"
@@ -247,16 +238,27 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[None]:
+        async with monitor.running():
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+
     routes = [
         Route("/api3/json", api3, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *monitor.routes(),
         *(extra_routes or []),
         Route("/detail/{rest:path}", browser_redirect, methods=["GET"]),
         Route("/page/{rest:path}", browser_redirect, methods=["GET"]),
         Route("/{rest:path}", raw_proxy, methods=["GET", "POST", "PUT", "HEAD", "DELETE"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=app_lifespan)
     app.state.service = service
     app.state.metrics = metrics
+    app.state.monitor = monitor
     return app

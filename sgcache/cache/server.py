@@ -34,6 +34,7 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None) -> 
             await svc.aclose()
 
     app = create_app(svc, lifespan=lifespan, on_write=sync.on_write if sync else None)
+    app.state.monitor.sync = sync  # leadership shows on /status and /metrics
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            access_log=False, timeout_keep_alive=75))
     log.info("sgcache serving http://%s:%d for %s", config.host, config.port, config.shotgun_url)

@@ -1,0 +1,164 @@
+"""Request accounting: Prometheus metrics and the structured request log line.
+
+Every api3 request ends in `Metrics.observe`, which counts it by method, outcome
+(served, passthrough, refused, fault) and passthrough reason, times it, keeps the
+running totals the status page plots, and writes one log line that names the caller
+(script or user, and `sudo_as_login`) but never a secret. State gauges (lag, backlog,
+rows, scans) are set by the status monitor, which samples the shared database.
+All of it lives in an app-owned registry: no process-global state.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..upstream import Upstream
+
+LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+
+#: Passthrough reasons -> low-cardinality metric labels, first match wins. Reasons are
+#: free text from the read engine; the label set is read off this table.
+REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label, rx in [
+    ("not_ready", r"being backfilled|being rebuilt|not ready"),
+    ("uncached_type", r"^uncached entity type"),
+    ("uncached_field", r"^uncached field"),
+    ("time_relative", r"^time-relative"),
+    ("relation", r"^relation .* not answered locally"),
+    ("link_target", r"link target|no fixed target types|^name field"),
+    ("deep_path", r"deep path|deep filter"),
+    ("archived", r"archived"),
+    ("params", r"^unsupported read params|^params not|^return_fields"),
+    ("paging", r"paging|^page size"),
+    ("sort", r"sort"),
+    ("invalid", r"^invalid request"),
+    ("error", r"^error$"),
+    ("method", r"^method$"),  # not a read: every other api3 method goes to the site
+]]
+
+
+def passthrough_reason(reason: str | None) -> str:
+    """The metric label of a passthrough reason."""
+    if not reason:
+        return ""
+    for label, rx in REASONS:
+        if rx.search(reason):
+            return label
+    return "other"
+
+
+@dataclass(frozen=True)
+class PassthroughNote:
+    at: float
+    method: str
+    entity_type: str | None
+    reason: str
+
+
+class UpstreamCollector(Collector):
+    """The upstream client's own call and error counts, read at scrape time."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def collect(self) -> Iterator[Any]:
+        calls = CounterMetricFamily("sgcache_upstream_requests", "calls to the site, by api3 method",
+                                    labels=["method"])
+        for method, n in sorted(dict(self.upstream.calls).items()):
+            calls.add_metric([method], n)
+        yield calls
+        errs = CounterMetricFamily("sgcache_upstream_errors", "failed calls to the site, by kind",
+                                   labels=["kind"])
+        for kind, n in sorted(dict(self.upstream.errors).items()):
+            errs.add_metric([kind], n)
+        yield errs
+        down = GaugeMetricFamily("sgcache_upstream_down", "1 while the site counts as down")
+        down.add_metric([], 1.0 if getattr(self.upstream, "site_down", False) else 0.0)
+        yield down
+
+
+class Metrics:
+    """The app's Prometheus registry, request counters and running totals."""
+
+    def __init__(self, upstream: Upstream | None = None, *, recent: int = 50) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("sgcache_requests_total", "api3 requests by method, outcome and passthrough reason",
+                                ["method", "outcome", "reason"], registry=r)
+        self.passthrough = Counter("sgcache_passthrough_total", "reads passed through, by reason",
+                                   ["reason"], registry=r)
+        self.latency = Histogram("sgcache_request_seconds", "api3 request latency",
+                                 ["method", "outcome"], registry=r, buckets=LATENCY_BUCKETS)
+        # Gauges the status monitor sets from the shared database and the site.
+        self.event_lag_seconds = Gauge("sgcache_event_lag_seconds",
+                                       "age of the oldest site event not yet applied (0 when caught up)", registry=r)
+        self.event_lag_ids = Gauge("sgcache_event_lag_ids", "site's last event id minus the applied one", registry=r)
+        self.last_event_id = Gauge("sgcache_last_event_id", "last event id applied to the cache", registry=r)
+        self.site_event_id = Gauge("sgcache_site_last_event_id", "the site's newest event id", registry=r)
+        self.backlog = Gauge("sgcache_event_backlog", "event ids skipped in the log and still awaited", registry=r)
+        self.rows = Gauge("sgcache_rows", "cached entities per type", ["entity_type", "state"], registry=r)
+        self.scan_time = Gauge("sgcache_last_scan_timestamp_seconds", "when the last scan started (epoch)",
+                               ["kind"], registry=r)
+        self.scan_seconds = Gauge("sgcache_last_scan_duration_seconds", "how long the last scan took",
+                                  ["kind"], registry=r)
+        self.leader = Gauge("sgcache_sync_leader", "1 if this process runs the sync", registry=r)
+        self.ready = Gauge("sgcache_ready", "1 when primed and the lag is under the threshold", registry=r)
+        self.rebuilding = Gauge("sgcache_rebuilding", "1 while a type is being rebuilt", ["entity_type"], registry=r)
+        self.sample_errors = Counter("sgcache_status_sample_errors_total", "failed state samples", registry=r)
+        if upstream is not None:
+            r.register(UpstreamCollector(upstream))
+        # Running totals for the status page's request-rate plot.
+        self.total = 0
+        self.served = 0
+        self.passed = 0
+        self.recent: deque[PassthroughNote] = deque(maxlen=recent)
+        self.log = logging.getLogger("sgcache.access")
+
+    def observe(self, method: str, outcome: str, seconds: float, *, reason: str | None = None,
+                entity_type: str | None = None, auth: Mapping[str, Any] | None = None,
+                status: int | None = None) -> None:
+        """Count, time and log one api3 request."""
+        label = passthrough_reason(reason) if outcome == "passthrough" else ""
+        self.requests.labels(method, outcome, label).inc()
+        self.latency.labels(method, outcome).observe(seconds)
+        self.total += 1
+        if outcome == "served":
+            self.served += 1
+        elif outcome == "passthrough":
+            self.passed += 1
+            if reason and method == "read":
+                self.passthrough.labels(label).inc()
+                self.recent.append(PassthroughNote(time.time(), method, entity_type, reason[:300]))
+        self._log(method, outcome, seconds, label, reason, entity_type, auth, status)
+
+    def _log(self, method: str, outcome: str, seconds: float, label: str, reason: str | None,
+             entity_type: str | None, auth: Mapping[str, Any] | None, status: int | None) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        caller, sudo = caller_of(auth)
+        fields: dict[str, Any] = {"method": method, "entity_type": entity_type, "outcome": outcome,
+                                  "ms": round(seconds * 1000, 2), "caller": caller, "sudo_as_login": sudo}
+        if label:
+            fields["reason"] = label
+            fields["detail"] = (reason or "")[:300]
+        if status is not None and status != 200:
+            fields["status"] = status
+        who = caller + (f" as {sudo}" if sudo else "")
+        self.log.info("%s %s %s %.1fms %s%s", method, entity_type or "-", outcome, seconds * 1000, who,
+                      f" ({label})" if label else "", extra={"fields": fields})
+
+
+def caller_of(auth: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """(script name or user login, sudo_as_login) from api3 credentials; never secrets."""
+    if not isinstance(auth, Mapping):
+        return "-", None
+    who = auth.get("script_name") or auth.get("user_login") or ("session" if auth.get("session_token") else "-")
+    sudo = auth.get("sudo_as_login")
+    return str(who)[:128], (str(sudo)[:128] if sudo else None)

@@ -1,0 +1,283 @@
+"""How fresh is the cache: a sampler of the shared state, `/status`, `/status.json`, `/readyz`.
+
+Every serving process samples the database every few seconds (event position,
+backlog, scans, rebuilds, rows per type) and, unless it runs with `--no-sync`, asks
+the site for the newest events, so any process behind the balancer reports the lag of
+the one cache they all serve, not just its own sync. A `--no-sync` process never calls
+the site on its own: its lag is unknown and `/readyz` only requires a primed cache. Samples feed the Prometheus gauges and an in-memory ring buffer
+(the last hour) that the status page plots; nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..protocol import errors
+from ..protocol.values import parse_datetime
+from .metrics import Metrics
+from .service import CacheService
+
+log = logging.getLogger("sgcache.status")
+
+ET = "EventLogEntry"
+#: Default lag (seconds) above which /readyz says not ready; `?max_lag=` overrides it.
+READY_MAX_LAG = 120.0
+
+
+@dataclass
+class Sample:
+    """One point of the status history."""
+
+    t: float
+    lag_seconds: float | None
+    lag_ids: int | None
+    backlog: int
+    rate: float  # api3 requests per second since the previous sample
+    served_rate: float
+    passthrough_rate: float
+
+
+@dataclass
+class State:
+    """What the last sample saw."""
+
+    at: float = 0.0
+    primed: bool = False
+    last_event_id: int | None = None
+    site_event_id: int | None = None
+    lag_seconds: float | None = None
+    lag_ids: int | None = None
+    backlog: int = 0
+    scans: dict[str, Any] = field(default_factory=dict)
+    rebuilding: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    site_ok: bool = True
+    error: str | None = None
+
+
+class Monitor:
+    """Samples the cache's state on a timer; answers the status endpoints."""
+
+    def __init__(self, service: CacheService, metrics: Metrics, *, interval: float = 5.0,
+                 history_seconds: float = 3600.0, rows_every: float = 30.0) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.interval = interval
+        self.rows_every = rows_every
+        self.history: deque[Sample] = deque(maxlen=max(2, int(history_seconds / interval)))
+        self.state = State()
+        self.sync: Any = None  # the SyncLoop, when this process runs one (set by the server)
+        self._rows_at = 0.0
+        self._last_totals = (time.monotonic(), 0, 0, 0)
+        self._lock = asyncio.Lock()
+        self.started = time.time()
+
+    # -- sampling -----------------------------------------------------------------------
+    def _read_db(self, with_rows: bool) -> dict[str, Any]:
+        store = self.service.store
+        out: dict[str, Any] = {}
+        with store.engine.connect() as conn:
+            out["last_event_id"] = store.get_state(conn, "last_event_id")
+            out["backlog"] = store.get_state(conn, "event_backlog") or {}
+            out["scans"] = {k: store.get_state(conn, f"last_{k}_scan") for k in ("full", "interval")}
+            out["rebuilding"] = store.get_state(conn, "rebuilding") or {}
+            if with_rows:
+                out["rows"] = {t: store.counts(conn, t) for t in store.entities}
+        return out
+
+    async def _site_edges(self, after: int | None) -> tuple[int | None, str | None]:
+        """(the site's newest event id, created_at of the first event after `after`)."""
+        async def edge(direction: str, conds: list[dict[str, Any]]) -> dict[str, Any] | None:
+            res = await self.service.upstream.call("read", {
+                "type": ET, "return_fields": ["id", "created_at"],
+                "filters": {"logical_operator": "and", "conditions": conds},
+                "sorts": [{"field_name": "id", "direction": direction}],
+                "paging": {"entities_per_page": 1, "current_page": 1},
+                "return_only": "active", "return_paging_info_without_counts": True})
+            ents = res.get("entities") or []
+            return ents[0] if ents else None
+        newest = await edge("desc", [])
+        if newest is None:
+            return None, None
+        if after is None or newest["id"] <= after:
+            return newest["id"], None
+        first = await edge("asc", [{"path": "id", "relation": "greater_than", "values": [after]}])
+        return newest["id"], (first or {}).get("created_at")
+
+    async def sample(self) -> State:
+        async with self._lock:
+            now = time.time()
+            with_rows = now - self._rows_at >= self.rows_every
+            st = State(at=now, rows=self.state.rows)
+            try:
+                db = await asyncio.to_thread(self._read_db, with_rows)
+            except Exception as e:
+                self.metrics.sample_errors.inc()
+                st.error = f"database: {type(e).__name__}: {e}"[:300]
+                self.state = st
+                return st
+            if with_rows:
+                self._rows_at = now
+                st.rows = db["rows"]
+            st.last_event_id = db["last_event_id"]
+            st.backlog = len(db["backlog"])
+            st.scans = {k: v for k, v in db["scans"].items() if v}
+            st.rebuilding = db["rebuilding"]
+            st.primed = bool(st.scans.get("full"))
+            if self.sync is None:  # `--no-sync`: this process never calls the site on its own
+                self.state = st
+                self._publish(st)
+                return st
+            try:
+                st.site_event_id, first_pending = await self._site_edges(st.last_event_id)
+                if st.last_event_id is not None:
+                    st.lag_ids = max(0, (st.site_event_id or 0) - st.last_event_id)
+                    pending_at = parse_datetime(first_pending) if first_pending else None
+                    st.lag_seconds = max(0.0, now - pending_at.timestamp()) if pending_at else 0.0
+            except errors.Fault as e:
+                st.site_ok = False
+                st.error = f"site: {e.message}"[:300]
+                st.lag_seconds, st.lag_ids = self.state.lag_seconds, self.state.lag_ids
+                self.metrics.sample_errors.inc()
+            self.state = st
+            self._publish(st)
+            return st
+
+    def _publish(self, st: State) -> None:
+        m = self.metrics
+        if st.lag_seconds is not None:
+            m.event_lag_seconds.set(st.lag_seconds)
+        if st.lag_ids is not None:
+            m.event_lag_ids.set(st.lag_ids)
+        if st.last_event_id is not None:
+            m.last_event_id.set(st.last_event_id)
+        if st.site_event_id is not None:
+            m.site_event_id.set(st.site_event_id)
+        m.backlog.set(st.backlog)
+        for kind, scan in st.scans.items():
+            started = parse_datetime(scan.get("started_at")) if scan.get("started_at") else None
+            if started:
+                m.scan_time.labels(kind).set(started.timestamp())
+            m.scan_seconds.labels(kind).set(float(scan.get("seconds") or 0))
+        for etype, counts in st.rows.items():
+            for state, n in counts.items():
+                m.rows.labels(etype, state).set(n)
+        for etype in self.service.store.entities:
+            m.rebuilding.labels(etype).set(1 if etype in st.rebuilding else 0)
+        m.leader.set(1 if self.is_leader else 0)
+        m.ready.set(1 if self.readiness(READY_MAX_LAG)[0] else 0)
+        t_prev, total_prev, served_prev, passed_prev = self._last_totals
+        t_now = time.monotonic()
+        dt = max(t_now - t_prev, 1e-6)
+        self.history.append(Sample(st.at, st.lag_seconds, st.lag_ids, st.backlog,
+                                   round((m.total - total_prev) / dt, 3), round((m.served - served_prev) / dt, 3),
+                                   round((m.passed - passed_prev) / dt, 3)))
+        self._last_totals = (t_now, m.total, m.served, m.passed)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.sample_errors.inc()
+                log.exception("status sample failed")
+            await asyncio.sleep(self.interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- answers ------------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return bool(getattr(self.sync, "is_leader", False))
+
+    def readiness(self, max_lag: float) -> tuple[bool, list[str]]:
+        """Primed, and the sync no further behind than `max_lag` seconds."""
+        st = self.state
+        why: list[str] = []
+        if not st.at:
+            why.append("no state sampled yet")
+        if not st.primed:
+            why.append("no full scan recorded")
+        if self.sync is None:
+            pass  # `--no-sync`: freshness is someone else's job; primed is enough
+        elif st.last_event_id is None:
+            why.append("no event position yet")
+        elif st.lag_seconds is None:
+            why.append("lag unknown")
+        elif st.lag_seconds > max_lag:
+            why.append(f"event lag {st.lag_seconds:.0f}s above {max_lag:.0f}s")
+        if st.error and st.error.startswith("database"):
+            why.append(st.error)
+        return not why, why
+
+    def snapshot(self) -> dict[str, Any]:
+        st = self.state
+        cfg = self.service.config
+        m = self.metrics
+        ready, why = self.readiness(READY_MAX_LAG)
+        return {
+            "version": __version__,
+            "site": cfg.shotgun_url,
+            "now": time.time(),
+            "started": self.started,
+            "ready": ready,
+            "not_ready": why,
+            "leader": self.is_leader,
+            "state": asdict(st),
+            "requests": {"total": m.total, "served": m.served, "passthrough": m.passed},
+            "recent_passthrough": [asdict(n) for n in reversed(m.recent)],
+            "history": [asdict(s) for s in self.history],
+            "interval": self.interval,
+        }
+
+    def routes(self) -> list[Route]:
+        page = resources.files("sgcache.cache").joinpath("static/status.html").read_text(encoding="utf-8")
+
+        async def status_page(request: Request) -> Response:
+            if not self.state.at:
+                await self.sample()
+            data = json.dumps(self.snapshot(), default=str).replace("</", "<\\/")
+            return HTMLResponse(page.replace("__SNAPSHOT__", data), headers={"cache-control": "no-store"})
+
+        async def status_json(request: Request) -> Response:
+            if not self.state.at:
+                await self.sample()
+            return JSONResponse(self.snapshot(), headers={"cache-control": "no-store"})
+
+        async def readyz(request: Request) -> Response:
+            try:
+                max_lag = float(request.query_params.get("max_lag", READY_MAX_LAG))
+            except ValueError:
+                max_lag = READY_MAX_LAG
+            if not self.state.at or time.time() - self.state.at > 3 * self.interval:
+                await self.sample()
+            ready, why = self.readiness(max_lag)
+            body = "ready\n" if ready else "not ready: " + "; ".join(why) + "\n"
+            return Response(body, status_code=200 if ready else 503, media_type="text/plain")
+
+        return [Route("/status", status_page, methods=["GET"]),
+                Route("/status.json", status_json, methods=["GET"]),
+                Route("/readyz", readyz, methods=["GET"])]
