@@ -52,11 +52,12 @@ class UpstreamUnavailable(errors.Fault):
     code = errors.UPSTREAM_UNAVAILABLE
 
 
-def unavailable_message(method: str, status: int) -> str:
-    """What a caller is told when the site answered an HTTP error instead of a result."""
+def unavailable_message(method: str, status: int | str) -> str:
+    """What a caller is told when the site failed to give a result (an HTTP status or why)."""
+    what = f"HTTP {status}" if isinstance(status, int) else status
     if method in SAFE_METHODS:
-        return f"The site is unavailable (HTTP {status}); '{method}' failed. Try again later."
-    return (f"The site is unavailable (HTTP {status}); '{method}' was not retried "
+        return f"The site is unavailable ({what}); '{method}' failed. Try again later."
+    return (f"The site is unavailable ({what}); '{method}' was not retried "
             "and may or may not have been applied. Check before repeating it.")
 
 
@@ -109,7 +110,8 @@ class Upstream:
                 resp = await self._post_with_retries(body, method, hdrs)
         except TimeoutError as e:
             self._failed("timeout")
-            raise UpstreamUnavailable(f"The site did not answer within {self.deadline:g}s.") from e
+            raise UpstreamUnavailable(unavailable_message(
+                method, f"no answer within {self.deadline:g}s")) from e
         if resp.status_code in RETRY_STATUSES:
             self._failed(str(resp.status_code))
         else:
@@ -135,21 +137,19 @@ class Upstream:
                 continue
             except httpx.TimeoutException as e:
                 self._failed("timeout")
-                raise UpstreamUnavailable(f"The site did not answer within {self.timeout.read:g}s.") from e
+                raise UpstreamUnavailable(unavailable_message(
+                    method, f"no answer within {self.timeout.read:g}s")) from e
             except httpx.HTTPError as e:
                 self._failed(type(e).__name__)
-                raise UpstreamUnavailable(f"The site could not be reached: {type(e).__name__}.") from e
+                raise UpstreamUnavailable(unavailable_message(method, type(e).__name__)) from e
             if resp.status_code in RETRY_STATUSES and attempt + 1 < attempts:
                 self._count_error(str(resp.status_code))
                 await resp.aclose()
                 continue
             return resp
         self._failed("unreachable")
-        what = type(last).__name__ if last else "error"
-        if method in SAFE_METHODS:
-            raise UpstreamUnavailable(f"The site could not be reached: {what}.")
-        raise UpstreamUnavailable(f"The connection to the site failed during '{method}' ({what}); "
-                                  "it was not retried and may or may not have been applied.")
+        raise UpstreamUnavailable(unavailable_message(
+            method, f"connection failed: {type(last).__name__ if last else 'error'}"))
 
     @property
     def site_down(self) -> bool:
