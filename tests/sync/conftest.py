@@ -17,8 +17,9 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mock() -> Iterator[MockProcess]:
+    """A fresh site per test: its event log and data start from the same demo state."""
     with running_mock("--demo", "300", "--api-user", f"{NOEVENTS[0]}:{NOEVENTS[1]}:noevents") as m:
         yield m
 

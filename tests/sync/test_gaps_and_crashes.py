@@ -88,7 +88,7 @@ def test_out_of_order_commits_lose_nothing(faulty: MockProcess, cache: CacheEnv,
     assert compare_all(faulty, view) == []
 
 
-SOAK_WRITES = int(os.environ.get("SGCACHE_SOAK_WRITES", "400"))
+SOAK_WRITES = int(os.environ.get("SGCACHE_SOAK_WRITES", "300"))
 SOAK_KILLS = int(os.environ.get("SGCACHE_SOAK_KILLS", "3"))
 
 
