@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
+#: Results go to the checkout the benchmark was started from, unless told otherwise (a
+#: clean `git worktree` of a commit is the way to measure while others edit the tree).
+RESULTS = Path(os.environ.get("SGCACHE_BENCH_RESULTS", REPO / "bench" / "results"))
 WORK = Path(os.environ.get("SGCACHE_BENCH_DIR", "/tmp/sgcache-bench"))
 PY = sys.executable
 
@@ -92,6 +94,12 @@ class Mock:
     def stop(self) -> None:
         # the mock saves its state on SIGTERM; that takes a while for a big site
         stop(self.proc, timeout=180)
+
+    def discard(self) -> None:
+        """Stop without re-saving: the benchmarks only read, the state file is current."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
 
 
 def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: float = 1800.0,
@@ -313,8 +321,11 @@ def machine() -> dict[str, Any]:
         except Exception:  # pragma: no cover - informational only
             versions[mod] = None
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "sgcache"], cwd=REPO, capture_output=True,
+                           text=True)
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions, "git": git.stdout.strip(),
+            "sgcache_tree_dirty": bool(dirty.stdout.strip()), "checkout": str(REPO),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -322,6 +333,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     """bench/results/<name>.json (pretty, stable key order)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return path
 
