@@ -1,0 +1,40 @@
+"""One writer: of several sync processes on one database exactly one leads; when it dies
+another takes over within seconds and carries on from the stored position."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.support.procs import MockProcess
+
+from .support import CacheEnv, CacheView, site_one
+
+
+def test_follower_takes_over_when_the_leader_dies(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
+    procs = {p.pid: p for p in (cache.start("events"), cache.start("events"))}
+    first = cache.ctrl("status")
+    assert first["leader"] and first["pid"] in procs
+    time.sleep(1.5)  # both have tried the lock by now; still one leader
+    assert cache.ctrl("status")["pid"] == first["pid"]
+
+    os.kill(first["pid"], signal.SIGKILL)
+    procs[first["pid"]].wait(10)
+    t0 = time.monotonic()
+    while True:
+        try:
+            st = cache.ctrl("status", timeout=5)
+            if st["pid"] != first["pid"]:
+                break
+        except (ConnectionError, OSError):
+            pass
+        assert time.monotonic() - t0 < 10, "no follower took over"
+        time.sleep(0.1)
+    took_over = time.monotonic() - t0
+    assert took_over < 5, took_over
+
+    sg = mock.sg()
+    sg.update("Shot", 1, {"description": "after the takeover"})
+    cache.ctrl("poll")
+    assert view.one("Shot", 1, ["description"]) == site_one(sg, "Shot", 1, ["description"])
