@@ -35,6 +35,8 @@ log = logging.getLogger("sgcache.status")
 ET = "EventLogEntry"
 #: Default lag (seconds) above which /readyz says not ready; `?max_lag=` overrides it.
 READY_MAX_LAG = 120.0
+#: At most this many points of history go to the page.
+PLOT_POINTS = 360
 
 
 @dataclass
@@ -71,13 +73,14 @@ class State:
 class Monitor:
     """Samples the cache's state on a timer; answers the status endpoints."""
 
-    def __init__(self, service: CacheService, metrics: Metrics, *, interval: float = 5.0,
+    def __init__(self, service: CacheService, metrics: Metrics, *, interval: float | None = None,
                  history_seconds: float = 3600.0, rows_every: float = 30.0) -> None:
         self.service = service
         self.metrics = metrics
-        self.interval = interval
+        # About as often as the sync polls the site, within 1-5 s.
+        self.interval = interval or min(5.0, max(1.0, 2 * service.config.poll_interval))
         self.rows_every = rows_every
-        self.history: deque[Sample] = deque(maxlen=max(2, int(history_seconds / interval)))
+        self.history: deque[Sample] = deque(maxlen=max(2, int(history_seconds / self.interval)))
         self.state = State()
         self.sync: Any = None  # the SyncLoop, when this process runs one (set by the server)
         self._rows_at = 0.0
@@ -249,7 +252,7 @@ class Monitor:
             "state": asdict(st),
             "requests": {"total": m.total, "served": m.served, "passthrough": m.passed},
             "recent_passthrough": [asdict(n) for n in reversed(m.recent)],
-            "history": [asdict(s) for s in self.history],
+            "history": [asdict(s) for s in _thin(list(self.history), PLOT_POINTS)],
             "interval": self.interval,
         }
 
@@ -281,3 +284,9 @@ class Monitor:
         return [Route("/status", status_page, methods=["GET"]),
                 Route("/status.json", status_json, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"])]
+
+
+def _thin(points: list[Any], n: int) -> list[Any]:
+    """At most about n points, evenly spaced, always keeping the newest."""
+    step = max(1, -(-len(points) // n))
+    return points[::-1][::step][::-1]
