@@ -104,12 +104,15 @@ def serve(opts: Options) -> None:
     def save() -> str | None:
         return state_mod.save(site.store, opts.state) if opts.state else None
 
+    def save_on_exit() -> str | None:
+        return state_mod.save_if_changed(site.store, opts.state) if opts.state else None
+
     app = MockServer(site, faults, Stats(), admin_port=admin_port, save=save)
     print(f"sgcache-mock: url={site.base_url} script_name={script_name} script_key={script_key} "
           f"admin=http://127.0.0.1:{admin_port}", flush=True)
     config = uvicorn.Config(app, lifespan="off", log_level=opts.log_level, access_log=False,
                             timeout_keep_alive=120)
-    server = _Server(config, save if opts.state else None)
+    server = _Server(config, save_on_exit if opts.state else None)
     try:
         asyncio.run(server.serve(sockets=[public, admin]))
     finally:
@@ -129,4 +132,5 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
         if self.on_exit is not None:
             path = await asyncio.to_thread(self.on_exit)
-            print(f"sgcache-mock: saved state to {path}", file=sys.stderr, flush=True)
+            print(f"sgcache-mock: {'saved state to ' + path if path else 'state unchanged, not saved'}",
+                  file=sys.stderr, flush=True)

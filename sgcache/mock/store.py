@@ -16,6 +16,7 @@ journal so that a failed batch (or a failed write half-way) leaves no trace.
 from __future__ import annotations
 
 import copy
+import gc
 import threading
 import time
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ class Store:
         self._id_lists: dict[tuple[str, bool], tuple[int, list[int]]] = {}
         self.version = 0  # bumped on any change, including schema edits
         self.schema_version = 0  # bumped on schema edits only
+        self.saved_version = -1  # `version` when the state file was last written or read
         #: EventLogEntry ids not visible before the given monotonic time (fault injection).
         self.hidden_events: dict[int, float] = {}
         #: uploaded bytes by Attachment id: (content_type, filename, data)
@@ -213,6 +215,18 @@ class Store:
         """
         n = 0
         out_of_order: set[str] = set()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # millions of small dicts: avoid hundreds of useless collections
+        try:
+            n = self._load(records, out_of_order)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        gc.freeze()
+        return n
+
+    def _load(self, records: Iterable[tuple[str, dict[str, Any]]], out_of_order: set[str]) -> int:
+        n = 0
         with self.lock:
             last: dict[str, int] = {}
             for etype, rec in records:
