@@ -1,1 +1,51 @@
-"""A mock ShotGrid site: the reference every cached answer is compared with."""
+"""A mock ShotGrid site: the reference every cached answer is compared with.
+
+Run it::
+
+    sgcache mock --host 127.0.0.1 --port 8020 [--schema FILE] [--demo SIZE] [--seed N]
+                 [--state FILE] [--api-user NAME:KEY[:noevents]]... [--admin-port N]
+                 [--latency S] [--error-rate R] [--drop-rate R] [--outage S]
+                 [--event-delay S] [--event-delay-rate R] [--event-gap-rate R] [--fault-seed N]
+
+Once its sockets are bound it prints one line (and flushes)::
+
+    sgcache-mock: url=http://127.0.0.1:8020 script_name=NAME script_key=KEY admin=http://127.0.0.1:PORT
+
+* **Schema**: the built-in studio schema (``builtin_schema.build_schema``) unless
+  ``--schema`` names a ``{"schema_read": ..., "schema_entity_read": ...}`` JSON file
+  such as a dump of a real site.
+* **Data**: empty, or ``--demo SIZE`` entities from ``demo.generate(SIZE, seed)``
+  (loaded without events); the printed script is then the demo's own ApiUser.
+  Otherwise the site creates one script (``sgcache_mock``) with a random key.
+* **State**: with ``--state FILE`` the site is loaded from FILE when it exists and
+  saved there on shutdown (SIGTERM/SIGINT; skipped if nothing changed) and on
+  ``POST /save``, so a 1,000,000-entity demo is generated once.
+* **Accounts**: ``--api-user NAME:KEY`` adds a script (``:noevents`` turns its event
+  generation off); HumanUsers log in with ``login`` + ``password_proxy``; sessions
+  come from ``get_session_token``; scripts may ``sudo_as_login`` active HumanUsers.
+
+The public port speaks api3: ``POST /api3/json`` (also under a base path),
+``/upload/upload_file``, ``/upload/publish_thumbnail``, ``/file_serve/attachment/<id>``
+and ``/thumbnail/<id>``. The admin port listens on 127.0.0.1 only:
+
+=====================  ===============================================================
+``GET /faults``        current fault settings
+``POST /faults``       set any of ``latency`` (s), ``error_rate``, ``error_codes``,
+                       ``drop_rate``, ``outage`` (s from now), ``event_delay`` (s),
+                       ``event_delay_rate``, ``event_gap_rate``, ``seed``; ``reset: true``
+                       clears everything first. Bad settings answer 400.
+``GET /stats``         ``{"requests": {method: n}, "total", "injected", "since"}``: every
+                       request that reached the public port, by RPC ``method_name``
+                       (``upload:<endpoint>``, ``download``, ``invalid`` otherwise)
+``POST /stats/reset``  zero the counters
+``POST /save``         write the ``--state`` file now
+``GET /health``        ``{"ok": true}``
+=====================  ===============================================================
+
+Module map: ``store`` (records, retired flags, ids, undo journal), ``query``
+(filter/sort/page/render in Python — semantics documented there), ``writes``
+(create/update/delete/revive/batch with inverse links), ``events`` (EventLogEntry
+rows, out-of-order commits), ``summarize``, ``schema_ops``, ``auth``, ``site`` (the
+RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner`` and ``cli``.
+Tests start it as a process with ``tests.support.procs.start_mock``.
+"""
