@@ -22,7 +22,7 @@ from .servers import Primed, post_raw, rpc, serve
 
 PASSWORD = "pw-Rob-9c1e77d2"
 LOGIN = "robustness.user"
-TTL = 4.0
+TTL = 2.0
 STALE_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 BAD_KEY = "not-the-key-0b7e11c94a"
 READ_FROM_CACHE = ("Shot", [["code", "contains", "0"]], ["code", "sg_status_list"])
@@ -39,9 +39,18 @@ def user(site: Site) -> dict[str, Any]:
                                    "sg_status_list": "act"})
 
 
-@pytest.fixture(scope="module", params=["plain", "json"])
-def cache(request: pytest.FixtureRequest, primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
-    c = serve(primed, "--no-sync", debug=True, json_logs=request.param == "json", auth_ttl=TTL)
+@pytest.fixture(scope="module")
+def cache(primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
+    """DEBUG-level JSON logs; a TTL longer than the module takes."""
+    c = serve(primed, "--no-sync", debug=True, json_logs=True, auth_ttl=60)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def short_ttl_cache(primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
+    """DEBUG-level plain logs; verdicts expire after TTL seconds."""
+    c = serve(primed, "--no-sync", debug=True, auth_ttl=TTL)
     yield c
     c.stop()
 
@@ -124,7 +133,8 @@ def test_malformed_credentials_are_refused_without_asking_the_site(site: Site, c
     assert reads(site) == 0
 
 
-def test_verdicts_expire_after_auth_ttl(site: Site, cache: Cache) -> None:
+def test_verdicts_expire_after_auth_ttl(site: Site, short_ttl_cache: Cache) -> None:
+    cache = short_ttl_cache
     name, key = "robustness_rekeyed_" + str(int(time.time() * 1000) % 10**8), "key-before-0a1b2c"
     script = site.sg().create("ApiUser", {"firstname": name, "salted_password": key})
     sg = cache.sg(site, script_name=name, api_key=key, connect=False)
@@ -150,7 +160,9 @@ def test_concurrent_first_reads_share_one_verification(site: Site, cache: Cache)
     assert reads(site) == 1
 
 
-def test_no_secret_appears_in_any_log_line(site: Site, cache: Cache, user: dict[str, Any]) -> None:
+@pytest.mark.parametrize("logs", ["json", "plain"])
+def test_no_secret_appears_in_any_log_line(site: Site, cache: Cache, short_ttl_cache: Cache, logs: str) -> None:
+    cache = cache if logs == "json" else short_ttl_cache
     # Every path that logs: accepted, refused, passed through, malformed, internal.
     sg = cache.sg(site, connect=False)
     sg.find(*READ_FROM_CACHE)
@@ -168,7 +180,7 @@ def test_no_secret_appears_in_any_log_line(site: Site, cache: Cache, user: dict[
         post_raw(cache.url, b'{"method_name": "read", "params": [' + json.dumps(auth).encode() + b', {"type": "Shot"')
     time.sleep(0.3)
     text = cache.log.read_text() if cache.log else ""
-    assert "DEBUG" in text or '"level": "debug"' in text, "the server was meant to log at DEBUG"
+    assert ("DEBUG" if logs == "plain" else '"level": "debug"') in text, "the server was meant to log at DEBUG"
     secrets = [site.script_key, BAD_KEY, PASSWORD, PASSWORD + "x", token, STALE_TOKEN, OTHER_SCRIPT[1]]
     leaks = [(s, line) for line in text.splitlines() for s in secrets if s in line]
     assert not leaks
