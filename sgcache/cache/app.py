@@ -184,8 +184,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except errors.Fault as f:
             request.state.passthrough_reason = f"invalid request, site decides: {f.message}"
             return await forward(body, "read", request), "passthrough"
-        except Exception:  # a value the engine or database chokes on: the site decides
-            log.exception("read engine failed on %s; passing the read through", etype)
+        except Exception as e:  # a value the engine or database chokes on: the site decides
+            log.warning("read engine failed on %.64s (%s: %.200s); passing the read through", etype,
+                        type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
             request.state.passthrough_reason = "error"
             return await forward(body, "read", request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
