@@ -20,9 +20,14 @@ def fold(value: str) -> str:
     """Case folding used for every case-insensitive text comparison and sort.
 
     Done in Python (stored in a shadow column) because SQLite's lower() only folds
-    ASCII while PostgreSQL's depends on the locale: this way both stores agree.
+    ASCII while PostgreSQL's depends on the locale: this way both stores agree. Full
+    Unicode case folding (``ß`` = ``ss``), as the site compares text.
     """
-    return value.lower()
+    return value.casefold()
+
+
+#: Separates folded tag names in a tag list's shadow column; tags never contain it.
+TAG_SEP = "\x1f"
 
 
 def text_type() -> TypeEngine[Any]:
@@ -65,8 +70,8 @@ class FieldType:
         return [c.name for c in self.columns()]
 
 
-class TextField(FieldType):
-    data_types = ("text",)
+class FoldedField(FieldType):
+    """Text-like values with a case-folded `<field>__ci` shadow for comparisons and sorts."""
 
     def columns(self) -> list[Column[Any]]:
         return [Column(self.name, text_type()), Column(self.name + "__ci", text_type())]
@@ -74,13 +79,19 @@ class TextField(FieldType):
     def to_db(self, value: Any) -> dict[str, Any]:
         return {self.name: value, self.name + "__ci": fold(value) if isinstance(value, str) else None}
 
+
+class TextField(FoldedField):
+    data_types = ("text",)
+
     def indexes(self, table: Table) -> list[Index]:
         if self.name in ("code", "name", "content", "login", "event_type"):
             return [Index(f"ix_{table.name}_{self.name}__ci", table.c[self.name + "__ci"])]
         return []
 
 
-class StringField(FieldType):
+class StringField(FoldedField):
+    """Short codes (status, list, entity type, colour, uuid, footage): compared case-insensitively."""
+
     data_types = ("list", "status_list", "entity_type", "color", "uuid", "footage")
 
 
@@ -139,7 +150,7 @@ class DateTimeField(FieldType):
 class JsonField(FieldType):
     """Opaque structured values (serializable, url, tag_list): stored as JSON text."""
 
-    data_types = ("serializable", "url", "tag_list")
+    data_types = ("serializable", "url")
 
     def to_db(self, value: Any) -> dict[str, Any]:
         return {self.name: json.dumps(value, sort_keys=True, ensure_ascii=False) if value is not None else None}
@@ -147,6 +158,25 @@ class JsonField(FieldType):
     def from_db(self, row: Any) -> Any:
         v = row[self.name]
         return json.loads(v) if v is not None else None
+
+
+class TagListField(JsonField):
+    """Tag names as JSON, plus `<field>__ci`: the folded names joined by TAG_SEP, framed by it
+    (`\x1fhero\x1fvfx\x1f`), so "has tag" and "a tag contains" are one LIKE; NULL when empty."""
+
+    data_types = ("tag_list",)
+
+    def columns(self) -> list[Column[Any]]:
+        return [Column(self.name, text_type()), Column(self.name + "__ci", text_type())]
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        names = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+        ci = TAG_SEP + TAG_SEP.join(fold(t) for t in names) + TAG_SEP if names else None
+        return {**super().to_db(value), self.name + "__ci": ci}
+
+    def from_db(self, row: Any) -> Any:
+        v = super().from_db(row)
+        return list(v) if v else []
 
 
 class EntityField(FieldType):
@@ -201,7 +231,7 @@ class UncachedField(FieldType):
 _BY_TYPE: dict[str, type[FieldType]] = {
     dt: cls
     for cls in (TextField, StringField, IntField, FloatField, BoolField, DateField,
-                DateTimeField, JsonField, EntityField, MultiEntityField, UncachedField)
+                DateTimeField, JsonField, TagListField, EntityField, MultiEntityField, UncachedField)
     for dt in cls.data_types
 }
 

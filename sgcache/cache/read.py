@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import (ColumnElement, and_, exists, false, func, literal, not_, or_,
+from sqlalchemy import (ColumnElement, and_, case, exists, false, func, literal, not_, or_,
                         select, true)
 from sqlalchemy.engine import Connection
 
 from ..protocol import errors
 from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
 from ..protocol.values import name_field
-from .fields import EntityField, FieldType, MultiEntityField, TextField
+from .fields import (BoolField, DateField, DateTimeField, EntityField, FieldType, FloatField,
+                     IntField, MultiEntityField, StringField, TextField)
 from .relations import Ctx, builder_for
 from .store import ACTIVE, Store
 
@@ -96,26 +97,27 @@ class ReadEngine:
         return_only = params.get("return_only", "active")
         if return_only not in ("active", "retired"):
             raise Passthrough(f"unsupported return_only {return_only!r}")
+        include_archived = params.get("include_archived_projects", True)
+        if not isinstance(include_archived, bool):
+            raise Passthrough("include_archived_projects is not a boolean: the site decides")
 
         et = self.store[etype]
         root = et.table.alias("t0")
         q = _Query(self, etype, root, root)
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
         where.append(self._group(group, root, etype))
-        if params.get("include_archived_projects") is False:
+        if include_archived is False:
             where.append(self._not_archived(root, etype))
 
         renderers = [(name, self._plan_field(q, path)) for name, path in return_fields]
         order = []
         for path, direction in sorts:
-            col = self._sort_col(q, path)
-            order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+            for col in self._sort_cols(q, path):
+                order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
         order.append(root.c.id.asc())
 
         id_label = q.label(root.c.id)
         stmt = select(*q.columns).select_from(q.from_clause).where(*where).order_by(*order)
-        want_next = bool(params.get("return_paging_info_without_counts"))
-        want_count = bool(params.get("return_paging_info"))
         stmt = stmt.limit(per_page + 1).offset((page - 1) * per_page)
         rows = conn.execute(stmt).mappings().all()
         has_next = len(rows) > per_page
@@ -130,20 +132,14 @@ class ReadEngine:
             entities.append(ent)
         self._fill_multi(conn, multi_jobs)
 
-        result: dict[str, Any] = {"entities": entities}
-        if want_count:
+        # The site always reports has_next_page; the counts only when asked (old protocol).
+        paging_info: dict[str, Any] = {"has_next_page": has_next}
+        if params.get("return_paging_info"):
             count_stmt = select(func.count()).select_from(root).where(*where)
             total = conn.execute(count_stmt).scalar_one()
-            result["paging_info"] = {
-                "entity_count": total, "current_page": page, "entities_per_page": per_page,
-                "page_count": (total + per_page - 1) // per_page if per_page else 0,
-                "has_next_page": page * per_page < total,
-            }
-        else:
-            result["paging_info"] = {"has_next_page": has_next} if want_next else {}
-            if not want_next:
-                result.pop("paging_info")
-        return result
+            paging_info.update(entity_count=total, current_page=page, entities_per_page=per_page,
+                               page_count=-(-total // per_page))
+        return {"entities": entities, "paging_info": paging_info}
 
     # -- request parts ------------------------------------------------------------
     def _return_fields(self, etype: str, fields: Any) -> list[tuple[str, FieldPath]]:
@@ -175,8 +171,8 @@ class ReadEngine:
         return out
 
     def _paging(self, paging: Any) -> tuple[int, int]:
-        if paging is None:
-            return MAX_PAGE, 1
+        if not paging:  # the site's default page: 500 entities
+            return 500, 1
         if not isinstance(paging, dict):
             raise Passthrough("paging not a dict")
         per, page = paging.get("entities_per_page", 500), paging.get("current_page", 1)
@@ -271,31 +267,68 @@ class ReadEngine:
             raise Passthrough("deep path through a non-link field")
         return exists(sub)
 
-    def multi_exists(self, table: Any, ft: FieldType,
-                     pred: Callable[[Any], ColumnElement[bool]] | None) -> ColumnElement[bool]:
-        """EXISTS an *active* linked child of a multi-entity field (optionally matching pred)."""
-        a = self.store[ft.fs.entity_type].assoc[ft.name].alias()
-        alive = []
+    def link_exists(self, table: Any, ft: FieldType,
+                    pred: Callable[[Any, str], ColumnElement[bool] | None] | None = None,
+                    only: dict[str, list[int]] | None = None) -> ColumnElement[bool]:
+        """EXISTS a *live* (cached, active) entity linked by `ft` from `table`'s row.
+
+        `pred(child, type)` narrows it to children matching a condition (None: no child of
+        that type can match); `only` to the given ids per type. Links to missing or
+        retired entities never count, as on the site.
+        """
+        per_type = []
         for t in self._targets(ft):
+            if only is not None and t not in only:
+                continue
             child = self.store[t].table.alias()
-            alive.append(and_(a.c.child_type == t, exists(
-                select(literal(1)).select_from(child).where(child.c.id == a.c.child_id, child.c[ACTIVE]))))
-        conds = [a.c.parent_id == table.c.id, or_(*alive)]
-        if pred is not None:
-            conds.append(pred(a))
-        return exists(select(literal(1)).select_from(a).where(*conds))
+            extra = pred(child, t) if pred is not None else true()
+            if extra is None:
+                continue
+            per_type.append((t, child, extra))
+        if not per_type:
+            return false()
+        if isinstance(ft, EntityField):
+            tcol, icol = table.c[ft.name + "__type"], table.c[ft.name + "__id"]
+            parts = []
+            for t, child, extra in per_type:
+                conds = [tcol == t]
+                if only is not None:
+                    conds.append(icol.in_(only[t]))
+                conds.append(exists(select(literal(1)).select_from(child).where(
+                    child.c.id == icol, child.c[ACTIVE], extra)))
+                parts.append(and_(*conds))
+            return or_(*parts)
+        a = self.store[ft.fs.entity_type].assoc[ft.name].alias()
+        parts = []
+        for t, child, extra in per_type:
+            conds = [a.c.child_type == t]
+            if only is not None:
+                conds.append(a.c.child_id.in_(only[t]))
+            conds.append(exists(select(literal(1)).select_from(child).where(
+                child.c.id == a.c.child_id, child.c[ACTIVE], extra)))
+            parts.append(and_(*conds))
+        return exists(select(literal(1)).select_from(a).where(a.c.parent_id == table.c.id, or_(*parts)))
+
+    def name_ci(self, etype: str, table: Any) -> Any:
+        """The folded display-name column of `etype` in `table`; None if the type has none."""
+        nf = self._name_col(etype)
+        if nf is None:
+            return None
+        if not isinstance(self.store[etype].fields[nf], TextField):
+            raise Passthrough(f"name field {etype}.{nf} is not text")
+        return table.c[nf + "__ci"]
 
     def _not_archived(self, root: Any, etype: str) -> ColumnElement[bool]:
         et = self.store[etype]
-        if etype == "Project":
-            if "archived" not in et.fields:
-                raise Passthrough("Project.archived is not cached")
-            return or_(root.c.archived.is_(None), root.c.archived == false())
+        if etype == "Project":  # whether the site hides archived projects themselves is unclear
+            raise Passthrough("include_archived_projects on Project: the site decides")
         pf = et.fields.get("project")
         if pf is None:
             if "project" in self.schema[etype].fields:
                 raise Passthrough(f"{etype}.project is not cached")
             return true()
+        if not isinstance(pf, EntityField):
+            raise Passthrough(f"{etype}.project is not a single link")
         if "Project" not in self.store or "archived" not in self.store["Project"].fields:
             raise Passthrough("Project.archived is not cached")
         p = self.store["Project"].table.alias()
@@ -324,20 +357,45 @@ class ReadEngine:
             cur = alias
         return cur
 
-    def _sort_col(self, q: _Query, path: FieldPath) -> Any:
+    def _sort_cols(self, q: _Query, path: FieldPath) -> list[Any]:
+        """ORDER BY keys (ascending) of one sort, placing nulls as the site does."""
         leaf_type = path.hops[-1].to_type if path.hops else path.root_type
         ft = self._ft(leaf_type, path.field.name, "sort")
         table = self._join_path(q, path)
         if ft is None:
-            return table.c.id
-        if isinstance(ft, TextField):
-            return table.c[ft.name + "__ci"]
-        if isinstance(ft, (EntityField, MultiEntityField)) or len(ft.column_names) != 1:
-            raise Passthrough(f"sorting on {ft.fs.data_type} field {path.text}")
-        return table.c[ft.name]
+            return [table.c.id]
+        if isinstance(ft, (TextField, StringField)):
+            return [table.c[ft.name + "__ci"]]
+        if isinstance(ft, BoolField):  # a null checkbox is False, and sorts with False
+            return [func.coalesce(table.c[ft.name], false())]
+        if isinstance(ft, EntityField):
+            return self._link_sort_cols(q, table, ft)
+        if isinstance(ft, (IntField, FloatField, DateField, DateTimeField)):
+            return [table.c[ft.name]]
+        raise Passthrough(f"sorting on {ft.fs.data_type} field {path.text}")
+
+    def _link_sort_cols(self, q: _Query, table: Any, ft: EntityField) -> list[Any]:
+        """A link sorts by (linked display name folded, type, id); dead links as null."""
+        tcol, icol = table.c[ft.name + "__type"], table.c[ft.name + "__id"]
+        alive, names = [], []
+        for t in self._targets(ft):
+            tgt = self.store[t].table.alias()
+            q.from_clause = q.from_clause.outerjoin(tgt, and_(tcol == t, icol == tgt.c.id, tgt.c[ACTIVE]))
+            alive.append(tgt.c.id.is_not(None))
+            n = self.name_ci(t, tgt)
+            if n is not None:
+                names.append(n)
+        live = or_(*alive)
+        name = func.coalesce(*names, "") if names else literal("")
+        if self.store.dialect == "postgresql":  # code point order, as the site compares names
+            tcol = tcol.collate("C")
+        return [case((live, 1), else_=0), case((live, name), else_=None),
+                case((live, tcol), else_=None), case((live, icol), else_=None)]
 
     def _plan_field(self, q: _Query, path: FieldPath) -> Callable[..., Any]:
         """Select what one return field needs; return a function rendering its value."""
+        if any(h.field.is_multi for h in path.hops):  # the site answers null through multi links
+            return lambda row, ent, name, jobs: None
         leaf_type = path.hops[-1].to_type if path.hops else path.root_type
         ft = self._ft(leaf_type, path.field.name, "return field")
         table = self._join_path(q, path)

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import (ColumnElement, and_, exists, false, literal, not_, or_, select,
+from sqlalchemy import (ColumnElement, and_, exists, false, func, literal, not_, or_, select,
                         true)
 
 from ..protocol.filters import RELATIONS
-from .fields import (BoolField, DateField, DateTimeField, EntityField, FieldType, FloatField,
-                     IntField, MultiEntityField, StringField, TextField, fold)
+from .fields import (TAG_SEP, BoolField, DateField, DateTimeField, EntityField, FieldType,
+                     FloatField, IntField, MultiEntityField, StringField, TagListField, TextField,
+                     fold)
 
 
 @dataclass
@@ -53,25 +54,26 @@ def builder_for(ft: FieldType, relation: str) -> Builder | None:
 
 # -- scalars ---------------------------------------------------------------------
 
-SCALARS = (IntField, FloatField, DateField, DateTimeField, StringField, BoolField)
+SCALARS = (IntField, FloatField, DateField, DateTimeField)
+FOLDED = (TextField, StringField)
 ORDERED = (IntField, FloatField, DateField, DateTimeField)
 
 
 def _scalar_col(ctx: Ctx) -> Any:
-    return ctx.col("__ci") if isinstance(ctx.ft, TextField) else ctx.col()
+    return ctx.col("__ci") if isinstance(ctx.ft, FOLDED) else ctx.col()
 
 
 def _scalar_val(ctx: Ctx, v: Any) -> Any:
-    return fold(v) if isinstance(ctx.ft, TextField) and isinstance(v, str) else v
+    return fold(v) if isinstance(ctx.ft, FOLDED) and isinstance(v, str) else v
 
 
-@register(SCALARS + (TextField,), "is")
+@register(SCALARS + FOLDED, "is")
 def _is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     c, v = _scalar_col(ctx), values[0]
     return c.is_(None) if v is None else c == _scalar_val(ctx, v)
 
 
-@register(SCALARS + (TextField,), "is_not")
+@register(SCALARS + FOLDED, "is_not")
 def _is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     c, v = _scalar_col(ctx), values[0]
     return c.is_not(None) if v is None else or_(c != _scalar_val(ctx, v), c.is_(None))
@@ -79,7 +81,7 @@ def _is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
 
 def _in_expr(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     c = _scalar_col(ctx)
-    vals = [_scalar_val(ctx, v) for v in values if v is not None]
+    vals = list(dict.fromkeys(_scalar_val(ctx, v) for v in values if v is not None))
     parts = []
     if vals:
         parts.append(c.in_(vals))
@@ -88,15 +90,15 @@ def _in_expr(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     return or_(*parts) if parts else false()
 
 
-@register(SCALARS + (TextField,), "in")
+@register(SCALARS + FOLDED, "in")
 def _in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     return _in_expr(ctx, values)
 
 
-@register(SCALARS + (TextField,), "not_in")
+@register(SCALARS + FOLDED, "not_in")
 def _not_in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     c = _scalar_col(ctx)
-    vals = [_scalar_val(ctx, v) for v in values if v is not None]
+    vals = list(dict.fromkeys(_scalar_val(ctx, v) for v in values if v is not None))
     has_null = any(v is None for v in values)
     inside = c.in_(vals) if vals else false()
     if has_null:
@@ -136,123 +138,179 @@ def _not_between(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     return and_(c.is_not(None), not_(_between_expr(ctx, values)))
 
 
+# -- checkbox: a null checkbox is False ---------------------------------------------
+
+@register((BoolField,), "is")
+def _b_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return func.coalesce(ctx.col(), false()) == bool(values[0])
+
+
+@register((BoolField,), "is_not")
+def _b_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_b_is(ctx, values))
+
+
 # -- text -------------------------------------------------------------------------
 
-def _like(ctx: Ctx, v: Any, kind: str) -> ColumnElement[bool]:
-    c = ctx.col("__ci")
-    s = fold(v or "")
+def like(col: Any, s: str, kind: str) -> ColumnElement[bool]:
+    """`col` (already folded) contains / starts with / ends with / equals folded `s`.
+
+    An empty needle matches everything, null included: the site treats null text as "".
+    """
+    if kind == "is":
+        return func.coalesce(col, "") == s
+    if s == "":
+        return true()
     if kind == "contains":
-        return c.contains(s, autoescape=True)
+        return col.contains(s, autoescape=True)
     if kind == "starts_with":
-        return c.startswith(s, autoescape=True)
-    return c.endswith(s, autoescape=True)
+        return col.startswith(s, autoescape=True)
+    return col.endswith(s, autoescape=True)
 
 
 for _rel in ("contains", "starts_with", "ends_with"):
     def _make(rel: str) -> Builder:
         def build(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-            return _like(ctx, values[0], rel)
+            return like(ctx.col("__ci"), fold(values[0] or ""), rel)
         return build
     _REGISTRY[(TextField, _rel)] = _make(_rel)
 
 
 @register((TextField,), "not_contains")
 def _not_contains(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    c, s = ctx.col("__ci"), fold(values[0] or "")
+    if s == "":
+        return false()
+    return or_(c.is_(None), not_(like(c, s, "contains")))
+
+
+# -- tag lists: "is" means has the tag; names compare folded -------------------------
+
+def _tag_needle(v: Any) -> str | None:
+    """The tag name a value stands for; a Tag entity dict is left to the site."""
+    if v is not None and (not isinstance(v, str) or TAG_SEP in v):
+        raise ctx_passthrough("tag value not answerable locally")
+    return v
+
+
+def ctx_passthrough(reason: str) -> Exception:
+    from .read import Passthrough
+    return Passthrough(reason)
+
+
+def _tag_has(ctx: Ctx, v: Any, exact: bool) -> ColumnElement[bool]:
     c = ctx.col("__ci")
-    return or_(c.is_(None), not_(_like(ctx, values[0], "contains")))
+    s = fold(v or "")
+    if exact:
+        return and_(c.is_not(None), c.contains(TAG_SEP + s + TAG_SEP, autoescape=True))
+    return and_(c.is_not(None), like(c, s, "contains"))
 
 
-# -- single links -----------------------------------------------------------------
-
-def _link_eq(ctx: Ctx, v: dict[str, Any]) -> ColumnElement[bool]:
-    return and_(ctx.col("__type") == v["type"], ctx.col("__id") == int(v["id"]))
-
-
-@register((EntityField,), "is")
-def _e_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    v = values[0]
-    return ctx.col("__id").is_(None) if v is None else _link_eq(ctx, v)
+@register((TagListField,), "is")
+def _t_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    v = _tag_needle(values[0])
+    return ctx.col("__ci").is_(None) if v is None else _tag_has(ctx, v, True)
 
 
-@register((EntityField,), "is_not")
-def _e_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    v = values[0]
-    if v is None:
-        return ctx.col("__id").is_not(None)
-    return or_(ctx.col("__id").is_(None), not_(_link_eq(ctx, v)))
+@register((TagListField,), "is_not")
+def _t_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_t_is(ctx, values))
 
 
-def _e_in_expr(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    parts = [_link_eq(ctx, v) for v in values if v is not None]
-    if any(v is None for v in values):
-        parts.append(ctx.col("__id").is_(None))
-    return or_(*parts) if parts else false()
+@register((TagListField,), "name_is")
+def _t_name_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return _tag_has(ctx, _tag_needle(values[0]) or "", True)
 
 
-@register((EntityField,), "in")
-def _e_in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    return _e_in_expr(ctx, values)
+@register((TagListField,), "name_contains")
+def _t_name_contains(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return _tag_has(ctx, _tag_needle(values[0]), False)
 
 
-@register((EntityField,), "not_in")
-def _e_not_in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    inside = _e_in_expr(ctx, tuple(v for v in values if v is not None))
-    if any(v is None for v in values):
-        return and_(ctx.col("__id").is_not(None), not_(inside))
-    return or_(ctx.col("__id").is_(None), not_(inside))
+@register((TagListField,), "name_not_contains")
+def _t_name_not_contains(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_t_name_contains(ctx, values))
 
 
-@register((EntityField,), "type_is")
-def _e_type_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    v = values[0]
-    return ctx.col("__type").is_(None) if v is None else ctx.col("__type") == v
+# -- links: only live targets (cached and not retired) count --------------------------
+
+LINKS = (EntityField, MultiEntityField)
+ChildPred = Callable[[Any, str], "ColumnElement[bool] | None"]
 
 
-@register((EntityField,), "type_is_not")
-def _e_type_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    v = values[0]
-    c = ctx.col("__type")
-    return c.is_not(None) if v is None else or_(c.is_(None), c != v)
+def _any_link(ctx: Ctx, pred: ChildPred | None = None,
+              only: dict[str, list[int]] | None = None) -> ColumnElement[bool]:
+    """EXISTS a live linked entity (optionally one whose row matches pred(child, type),
+    or whose (type, id) is in `only`)."""
+    return ctx.engine.link_exists(ctx.table, ctx.ft, pred, only)
 
 
-# -- multi links: "is" means contains, any active child ---------------------------
-
-def _m_any(ctx: Ctx, pred: Callable[[Any], ColumnElement[bool]] | None) -> ColumnElement[bool]:
-    return ctx.engine.multi_exists(ctx.table, ctx.ft, pred)
+def _keys(values: tuple[Any, ...]) -> set[tuple[str, int]]:
+    return {(v["type"], int(v["id"])) for v in values if isinstance(v, dict)}
 
 
-@register((MultiEntityField,), "is")
-def _m_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    v = values[0]
-    if v is None:
-        return not_(_m_any(ctx, None))
-    return _m_any(ctx, lambda a: and_(a.c.child_type == v["type"], a.c.child_id == int(v["id"])))
-
-
-@register((MultiEntityField,), "is_not")
-def _m_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    return not_(_m_is(ctx, values))
-
-
-def _m_in_expr(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    links = [v for v in values if v is not None]
+def _is_one_of(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    keys = _keys(values)
     parts = []
-    if links:
-        parts.append(_m_any(ctx, lambda a: or_(*[and_(a.c.child_type == v["type"], a.c.child_id == int(v["id"]))
-                                                 for v in links])))
+    if keys:
+        only: dict[str, list[int]] = {}
+        for t, i in sorted(keys):
+            only.setdefault(t, []).append(i)
+        parts.append(_any_link(ctx, only=only))
     if any(v is None for v in values):
-        parts.append(not_(_m_any(ctx, None)))
+        parts.append(not_(_any_link(ctx)))
     return or_(*parts) if parts else false()
 
 
-@register((MultiEntityField,), "in")
-def _m_in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    return _m_in_expr(ctx, values)
+@register(LINKS, "is", "in")
+def _l_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return _is_one_of(ctx, values)
 
 
-@register((MultiEntityField,), "not_in")
-def _m_not_in(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-    return not_(_m_in_expr(ctx, values))
+@register(LINKS, "is_not", "not_in")
+def _l_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_is_one_of(ctx, values))
+
+
+@register(LINKS, "type_is")
+def _l_type_is(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    v = values[0]
+    if v is None:
+        return not_(_any_link(ctx))
+    return _any_link(ctx, lambda child, t: true() if t == v else None)
+
+
+@register(LINKS, "type_is_not")
+def _l_type_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_l_type_is(ctx, values))
+
+
+def _name_match(ctx: Ctx, values: tuple[Any, ...], kind: str) -> ColumnElement[bool]:
+    s = fold(values[0] or "")
+
+    def pred(child: Any, t: str) -> ColumnElement[bool] | None:
+        col = ctx.engine.name_ci(t, child)
+        if col is None:  # a type without a name field: its links are named ""
+            return true() if s == "" else false()
+        return like(func.coalesce(col, ""), s, kind)
+    return _any_link(ctx, pred)
+
+
+for _rel, _kind in (("name_contains", "contains"), ("name_starts_with", "starts_with"),
+                    ("name_ends_with", "ends_with"), ("name_is", "is")):
+    def _make_name(kind: str) -> Builder:
+        def build(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+            return _name_match(ctx, values, kind)
+        return build
+    for _cls in LINKS:
+        _REGISTRY[(_cls, _rel)] = _make_name(_kind)
+# addressing's contains/not_contains are name relations
+_REGISTRY[(MultiEntityField, "contains")] = _make_name("contains")
+
+
+@register(LINKS, "name_not_contains", "not_contains")
+def _l_name_not_contains(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    return not_(_name_match(ctx, values, "contains"))
 
 
 def support_table() -> dict[str, dict[str, bool]]:

@@ -28,6 +28,11 @@ def _case_variants(s: str) -> list[str]:
     return out
 
 
+def rare(draw: Any, n: int) -> bool:
+    """True about once in n draws (Hypothesis favours boundary integers, so not integers(0, n))."""
+    return draw(st.sampled_from([False] * (n // 2) + [True] + [False] * (n - n // 2)))
+
+
 class Gen:
     """Strategies bound to one world (schema + value pools)."""
 
@@ -109,15 +114,18 @@ class Gen:
     @st.composite
     def condition(draw: Any, self: "Gen", etype: str) -> dict[str, Any]:
         text, leaf_t, fs = draw(self.path(etype))
+        if not RELATIONS.get(fs.data_type) and not rare(draw, 4):  # mostly filterable fields
+            f = draw(st.sampled_from([f for f, d in self.schema[etype].fields.items() if RELATIONS.get(d.data_type)]))
+            text, leaf_t, fs = f, etype, self.schema[etype].fields[f]
         dt = fs.data_type
         rels = sorted(RELATIONS.get(dt, ()))
-        if not rels or draw(st.integers(0, 40)) == 0:  # now and then an invalid relation
+        if not rels or rare(draw, 40):  # now and then an invalid relation
             rel = draw(st.sampled_from(sorted(ALL_RELATIONS) + ["bogus"]))
         else:
             rel = draw(st.sampled_from(rels))
         vals = draw(self.values_for(leaf_t, fs, rel))
         cond = {"path": text, "relation": rel, "values": vals}
-        if draw(st.integers(0, 60)) == 0:  # malformed shapes
+        if rare(draw, 60):  # malformed shapes
             cond = draw(st.sampled_from([{"path": text}, {"relation": rel, "values": vals},
                                          {"path": text, "relation": rel, "values": vals + vals + [1]},
                                          [text, rel], "junk"]))
@@ -129,7 +137,7 @@ class Gen:
             return draw(self.value(etype, fs, **kw))
 
         def maybe_none(x: Any) -> Any:
-            return None if draw(st.integers(0, 6)) == 0 else x
+            return None if rare(draw, 6) else x
         if rel in ("is", "is_not"):
             return [maybe_none(v())]
         if rel in ("in", "not_in"):
@@ -189,7 +197,7 @@ class Gen:
         if draw(st.integers(0, 10)) > 0:
             params["return_fields"] = rf
         if draw(st.integers(0, 2)) == 0:
-            params["sorts"] = [{"field_name": draw(self.path(etype, through_multi=False))[0],
+            params["sorts"] = [{"field_name": draw(self.path(etype))[0],
                                 "direction": draw(st.sampled_from(["asc", "desc"]))}
                                for _ in range(draw(st.integers(1, 3)))]
         if draw(st.booleans()):

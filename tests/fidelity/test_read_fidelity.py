@@ -10,6 +10,7 @@ or the Fault — must be equal.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from hypothesis import given, note
@@ -39,10 +40,13 @@ def test_random_reads_match_the_site(world: World) -> None:
     def check(data: st.DataObject) -> None:
         params = data.draw(gen.read())
         sent[0] += 1
+        world.explain(params)
         _diff(world, params)
     check()
     forwarded = world.upstream_reads() - before - sent[0]  # the site saw each request once itself
     print(f"\nfidelity: {sent[0]} reads, {forwarded} passed through by the cache")
+    for reason, n in world.passthrough_reasons.most_common(30):
+        print(f"{n:6d}  {reason}")
 
 
 def test_random_reads_on_the_real_site_schema_match(site_world: World) -> None:

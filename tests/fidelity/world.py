@@ -7,7 +7,10 @@ the client would parse: the whole `results` (entities *and* paging info) or the 
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +38,28 @@ class World:
     #: entity type -> ids seen (active and retired)
     ids: dict[str, list[int]] = field(default_factory=dict)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+    passthrough_reasons: Counter[str] = field(default_factory=Counter)
+    explain_on: bool = bool(os.environ.get("SGCACHE_FIDELITY_EXPLAIN"))
+    _reader: Any = None
+
+    def explain(self, params: Any) -> None:
+        """Count why the cache would pass this read through (diagnostics for the report)."""
+        if not self.explain_on:
+            return
+        from sqlalchemy import create_engine
+        from sgcache.cache.read import Passthrough, ReadEngine
+        from sgcache.cache.store import Store
+        if self._reader is None:
+            engine = create_engine(self.cache.env["SGCACHE_DB_URL"])
+            schema = Store.recorded_schema(engine)
+            self._reader = ReadEngine(Store(engine, schema))
+        try:
+            with self._reader.store.engine.connect() as conn:
+                self._reader.read(conn, params)
+        except Passthrough as p:
+            self.passthrough_reasons[re.sub(r"\d+|'[^']*'", "#", p.reason)[:90]] += 1
+        except Exception as e:  # noqa: BLE001 - diagnostics only
+            self.passthrough_reasons[f"error {type(e).__name__}: {e}"[:90]] += 1
 
     def auth(self) -> dict[str, str]:
         return {"script_name": self.site.script_name, "script_key": self.site.script_key}
