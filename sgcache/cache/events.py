@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Coroutine
 
 from sqlalchemy.engine import Connection
 
@@ -181,27 +181,66 @@ class EventWatcher:
 
     # -- polling ----------------------------------------------------------------------------
     async def catch_up(self) -> int:
-        """Poll until a batch comes back short (no sleep between full batches)."""
+        """Poll until a batch comes back short, with no sleep between full batches.
+
+        A three-stage pipeline: while batch N is being written, batch N+1's entities are
+        being fetched and page N+2 is being read. Writes stay in log order, each in its
+        own transaction with the position it reaches.
+        """
+        if self.last_id is None:
+            await self.start()
+        assert self.last_id is not None
         total = 0
-        while True:
-            n, full = await self.poll_once()
-            total += n
-            if not full:
-                return total
+        last_id, backlog = self.last_id, self._expire(dict(self.backlog), time.time())
+        page: asyncio.Future[list[dict[str, Any]]] = asyncio.ensure_future(self._read_page(last_id, backlog))
+        writing: asyncio.Future[None] | None = None
+        try:
+            while True:
+                events = await page
+                last_id, backlog = self._advance(events, last_id, backlog, time.time())
+                full = len(events) >= self.page_size
+                if full:
+                    page = asyncio.ensure_future(self._read_page(last_id, backlog))
+                job = await self._prepare(events, last_id, backlog)
+                if writing is not None:
+                    await writing
+                    writing = None
+                if job is not None:
+                    writing = asyncio.ensure_future(job)
+                total += len(events)
+                if not full:
+                    if writing is not None:
+                        await writing
+                    return total
+                backlog = self._expire(backlog, time.time())
+        except BaseException:
+            for fut in (page, writing):
+                if fut is not None and not fut.done():
+                    fut.cancel()
+            raise
 
     async def poll_once(self) -> tuple[int, bool]:
         """Fetch and apply one batch; returns (events seen, whether the batch was full)."""
         if self.last_id is None:
             await self.start()
         assert self.last_id is not None
-        now = time.time()
-        backlog = dict(self.backlog)
+        backlog = self._expire(dict(self.backlog), time.time())
+        events = await self._read_page(self.last_id, backlog)
+        last_id, backlog = self._advance(events, self.last_id, backlog, time.time())
+        await self._apply(events, last_id, backlog)
+        return len(events), len(events) >= self.page_size
+
+    def _expire(self, backlog: dict[int, float], now: float) -> dict[int, float]:
         for i, t in list(backlog.items()):
             if now - t > self.config.backlog_ttl:
                 del backlog[i]
                 self.stats["gaps_expired"] += 1
                 log.info("event %d never appeared within %.0fs; giving up on it", i, self.config.backlog_ttl)
-        conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [self.last_id]}]
+        return backlog
+
+    async def _read_page(self, after: int, backlog: dict[int, float]) -> list[dict[str, Any]]:
+        """Events after `after`, plus any backlog ids that have appeared since, by id."""
+        conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [after]}]
         waiting = sorted(backlog)[:self.page_size]
         if waiting:
             conds.append({"path": "id", "relation": "in", "values": waiting})
@@ -211,9 +250,12 @@ class EventWatcher:
             "sorts": [{"field_name": "id", "direction": "asc"}],
             "paging": {"entities_per_page": self.page_size, "current_page": 1},
             "return_only": "active", "return_paging_info_without_counts": True})
-        events = [e for e in res.get("entities") or [] if isinstance(e.get("id"), int)]
-        full = len(events) >= self.page_size
-        last_id = self.last_id
+        return [e for e in res.get("entities") or [] if isinstance(e.get("id"), int)]
+
+    def _advance(self, events: list[dict[str, Any]], last_id: int, backlog: dict[int, float],
+                 now: float) -> tuple[int, dict[int, float]]:
+        """The new position and backlog once these events are applied (pure bookkeeping)."""
+        backlog = dict(backlog)
         for ev in events:
             i = ev["id"]
             if i in backlog:
@@ -223,8 +265,21 @@ class EventWatcher:
                 for missing in range(last_id + 1, i):  # Trap 2: ids commit out of order
                     backlog.setdefault(missing, now)
                 last_id = i
-        if not events and backlog == self.backlog:
-            return 0, False
+        return last_id, backlog
+
+    async def _apply(self, events: list[dict[str, Any]], last_id: int, backlog: dict[int, float]) -> None:
+        """Refresh what the events touched and save the position, in one transaction."""
+        job = await self._prepare(events, last_id, backlog)
+        if job is not None:
+            await job
+
+    async def _prepare(self, events: list[dict[str, Any]], last_id: int,
+                       backlog: dict[int, float]) -> Coroutine[Any, Any, None] | None:
+        """Fetch what the events touched; returns the write to run (in log order), if any."""
+        if not events and backlog == self.backlog and last_id == self.last_id:
+            return None
+        from .sync import now_version
+        version = now_version()
         plan = plan_events(events, self.store)
         if plan.revived:
             for etype, ids in plan.revived.items():
@@ -232,10 +287,13 @@ class EventWatcher:
                     plan.touched.setdefault(t, set()).update(more)
         if plan.schema_changed:
             self.schema_changed = True
+        fetched = await self.refresher.prepare(plan.touched, follow=False)
         extra = {ET: [event_row(e) for e in events]} if ET in self.store else None
-        await self.refresher.apply(plan.touched, source="event", ref=str(last_id), follow=False,
-                                   event_id=last_id, extra=extra,
-                                   in_txn=lambda conn: self._save(conn, last_id, backlog))
-        self.last_id, self.backlog = last_id, backlog
-        self.stats["events"] += len(events)
-        return len(events), full
+        backlog = dict(backlog)
+
+        async def write() -> None:
+            await self.refresher.commit(fetched, version, source="event", ref=str(last_id), event_id=last_id,
+                                        extra=extra, in_txn=lambda conn: self._save(conn, last_id, backlog))
+            self.last_id, self.backlog = last_id, backlog
+            self.stats["events"] += len(events)
+        return write()

@@ -37,6 +37,8 @@ log = logging.getLogger("sgcache.sync")
 
 WRITE_METHODS = frozenset({"create", "update", "delete", "revive", "batch"})
 Touched = dict[str, set[int]]
+#: type -> id -> (record, or None if the site shows it nowhere; active)
+Fetched = dict[str, dict[int, tuple[dict[str, Any] | None, bool]]]
 #: How many reads of the site one refresh runs at once.
 FETCH_CONCURRENCY = 8
 CHUNK = 500
@@ -218,9 +220,8 @@ class Refresher:
 
     # -- apply ---------------------------------------------------------------------------
     async def apply(self, touched: Touched, *, source: str, ref: str = "", follow: bool = True,
-                    prefetched: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]] | None = None,
-                    version: int | None = None, event_id: int | None = None,
-                    extra: dict[str, list[dict[str, Any]]] | None = None,
+                    prefetched: Fetched | None = None, version: int | None = None,
+                    event_id: int | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
                     in_txn: Callable[[Connection], None] | None = None) -> Applied:
         """Re-read `touched` (plus `prefetched` records) and store everything in one transaction.
 
@@ -229,6 +230,13 @@ class Refresher:
         same transaction (the event watcher saves its position there).
         """
         version = version or now_version()
+        fetched = await self.prepare(touched, follow=follow, prefetched=prefetched)
+        return await self.commit(fetched, version, source=source, ref=ref, event_id=event_id,
+                                 extra=extra, in_txn=in_txn)
+
+    async def prepare(self, touched: Touched, *, follow: bool = True,
+                      prefetched: Fetched | None = None) -> Fetched:
+        """The fetch half of `apply` (take the version before calling it)."""
         fetched = dict(prefetched or {})
         todo = {t: {i for i in ids if not (t in fetched and i in fetched[t])} for t, ids in touched.items()}
         for t, got in (await self.fetch(todo)).items():
@@ -242,6 +250,12 @@ class Refresher:
             frontier = await self.fetch(other)
             for t, got in frontier.items():
                 fetched[t] = {**fetched.get(t, {}), **got}
+        return fetched
+
+    async def commit(self, fetched: Fetched, version: int, *, source: str, ref: str = "",
+                     event_id: int | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
+                     in_txn: Callable[[Connection], None] | None = None) -> Applied:
+        """The write half of `apply`: one transaction."""
         applied = Applied(version)
         await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn)
         return applied

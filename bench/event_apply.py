@@ -1,0 +1,124 @@
+"""Applied events per second for a burst: the watcher catching up with N new events.
+
+A mock site (demo data) gets a burst of mixed writes through `batch` (Task updates,
+Task creates linked to Shots with their back-reference events, Shot updates) while no
+watcher runs; then the watcher, positioned before the burst, catches up with
+`catch_up()` and is timed. Afterwards the cached rows are compared with the site.
+
+    python bench/event_apply.py --events 50000                       # SQLite
+    python bench/event_apply.py --events 50000 --db-url postgresql+psycopg://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import loadavg, machine, write_result  # noqa: E402
+from tests.support.procs import start_mock  # noqa: E402
+from tests.sync.support import CacheEnv, CacheView, compare_all  # noqa: E402
+
+
+def burst(mock, n_events: int, seed: int = 1) -> int:  # type: ignore[no-untyped-def]
+    """Write until the site's log has grown by n_events; returns how many it grew."""
+    sg = mock.sg()
+    rng = random.Random(seed)
+    shots = [s["id"] for s in sg.find("Shot", [], ["id"])]
+    tasks = [t["id"] for t in sg.find("Task", [], ["id"])]
+    first = sg.find_one("EventLogEntry", [], ["id"], order=[{"field_name": "id", "direction": "desc"}])
+    start = first["id"] if first else 0
+    last, k = start, 0
+    while last - start < n_events:
+        reqs = []
+        for _ in range(250):
+            k += 1
+            r = rng.random()
+            if r < 0.7:
+                reqs.append({"request_type": "update", "entity_type": "Task", "entity_id": rng.choice(tasks),
+                             "data": {"content": f"burst {k}"}})
+            elif r < 0.8:
+                reqs.append({"request_type": "create", "entity_type": "Task", "data": {
+                    "content": f"new {k}", "project": {"type": "Project", "id": 1},
+                    "entity": {"type": "Shot", "id": rng.choice(shots)}}})
+            else:
+                reqs.append({"request_type": "update", "entity_type": "Shot", "entity_id": rng.choice(shots),
+                             "data": {"description": f"burst {k}"}})
+        sg.batch(reqs)
+        ev = sg.find_one("EventLogEntry", [], ["id"], order=[{"field_name": "id", "direction": "desc"}])
+        last = ev["id"]
+    return last - start
+
+
+async def catch_up(cache: CacheEnv) -> tuple[int, float]:
+    from sgcache.cache.service import CacheService
+    from sgcache.cache.sync import SyncLoop
+    svc = await CacheService.open(cache.config, create=False)
+    try:
+        loop = SyncLoop(svc)
+        await loop.watcher.start()
+        t0 = time.perf_counter()
+        n = await loop.watcher.catch_up()
+        return n, time.perf_counter() - t0
+    finally:
+        await svc.aclose()
+
+
+async def position(cache: CacheEnv) -> None:
+    from sgcache.cache.service import CacheService
+    from sgcache.cache.sync import SyncLoop
+    svc = await CacheService.open(cache.config, create=False)
+    try:
+        await SyncLoop(svc).watcher.start()
+    finally:
+        await svc.aclose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--demo", type=int, default=3000)
+    ap.add_argument("--db-url", default="", help="default: SQLite in a temp dir")
+    ap.add_argument("--out", default="event_apply")
+    ap.add_argument("--no-compare", action="store_true")
+    args = ap.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="sgb-", dir="/tmp"))
+    mock = start_mock("--demo", str(args.demo))
+    try:
+        cache = CacheEnv(mock, args.db_url or f"sqlite:///{data}/cache.sqlite", data)
+        cache.prime()
+        asyncio.run(position(cache))
+        t0 = time.perf_counter()
+        written = burst(mock, args.events)
+        write_s = time.perf_counter() - t0
+        print(f"burst: {written} events written in {write_s:.1f}s", flush=True)
+        n, secs = asyncio.run(catch_up(cache))
+        rate = n / secs if secs else 0.0
+        print(f"applied {n} events in {secs:.2f}s: {rate:,.0f} events/s", flush=True)
+        diffs: list[str] = []
+        if not args.no_compare:
+            view = CacheView(cache.db_url)
+            diffs = compare_all(mock, view, ["Task", "Shot"], limit=0)
+            view.close()
+            print(f"compare Task+Shot: {len(diffs)} differences", flush=True)
+        backend = "postgresql" if args.db_url.startswith("postgresql") else "sqlite"
+        path = write_result(args.out, {
+            "benchmark": "event_apply", "backend": backend, "events": n, "seconds": round(secs, 3),
+            "events_per_s": round(rate, 1), "burst_write_seconds": round(write_s, 2),
+            "differences": len(diffs), "loadavg": loadavg(), "machine": machine(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv])})
+        print(f"wrote {path}")
+    finally:
+        mock.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
