@@ -115,5 +115,37 @@ def validate_data_cmd(types: tuple[str, ...], filters_json: str | None, fields_o
     _finish(reports, format_data(reports), as_json, (lambda: run(bad, False)) if repair else None)
 
 
+@click.command()
+@common
+@click.argument("types", nargs=-1, required=True)
+@click.option("--grace", default=2.0, show_default=True,
+              help="Seconds between marking the types and touching rows (servers see the mark).")
+@click.option("--clear", is_flag=True, help="Only remove the types' rebuild marks (after a failed rebuild).")
+def rebuild(types: tuple[str, ...], grace: float, clear: bool, **kw: Any) -> None:
+    """Re-import entity types while the servers keep serving (their reads go to the site meanwhile)."""
+    setup_logging()
+    from .rebuild import clear_marks, rebuild as run_rebuild
+    config = build_config(kw)
+    wanted = _split(types) or []
+
+    async def run() -> Any:
+        async with _opened(config) as svc:
+            if clear:
+                await asyncio.to_thread(clear_marks, svc.store, wanted)
+                return None
+            return await run_rebuild(svc.store, svc.upstream, wanted, grace=grace, page_size=config.page_size)
+    try:
+        res = asyncio.run(run())
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    if res is None:
+        click.echo(f"cleared rebuild marks of {', '.join(wanted)}")
+        return
+    for t in res.types:
+        click.echo(f"{t:<24} {res.rows[t]} rows, {res.removed[t]} removed")
+    click.echo(f"rebuilt {len(res.types)} types in {res.seconds:.1f}s")
+
+
 def register(main: click.Group) -> None:
     main.add_command(validate)
+    main.add_command(rebuild)

@@ -11,6 +11,7 @@ import uvicorn
 
 from ..config import Config
 from .app import create_app
+from .rebuild import GatedReader, Readiness
 from .service import CacheService
 from .sync import SyncLoop
 
@@ -19,6 +20,8 @@ log = logging.getLogger("sgcache.server")
 
 async def serve_async(config: Config, *, ready: asyncio.Event | None = None) -> None:
     svc = await CacheService.open(config)
+    # Reads involving a type that `sgcache rebuild` is re-importing go to the site.
+    svc.reader = GatedReader(svc.reader, Readiness(svc.store))  # type: ignore[assignment]
     sync = SyncLoop(svc) if config.watch_events else None
 
     @contextlib.asynccontextmanager

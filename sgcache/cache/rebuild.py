@@ -1,0 +1,242 @@
+"""Live rebuild: re-import entity types from the site while every server keeps serving.
+
+The rebuild marks its types in the database (`_sgcache_state["rebuilding"]`), waits a
+grace period so every serving process has seen the mark and in-flight reads have
+finished, then re-reads each type from the site (active and retired, keyset paged,
+versioned upserts so a newer event refresh always wins) and finally deletes the rows
+the site no longer has. While a type is marked, reads that involve it in any way (as
+the read's type, a link target whose name is shown, or a hop of a deep path) are
+passed through to the site; nothing is ever served half-rebuilt.
+
+A rebuild that fails leaves its types marked (safe: they are passed through) and says
+so on the status page; run it again, or `sgcache rebuild --clear TYPES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
+
+from ..protocol.values import format_datetime, utcnow
+from ..schema import Schema
+from ..upstream import Upstream
+from .read import Passthrough, ReadEngine
+from .scan import return_fields_for
+from .store import Store
+
+log = logging.getLogger("sgcache.rebuild")
+
+REBUILDING = "rebuilding"
+LAST_REBUILD = "last_rebuild"
+#: How stale a server's view of the rebuild marks may be (seconds).
+READINESS_TTL = 0.5
+#: How long a rebuild waits after marking before it touches any row (seconds).
+DEFAULT_GRACE = 2.0
+
+
+# -- the serving side ----------------------------------------------------------------------
+
+class Readiness:
+    """Which types are being rebuilt, as the database says; re-read at most every `ttl` s."""
+
+    def __init__(self, store: Store, ttl: float = READINESS_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.clock = clock
+        self._busy: frozenset[str] = frozenset()
+        self._at = -1e9
+        self._lock = threading.Lock()
+
+    def rebuilding(self) -> frozenset[str]:
+        if self.clock() - self._at < self.ttl:
+            return self._busy
+        with self._lock:
+            if self.clock() - self._at >= self.ttl:
+                try:
+                    with self.store.engine.connect() as conn:
+                        marks = self.store.get_state(conn, REBUILDING) or {}
+                    self._busy = frozenset(marks)
+                except Exception:  # keep the last answer; the read itself will report the database
+                    log.warning("could not read rebuild marks", exc_info=True)
+                self._at = self.clock()
+        return self._busy
+
+    def is_ready(self, entity_type: str, field_name: str) -> bool:
+        return entity_type not in self.rebuilding()
+
+
+def involved_types(schema: Schema, params: dict[str, Any]) -> set[str]:
+    """Every type a read may touch: its own, each link's targets, each hop of a deep path."""
+    root = params.get("type")
+    out: set[str] = {root} if isinstance(root, str) else set()
+    if not isinstance(root, str) or root not in schema:
+        return out
+    paths: list[str] = [f for f in params.get("return_fields") or [] if isinstance(f, str)]
+    paths += [s.get("field_name") or s.get("column") for s in params.get("sorts") or [] if isinstance(s, dict)]
+    stack = [params.get("filters")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("path"), str):
+                paths.append(node["path"])
+            stack.extend(node.get("conditions") or node.get("filters") or [])
+        elif isinstance(node, list):
+            if node and isinstance(node[0], str):
+                paths.append(node[0])
+            else:
+                stack.extend(node)
+    if params.get("include_archived_projects") is False:
+        out.add("Project")
+    for path in paths:
+        if not isinstance(path, str):
+            continue
+        parts = path.split(".")
+        cur = root
+        for i, name in enumerate(parts):
+            if i % 2 == 1:  # a type hop
+                out.add(name)
+                cur = name
+                continue
+            fs = schema.get_field(cur, name) if cur in schema else None
+            if fs is not None and fs.is_link:
+                out.update(fs.valid_types)
+    return out
+
+
+class GatedReader:
+    """The read engine, passing through every read that involves a type being rebuilt."""
+
+    def __init__(self, reader: ReadEngine, readiness: Readiness) -> None:
+        self.reader = reader
+        self.readiness = readiness
+
+    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+        busy = self.readiness.rebuilding()
+        if busy and isinstance(params, dict):
+            hit = involved_types(self.reader.schema, params) & busy
+            if hit:
+                raise Passthrough(f"entity type {', '.join(sorted(hit))} is being rebuilt")
+        return self.reader.read(conn, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader, name)
+
+
+# -- the rebuilding side ---------------------------------------------------------------------
+
+@dataclass
+class RebuildResult:
+    types: list[str]
+    started_at: str
+    seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def _mark(store: Store, types: list[str], phase: str, *, clear: bool = False) -> None:
+    with store.engine.begin() as conn:
+        marks = dict(store.get_state(conn, REBUILDING) or {})
+        for t in types:
+            if clear:
+                marks.pop(t, None)
+            else:
+                marks[t] = {"phase": phase, "since": format_datetime(utcnow()),
+                            "by": f"{socket.gethostname()}:{os.getpid()}"}
+        store.set_state(conn, REBUILDING, marks)
+
+
+def clear_marks(store: Store, types: Iterable[str]) -> None:
+    """Serve these types locally again (after a failed rebuild someone has checked)."""
+    _mark(store, list(types), "", clear=True)
+
+
+def rebuilding(store: Store) -> dict[str, Any]:
+    with store.engine.connect() as conn:
+        return dict(store.get_state(conn, REBUILDING) or {})
+
+
+def _now_version() -> int:
+    return time.time_ns() // 1000
+
+
+def _write(store: Store, etype: str, page: list[dict[str, Any]], active: bool, version: int) -> None:
+    with store.engine.begin() as conn:
+        store.upsert(conn, etype, page, active=active, version=version)
+
+
+def _sweep(store: Store, etype: str, seen: set[int], version: int) -> int:
+    """Delete rows the site did not show, unless something newer wrote them meanwhile."""
+    et = store[etype]
+    with store.engine.begin() as conn:
+        ids = set(conn.execute(select(et.table.c.id)).scalars())
+        n = store.delete_rows(conn, etype, ids - seen, version)
+        for a in et.assoc.values():  # lists whose parent row is gone
+            conn.execute(delete(a).where(a.c.parent_id.not_in(select(et.table.c.id))))
+    return n
+
+
+async def _reload(store: Store, upstream: Upstream, etype: str, page_size: int,
+                  progress: Callable[[str, int], None] | None) -> tuple[int, int]:
+    start = _now_version()
+    fields = return_fields_for(store, etype)
+    seen: set[int] = set()
+    for return_only, active in (("active", True), ("retired", False)):
+        version = _now_version()
+        async for page in upstream.read_pages(etype, fields, return_only=return_only, page_size=page_size):
+            await asyncio.to_thread(_write, store, etype, page, active, version)
+            seen.update(r["id"] for r in page)
+            if progress:
+                progress(etype, len(page))
+            version = _now_version()
+    removed = await asyncio.to_thread(_sweep, store, etype, seen, start)
+    return len(seen), removed
+
+
+async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, grace: float = DEFAULT_GRACE,
+                  page_size: int = 500, progress: Callable[[str, int], None] | None = None) -> RebuildResult:
+    """Re-import `types` from the site; reads involving them go to the site meanwhile."""
+    wanted = list(dict.fromkeys(types))
+    for t in wanted:
+        if t not in store:
+            raise ValueError(f"{t} is not a cached entity type")
+    res = RebuildResult(wanted, format_datetime(utcnow()))
+    t0 = time.monotonic()
+    await asyncio.to_thread(_mark, store, wanted, "waiting for readers")
+    log.info("rebuild of %s: marked; waiting %.1fs for servers to pass their reads through", wanted, grace)
+    await asyncio.sleep(grace)
+    done: list[str] = []
+    try:
+        for etype in wanted:
+            await asyncio.to_thread(_mark, store, [etype], "loading")
+            res.rows[etype], res.removed[etype] = await _reload(store, upstream, etype, page_size, progress)
+            done.append(etype)
+    except BaseException as e:
+        await asyncio.to_thread(_mark, store, [t for t in wanted if t not in done],
+                                f"failed: {type(e).__name__}: {e}"[:200])
+        if done:
+            await asyncio.to_thread(_mark, store, done, "", clear=True)
+        raise
+    res.seconds = time.monotonic() - t0
+
+    def finish() -> None:
+        with store.engine.begin() as conn:
+            marks = dict(store.get_state(conn, REBUILDING) or {})
+            for t in wanted:
+                marks.pop(t, None)
+            store.set_state(conn, REBUILDING, marks)
+            store.set_state(conn, LAST_REBUILD, {"types": wanted, "started_at": res.started_at,
+                                                 "seconds": round(res.seconds, 3), "rows": res.rows,
+                                                 "removed": res.removed})
+    await asyncio.to_thread(finish)
+    log.info("rebuild of %s done: %d rows, %d removed, %.1fs", wanted, sum(res.rows.values()),
+             sum(res.removed.values()), res.seconds)
+    return res
