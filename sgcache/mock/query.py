@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import json
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..protocol import errors
 from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
@@ -142,8 +143,19 @@ class Engine:
             if len(preds) == 1:
                 return preds[0]
             if node.op == "and":
-                return lambda r: all(p(r) for p in preds)
-            return lambda r: any(p(r) for p in preds)
+                def all_of(r: dict[str, Any]) -> bool:
+                    for p in preds:
+                        if not p(r):
+                            return False
+                    return True
+                return all_of
+
+            def any_of(r: dict[str, Any]) -> bool:
+                for p in preds:
+                    if p(r):
+                        return True
+                return False
+            return any_of
         test = self.value_test(node)
         fp = node.path
         fname = fp.field.name
@@ -242,17 +254,23 @@ class Engine:
 
     # -- id selection -------------------------------------------------------------
     def select(self, entity_type: str, filters: Any, sorts: Any = None, return_only: str = "active",
-               include_archived: bool = True, method: str = "read") -> list[int]:
-        """Ids matching the query, in result order; cached per query and data version."""
+               include_archived: bool = True, method: str = "read") -> "Matches":
+        """Ids matching the query, in result order, evaluated lazily where order allows.
+
+        Cached per query and per version of the types it reads, so the pages of one
+        query share the work; id-only conditions (keyset paging, `id > N` polling)
+        are a bisect into the store's id list.
+        """
         store = self.store
         group = parse_filters(store.schema, entity_type, filters, method)
         sort_keys = self._parse_sorts(entity_type, sorts, method)
-        if not group.conditions and not sort_keys and (
+        hide = entity_type == "EventLogEntry" and bool(store.hidden_events)
+        if not group.conditions and not sort_keys and not hide and (
                 include_archived or not store.schema.get_field(entity_type, "project")):
             # the fast path: every active (or retired) id in order, cached by the store
-            return self._hide_events(entity_type, store.ids(entity_type, return_only == "retired"))
+            return Matches.done(store.ids(entity_type, return_only == "retired"))
         cache_key = None
-        deps = self._deps(entity_type, group, sort_keys, include_archived)
+        deps = None if hide else self._deps(entity_type, group, sort_keys, include_archived)
         if deps is not None:
             try:
                 cache_key = (entity_type, json.dumps(filters, sort_keys=True, default=str),
@@ -264,19 +282,16 @@ class Engine:
             hit = self._ids_cache.get(cache_key)
             if hit is not None and hit[0] == version:
                 self._ids_cache.move_to_end(cache_key)
-                return self._hide_events(entity_type, hit[1])
-        ids = self._evaluate(entity_type, group, sort_keys, return_only, include_archived)
+                return hit[1]
+        matches = self._evaluate(entity_type, group, sort_keys, return_only, include_archived)
+        if hide:  # out-of-order commits: written but not yet visible event ids
+            hidden = store.visible_hidden_events()
+            return Matches.done([i for i in matches.all() if i not in hidden])
         if cache_key is not None:
-            self._ids_cache[cache_key] = (version, ids)
+            self._ids_cache[cache_key] = (version, matches)
             if len(self._ids_cache) > self.CACHE_SIZE:
                 self._ids_cache.popitem(last=False)
-        return self._hide_events(entity_type, ids)
-
-    def _hide_events(self, entity_type: str, ids: list[int]) -> list[int]:
-        if entity_type != "EventLogEntry" or not self.store.hidden_events:
-            return ids
-        hidden = self.store.visible_hidden_events()
-        return [i for i in ids if i not in hidden] if hidden else ids
+        return matches
 
     def _deps(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
               include_archived: bool) -> Any:
@@ -304,26 +319,33 @@ class Engine:
         return tuple(sorted(deps))
 
     def _evaluate(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
-                  return_only: str, include_archived: bool) -> list[int]:
+                  return_only: str, include_archived: bool) -> "Matches":
         store = self.store
         table = store.tables.get(entity_type, {})
-        ids = _narrow_by_id(store.ids(entity_type, retired=(return_only == "retired")), group)
+        ids, group = _narrow_by_id(store.ids(entity_type, retired=(return_only == "retired")), group)
+        tests: list[Callable[[int], bool]] = []
         if not include_archived and entity_type != "Project" and store.schema.get_field(entity_type, "project"):
             archived = {i for i, r in store.tables.get("Project", {}).items() if r.get("archived")}
             if archived:
                 def visible(i: int) -> bool:
                     p = table[i].get("project")
                     return not (isinstance(p, dict) and p.get("type") == "Project" and p.get("id") in archived)
-                ids = [i for i in ids if visible(i)]
+                tests.append(visible)
         if group.conditions:
             pred = self.compile(group)
-            ids = [i for i in ids if pred(table[i])]
-        if ids is store.ids(entity_type, retired=(return_only == "retired")):
-            ids = list(ids)  # never sort the store's shared list in place
+            tests.append(lambda i: pred(table[i]))
+        if not tests and not sort_keys:
+            return Matches.done(ids)
+        it: Iterable[int] = ids
+        for t in tests:
+            it = filter(t, it)
+        if not sort_keys:
+            return Matches(iter(it))
+        out = list(it)
         for fp, desc in reversed(sort_keys):
             keyf = self._sort_key(fp)
-            ids.sort(key=lambda i: keyf(table[i]), reverse=desc)
-        return ids
+            out.sort(key=lambda i: keyf(table[i]), reverse=desc)
+        return Matches.done(out)
 
     def _parse_sorts(self, entity_type: str, sorts: Any, method: str) -> list[tuple[FieldPath, bool]]:
         if sorts is None:
@@ -484,29 +506,35 @@ class Engine:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise errors.crud(method, f"paging '{name}' must be a positive integer, got {n!r}")
         render = self.renderer(etype, params.get("return_fields"), method)
-        ids = self.select(etype, params.get("filters"), params.get("sorts"), return_only,
-                          include_archived, method)
+        matches = self.select(etype, params.get("filters"), params.get("sorts"), return_only,
+                              include_archived, method)
         start = (page - 1) * per_page
         table = self.store.tables[etype]
-        entities = [render(table[i]) for i in ids[start:start + per_page]]
-        has_next = start + per_page < len(ids)
+        page_ids, has_next = matches.page(start, per_page)
+        entities = [render(table[i]) for i in page_ids]
         paging_info: dict[str, Any] = {"has_next_page": has_next}
         if params.get("return_paging_info"):
-            paging_info.update(entity_count=len(ids), page_count=-(-len(ids) // per_page),
+            count = len(matches)
+            paging_info.update(entity_count=count, page_count=-(-count // per_page),
                                current_page=page, entities_per_page=per_page)
         return {"entities": entities, "paging_info": paging_info}
 
 
-def _narrow_by_id(ids: list[int], group: Group) -> list[int]:
+def _narrow_by_id(ids: list[int], group: Group) -> tuple[list[int], Group]:
     """Cut the ascending id list to what top-level `id` conditions of an "and" allow.
 
-    Only a speed-up (the full predicate still runs): polling `id > N` on a large
-    event log becomes a bisect instead of a scan.
+    Returns the candidates and the part of the filter still to evaluate on them
+    (the id conditions are fully applied by the cut).
     """
-    conds = group.conditions if group.op == "and" or len(group.conditions) == 1 else ()
+    if not (group.op == "and" or len(group.conditions) == 1):
+        return ids, group
+    rest: list[Condition | Group] = []
     lo, hi = 0, len(ids)
-    for c in conds:
-        if not isinstance(c, Condition) or c.path.hops or c.path.text != "id" or None in c.values:
+    found: list[int] | None = None
+    for c in group.conditions:
+        if not isinstance(c, Condition) or c.path.hops or c.path.text != "id" or None in c.values \
+                or c.relation not in ("greater_than", "less_than", "between", "is", "in"):
+            rest.append(c)
             continue
         v = c.values
         if c.relation == "greater_than":
@@ -516,17 +544,62 @@ def _narrow_by_id(ids: list[int], group: Group) -> list[int]:
         elif c.relation == "between":
             lo = max(lo, bisect.bisect_left(ids, v[0]))
             hi = min(hi, bisect.bisect_right(ids, v[1]))
-        elif c.relation in ("is", "in"):
-            wanted = sorted(set(v))
+        else:
+            wanted = set(v) if found is None else set(v) & set(found)
             found = []
-            for w in wanted:
+            for w in sorted(wanted):
                 k = bisect.bisect_left(ids, w)
                 if k < len(ids) and ids[k] == w:
                     found.append(w)
-            return found
+    remaining = Group("and", tuple(rest))
+    if found is not None:
+        lo_v = ids[lo] if lo < len(ids) else None
+        hi_v = ids[hi - 1] if 0 < hi <= len(ids) else None
+        if lo_v is None or hi_v is None or lo >= hi:
+            return [], remaining
+        return [w for w in found if lo_v <= w <= hi_v], remaining
     if lo == 0 and hi == len(ids):
-        return ids
-    return ids[lo:max(lo, hi)]
+        return ids, remaining
+    return ids[lo:max(lo, hi)], remaining
+
+
+class Matches:
+    """The ids of one query in result order, produced on demand and kept.
+
+    A page needs only its ids plus one (for `has_next_page`); counting forces the rest.
+    `done` lists may be the store's shared list: never mutated here.
+    """
+
+    __slots__ = ("items", "_it")
+
+    def __init__(self, it: Iterator[int] | None, items: list[int] | None = None) -> None:
+        self.items: list[int] = items if items is not None else []
+        self._it = it
+
+    @classmethod
+    def done(cls, items: list[int]) -> "Matches":
+        return cls(None, items)
+
+    def upto(self, n: int) -> None:
+        """Make at least n ids available, if there are that many."""
+        if self._it is not None and len(self.items) < n:
+            need = n - len(self.items)
+            self.items.extend(itertools.islice(self._it, need))
+            if len(self.items) < n:
+                self._it = None
+
+    def page(self, start: int, count: int) -> tuple[list[int], bool]:
+        self.upto(start + count + 1)
+        return self.items[start:start + count], len(self.items) > start + count
+
+    def all(self) -> list[int]:
+        if self._it is not None:
+            self.items.extend(self._it)
+            self._it = None
+        return self.items
+
+    def __len__(self) -> int:
+        return len(self.all())
 
 
 def _check_presets(presets: Any, method: str) -> None:

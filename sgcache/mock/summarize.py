@@ -74,7 +74,7 @@ class Summarizer:
             groups.append((g["type"], g.get("direction", "asc") == "desc", fp, self._value(fp)))
         include_archived = params.get("include_archived_projects", True)
         ids = self.engine.select(etype, params.get("filters"), None, "active",
-                                 include_archived is not False, M)
+                                 include_archived is not False, M).all()
         table = store.tables[etype]
         recs = [table[i] for i in ids]
         return {"summaries": self._summaries(specs, recs), "groups": self._group(specs, groups, recs)}

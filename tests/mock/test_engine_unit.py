@@ -78,12 +78,12 @@ def local() -> Local:
 
 def test_unfiltered_reads_share_the_cached_id_list(local: Local) -> None:
     engine, store = local.site.engine, local.site.store
-    a = engine.select("Thing", None)
-    assert engine.select("Thing", None) is a
+    a = engine.select("Thing", None).all()
+    assert engine.select("Thing", None).all() is a
     local.update("Thing", 1, {"sg_text": "changed"})  # an update keeps the id set
-    assert engine.select("Thing", None) is a
+    assert engine.select("Thing", None).all() is a
     local.create("Thing", {"code": "t6"})
-    b = engine.select("Thing", None)
+    b = engine.select("Thing", None).all()
     assert b is not a and b[-1] == 6 and store.ids("Thing") is b
 
 
@@ -145,7 +145,7 @@ def test_id_narrowing_matches_a_plain_scan(ids: list[int], retired: set[int], co
         if rel == "between":
             vals.sort()
         conditions.append({"path": "id", "relation": rel, "values": vals})
-    got = site.engine.select("Other", {"logical_operator": "and", "conditions": conditions})
+    got = site.engine.select("Other", {"logical_operator": "and", "conditions": conditions}).all()
 
     def ok(i: int) -> bool:
         for c in conditions:
