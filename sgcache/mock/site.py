@@ -16,6 +16,7 @@ from .auth import Actor, Authenticator, EVENTS_FIELDS, hash_secret
 from .events import CommitFaults, EventLog
 from .query import Engine
 from .schema_ops import SchemaOps
+from .search import text_search
 from .store import Store
 from .summarize import Summarizer
 from .writes import Writer
@@ -60,6 +61,10 @@ class Site:
             "schema_field_update": self.schema_ops.schema_field_update,
             "schema_field_delete": self.schema_ops.schema_field_delete,
             "get_session_token": lambda a, p: {"session_id": self.auth.session_token(a)},
+            "query_display_name_cache": lambda a, p: text_search(self.engine, p),
+            # accepted so that tools calling them keep working; the mock keeps no such data
+            "preferences_read": lambda a, p: {},
+            "update_project_last_accessed_by_current_user": lambda a, p: True,
         }
 
     @property

@@ -400,3 +400,15 @@ def test_summarize_groupings(sg: Any) -> None:
     assert [g["group_name"] for g in r["groups"]] == ["2023 Q4", "2024 Q1"]
     with pytest.raises(shotgun_api3.Fault):
         sg.summarize("Thing", [], [{"field": "id", "type": "median"}])
+
+
+def test_text_search(sg: Any) -> None:
+    r = sg.text_search("oak", {"Other": [], "Thing": []})
+    assert r["terms"] == ["oak"]
+    assert [(m["type"], m["id"]) for m in r["matches"]] == [("Other", 1)]  # Oakley is retired
+    with pytest.raises(shotgun_api3.Fault):
+        sg.text_search("t1", {"Thing": []})  # fewer than 3 characters
+    assert sg.text_search("Oak Pine", {"Other": []})["matches"] == []
+    assert [m["id"] for m in sg.text_search("PIN", {"Other": [["id", "is", 2]]})["matches"]] == [2]
+    assert sg.text_search("pin", {"Other": [["id", "is", 1]]})["matches"] == []
+    assert sg.text_search("live", {"Project": []}, project_ids=[2])["matches"] == []
