@@ -1,10 +1,21 @@
-"""Run the cache: uvicorn serving the app, with the sync loop in the same process."""
+"""Run the cache: uvicorn serving the app, with the sync loop in the same process.
+
+`--workers N` binds the listening socket once and runs N worker processes that share
+it (the kernel hands each connection to one of them). Each worker is a whole server
+with its own sync loop; the leader lock lets exactly one of them (across every host on
+the same database) apply events and scans. A worker that dies is restarted.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
 from typing import Any, AsyncIterator
 
 import uvicorn
@@ -18,7 +29,8 @@ from .sync import SyncLoop
 log = logging.getLogger("sgcache.server")
 
 
-async def serve_async(config: Config, *, ready: asyncio.Event | None = None) -> None:
+async def serve_async(config: Config, *, ready: asyncio.Event | None = None,
+                      sockets: list[socket.socket] | None = None) -> None:
     svc = await CacheService.open(config)
     # Reads involving a type that `sgcache rebuild` is re-importing go to the site.
     svc.reader = GatedReader(svc.reader, Readiness(svc.store))  # type: ignore[assignment]
@@ -40,11 +52,70 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None) -> 
     app.state.monitor.sync = sync  # leadership shows on /status and /metrics
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            access_log=False, timeout_keep_alive=75))
-    log.info("sgcache serving http://%s:%d for %s", config.host, config.port, config.shotgun_url)
-    await server.serve()
+    log.info("sgcache serving http://%s:%d for %s (pid %d)", config.host, config.port, config.shotgun_url,
+             os.getpid())
+    await server.serve(sockets=sockets)
 
 
 def run_server(config: Config, workers: int = 1) -> None:
-    if workers != 1:
-        raise SystemExit("--workers > 1 is not supported yet; run several processes behind a balancer")
-    asyncio.run(serve_async(config))
+    if workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    if workers == 1:
+        asyncio.run(serve_async(config))
+        return
+    Supervisor(config, workers).run()
+
+
+def _worker(config: Config, sock: socket.socket) -> None:
+    """Body of one worker process (spawned: a fresh interpreter)."""
+    from ..logs import configure
+    configure(json_logs=config.log_json)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
+    asyncio.run(serve_async(config, sockets=[sock]))
+
+
+class Supervisor:
+    """Binds the socket, keeps N workers running, and stops them all on SIGTERM/SIGINT."""
+
+    def __init__(self, config: Config, workers: int, restart_delay: float = 1.0) -> None:
+        self.config = config
+        self.workers = workers
+        self.restart_delay = restart_delay
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = []
+        self.stopping = False
+
+    def _start(self, sock: socket.socket) -> Any:
+        p = self.ctx.Process(target=_worker, args=(self.config, sock), name="sgcache-worker", daemon=False)
+        p.start()
+        return p
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        sock = uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket()  # type: ignore[arg-type]
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        log.info("sgcache supervisor (pid %d): %d workers on http://%s:%d", os.getpid(), self.workers,
+                 self.config.host, self.config.port)
+        self.procs = [self._start(sock) for _ in range(self.workers)]
+        try:
+            while not self.stopping:
+                time.sleep(0.2)
+                for i, p in enumerate(self.procs):
+                    if not p.is_alive() and not self.stopping:
+                        log.warning("worker %d exited with %s; restarting it", p.pid, p.exitcode)
+                        time.sleep(self.restart_delay)
+                        self.procs[i] = self._start(sock)
+        finally:
+            for p in self.procs:
+                if p.is_alive():
+                    p.terminate()
+            deadline = time.monotonic() + 15
+            for p in self.procs:
+                p.join(max(0.1, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+            sock.close()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -243,6 +244,7 @@ class Monitor:
         ready, why = self.readiness(READY_MAX_LAG)
         return {
             "version": __version__,
+            "pid": os.getpid(),
             "site": cfg.shotgun_url,
             "now": time.time(),
             "started": self.started,
