@@ -31,6 +31,8 @@ KNOWN_PARAMS = frozenset({
     "include_archived_projects",
 })
 MAX_PAGE = 5000
+#: Storage classes the engine sorts on locally (others pass the read through).
+SORTABLE = (TextField, StringField, BoolField, EntityField, IntField, FloatField, DateField, DateTimeField)
 
 
 class Passthrough(Exception):
@@ -370,7 +372,7 @@ class ReadEngine:
             return [func.coalesce(table.c[ft.name], false())]
         if isinstance(ft, EntityField):
             return self._link_sort_cols(q, table, ft)
-        if isinstance(ft, (IntField, FloatField, DateField, DateTimeField)):
+        if isinstance(ft, SORTABLE):
             return [table.c[ft.name]]
         raise Passthrough(f"sorting on {ft.fs.data_type} field {path.text}")
 

@@ -29,14 +29,14 @@ SEEDED_TYPES = ["HumanUser", "Group", "Project", "Sequence", "Shot", "Asset", "S
                 "PublishedFile", "Note", "Playlist", "CustomEntity01"]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("fidelity")
     for url in new_db_url(request.param, tmp):
         yield from start_world(url, tmp, demo=300)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def site_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     if not SITE_SCHEMA.exists():
         pytest.skip(f"real site schema fixture {SITE_SCHEMA} is absent")

@@ -1,0 +1,19 @@
+"""The relation table in the docs is generated from the operator registry and kept current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sgcache.cache.relations import support_markdown, support_table
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "relations.md"
+
+
+def test_docs_relations_table_is_current() -> None:
+    assert DOC.read_text() == support_markdown(), "regenerate: python -m sgcache.cache.relations"
+
+
+def test_every_site_relation_appears_in_the_table() -> None:
+    from sgcache.protocol.filters import RELATIONS
+    table = support_table()
+    assert {dt: set(rels) for dt, rels in RELATIONS.items()} == {dt: set(v) for dt, v in table.items()}
