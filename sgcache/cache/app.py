@@ -36,6 +36,10 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer"
                 "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
 
+#: Seconds the site's `info` answer is reused.
+INFO_TTL = 30.0
+
+
 def _json(data: Any) -> Response:
     return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
                     media_type="application/json; charset=utf-8")
@@ -199,12 +203,17 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     info_cache: dict[str, Any] = {}
 
     async def info(body: bytes, request: Request) -> Response:
+        """The site's info (every client connect asks for it), re-read at most every
+        INFO_TTL seconds; the last copy while the site is down."""
         try:
-            if upstream.site_down and "site" in info_cache:
-                raise UpstreamUnavailable("the site is down")  # answer now, not after retries
-            site = await upstream.call("info")
-            info_cache["site"] = site
-            status = "ok"
+            if "site" in info_cache and time.monotonic() - info_cache["at"] < INFO_TTL:
+                site, status = info_cache["site"], "site unreachable" if upstream.site_down else "ok"
+            else:
+                if upstream.site_down and "site" in info_cache:
+                    raise UpstreamUnavailable("the site is down")  # answer now, not after retries
+                site = await upstream.call("info")
+                info_cache.update(site=site, at=time.monotonic())
+                status = "ok"
         except errors.Fault:
             site = info_cache.get("site") or {"version": [8, 0, 0]}
             status = "site unreachable"

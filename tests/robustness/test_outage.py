@@ -79,6 +79,7 @@ def test_verified_callers_keep_cached_reads(site: Site, cache: Cache, faults: di
     ok, n = read_all_cached(sg, 20)
     assert (ok, n) == (n, 100)
     assert [sg.find(*q) for q in CACHED_READS] == expected
+    assert cache.sg(site).find(*CACHED_READS[0]) == expected[0]  # a new client connects (info) too
     # Only the first re-verification waits for the site (then it counts as down for a while).
     assert time.monotonic() - t0 < TIMEOUT + 10
 
