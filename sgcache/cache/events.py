@@ -109,6 +109,11 @@ class EventWatcher:
         self.stats: dict[str, int] = {"events": 0, "gaps_filled": 0, "gaps_expired": 0, "rescans": 0}
         self.fields = list(dict.fromkeys(EVENT_FIELDS + (return_fields_for(store, ET) if ET in store else [])))
 
+    def rebind(self, store: Store, refresher: Any) -> None:
+        """Use a rebuilt Store (after a schema change); the position is unchanged."""
+        self.store, self.refresher = store, refresher
+        self.fields = list(dict.fromkeys(EVENT_FIELDS + (return_fields_for(store, ET) if ET in store else [])))
+
     # -- state ------------------------------------------------------------------------------
     def _load(self) -> None:
         with self.store.engine.connect() as conn:

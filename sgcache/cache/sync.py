@@ -397,6 +397,9 @@ class SyncLoop:
         self.scanner = Scanner(self.store, self.upstream, self.refresher, page_size=self.config.page_size)
         from .events import EventWatcher
         self.watcher = EventWatcher(self.store, self.upstream, self.refresher, self.config)
+        from .schema_sync import generation, reader_for
+        self._generation = generation(self.store)
+        service.reader = reader_for(self.store)  # fields still being backfilled pass through
         self._leader = leader
         self._wake = asyncio.Event()
         self._poll_waiters: list[asyncio.Future[dict[str, Any]]] = []
@@ -418,7 +421,8 @@ class SyncLoop:
         return await self.request_poll()
 
     def status(self) -> dict[str, Any]:
-        return {"leader": self.is_leader, "pid": os.getpid(), "last_event_id": self.watcher.last_id,
+        return {"leader": self.is_leader, "pid": os.getpid(), "schema_generation": self._generation,
+                "last_event_id": self.watcher.last_id,
                 "backlog": len(self.watcher.backlog), "last_scan": self.last_scan,
                 "stats": dict(self.stats, **self.watcher.stats)}
 
@@ -432,6 +436,7 @@ class SyncLoop:
         try:
             while True:
                 if not await lock.acquire():
+                    await self._follow_schema()
                     await asyncio.sleep(lock.retry_seconds)
                     continue
                 self.is_leader = True
@@ -450,6 +455,8 @@ class SyncLoop:
                     fut.cancel()
 
     async def _lead(self, lock: Any) -> None:
+        await self._follow_schema()
+        await self._schema_sync().resume()
         await self.watcher.start()
         next_scan = time.monotonic() + self.config.scan_interval
         while True:
@@ -462,7 +469,14 @@ class SyncLoop:
                         if not fut.done():
                             fut.set_result({"leader": False})
                     return
-                if self._scan_requested or time.monotonic() >= next_scan:
+                scan_due = self._scan_requested or time.monotonic() >= next_scan
+                if scan_due or self.watcher.schema_changed:
+                    self.watcher.schema_changed = False
+                    new_store = await self._schema_sync().check()  # DisplayColumn event, or periodic
+                    if new_store is not None:
+                        result["schema"] = "changed"
+                    await self._follow_schema()
+                if scan_due:
                     self._scan_requested = False
                     result["scan"] = await self.scanner.interval()
                     await self.watcher.check_retention()
@@ -470,6 +484,11 @@ class SyncLoop:
                     self.stats["scans"] += 1
                     next_scan = time.monotonic() + self.config.scan_interval
                 n = await self.watcher.catch_up()
+                if self.watcher.schema_changed:  # apply it before answering a poll
+                    self.watcher.schema_changed = False
+                    if await self._schema_sync().check() is not None:
+                        result["schema"] = "changed"
+                    await self._follow_schema()
                 self.stats["polls"] += 1
                 result.update(self.status(), applied_events=n)
                 for fut in waiters:
@@ -486,6 +505,29 @@ class SyncLoop:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)
             self._wake.clear()
+
+    # -- schema ----------------------------------------------------------------------------
+    def _schema_sync(self) -> Any:
+        from .schema_sync import SchemaSync
+        return SchemaSync(self.store, self.upstream, self.config)
+
+    async def _follow_schema(self) -> None:
+        """Rebuild the Store and ReadEngine when any process recorded a schema change."""
+        from .schema_sync import generation, reader_for, reload_store
+        gen = await asyncio.to_thread(generation, self.store)
+        if gen == self._generation:
+            return
+        store = await asyncio.to_thread(reload_store, self.store.engine)
+        if store is None:
+            return
+        reader = await asyncio.to_thread(reader_for, store)
+        self._generation = gen
+        self.store = self.svc.store = store
+        self.svc.reader = reader
+        self.refresher = Refresher(store, self.upstream)
+        self.scanner = Scanner(store, self.upstream, self.refresher, page_size=self.config.page_size)
+        self.watcher.rebind(store, self.refresher)
+        log.info("schema generation %d: %d types", gen, len(store.entities))
 
     # -- refresh ---------------------------------------------------------------------------
     async def refresh(self, entity_type: str, ids: Iterable[int], *, source: str = "write",
