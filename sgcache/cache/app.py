@@ -27,6 +27,7 @@ from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavai
 from .auth import identity
 from .metrics import Metrics
 from .read import Passthrough
+from .summarize import Summarizer
 from .service import CacheService
 from .status import Monitor
 
@@ -142,8 +143,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if method == "info":
                 outcome = "served"
                 return await info(body, request)
-            if method == "read" and len(params) == 2 and isinstance(params[1], dict):
-                response, outcome = await read(body, params[0], params[1], request)
+            if method in ("read", "summarize") and len(params) == 2 and isinstance(params[1], dict):
+                response, outcome = await read(body, params[0], params[1], request, method)
                 return response
             outcome = "passthrough"
             request.state.passthrough_reason = "method"
@@ -169,17 +170,19 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                             entity_type=etype if isinstance(etype, str) else None, auth=auth,
                             status=response.status_code if response is not None else None)
 
-    async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request) -> tuple[Response, str]:
+    async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request,
+                   method: str = "read") -> tuple[Response, str]:
+        """A `read` or `summarize`: answered from the store, or forwarded as sent."""
         etype = params.get("type")
         try:
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
             await service.auth.check(auth, etype)
-            result = await run_in_threadpool(_read_sync, params)
+            result = await run_in_threadpool(_read_sync, params, method)
         except Passthrough as p:
-            log.debug("passthrough read %.64s: %.300s", etype, p.reason)
+            log.debug("passthrough %s %.64s: %.300s", method, etype, p.reason)
             request.state.passthrough_reason = p.reason
-            return await forward(body, "read", request), "passthrough"
+            return await forward(body, method, request), "passthrough"
         except errors.AuthenticationFault as f:
             log.info("refused read %s by %s", etype, identity(auth))
             return _fault(f), "refused"
@@ -187,17 +190,21 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return _fault(f), "fault"
         except errors.Fault as f:
             request.state.passthrough_reason = f"invalid request, site decides: {f.message}"
-            return await forward(body, "read", request), "passthrough"
+            return await forward(body, method, request), "passthrough"
         except Exception as e:  # a value the engine or database chokes on: the site decides
             log.warning("read engine failed on %.64s (%s: %.200s); passing the read through", etype,
                         type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
             request.state.passthrough_reason = "error"
-            return await forward(body, "read", request), "passthrough"
+            return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         return _json({"results": result}), "served"
 
-    def _read_sync(params: dict[str, Any]) -> dict[str, Any]:
+    summarizer = Summarizer(service.reader)
+
+    def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
         with service.store.engine.connect() as conn:
+            if method == "summarize":
+                return summarizer.summarize(conn, params)
             return service.reader.read(conn, params)
 
     info_cache: dict[str, Any] = {}

@@ -1,0 +1,36 @@
+"""Random summaries must come back identical from the site and from the cache.
+
+Every summary type over fields of every kind (deep ones too), nested groupings of every
+grouping type, filters as in the read test, include_archived_projects.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from .conftest import FIDELITY
+from .strategies import Gen
+from .test_read_fidelity import DEMO_TYPES
+from .world import World
+
+
+def test_random_summaries_match_the_site(world: World) -> None:
+    gen = Gen(world, DEMO_TYPES)
+    before = world.upstream_reads("summarize")
+    sent = [0]
+
+    @FIDELITY
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        params = data.draw(gen.summarize())
+        note(json.dumps(params, ensure_ascii=False))
+        sent[0] += 1
+        site, cache = world.both("summarize", params)
+        assert cache == site, json.dumps(params, ensure_ascii=False)
+    check()
+    forwarded = world.upstream_reads("summarize") - before - sent[0]
+    print(f"\nfidelity: {sent[0]} summaries, {forwarded} passed through by the cache")
+    assert forwarded < sent[0] // 2, "most summaries should be answered locally"
