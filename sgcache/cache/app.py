@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -157,6 +157,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return response
         except errors.Fault as f:
             return _fault(f)
+        except ClientDisconnect:  # the caller left mid-request: nobody to answer
+            log.debug("client disconnected during %s", method_label(method))
+            outcome = "disconnected"
+            return Response(status_code=400)
         except Exception as e:  # never an HTTP 500: the caller gets a Fault it can read
             log.exception("internal error answering %s", method_label(method))
             return _fault(errors.Fault(f"sgcache internal error ({type(e).__name__}); "
