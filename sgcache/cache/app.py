@@ -206,6 +206,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     summarizer = Summarizer(service.reader)
 
     def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
+        gate = getattr(service, "read_gate", None)
+        if gate is not None:  # e.g. types being rebuilt: Passthrough
+            gate(params)
         with service.store.engine.connect() as conn:
             if method == "summarize":
                 return summarizer.summarize(conn, params)

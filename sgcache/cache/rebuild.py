@@ -6,7 +6,7 @@ finished, then re-reads each type from the site (active and retired, keyset page
 versioned upserts so a newer event refresh always wins) and finally deletes the rows
 the site no longer has. While a type is marked, reads that involve it in any way (as
 the read's type, a link target whose name is shown, or a hop of a deep path) are
-passed through to the site; nothing is ever served half-rebuilt.
+passed through to the site (`RebuildGate`); nothing is ever served half-rebuilt.
 
 A rebuild that fails leaves its types marked (safe: they are passed through) and says
 so on the status page; run it again, or `sgcache rebuild --clear TYPES`.
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from ..protocol.values import format_datetime, utcnow
 from ..schema import Schema
 from ..upstream import Upstream
-from .read import Passthrough, ReadEngine
+from .read import Passthrough
 from .scan import return_fields_for
 from .store import Store
 
@@ -112,23 +112,23 @@ def involved_types(schema: Schema, params: dict[str, Any]) -> set[str]:
     return out
 
 
-class GatedReader:
-    """The read engine, passing through every read that involves a type being rebuilt."""
+class RebuildGate:
+    """Raises Passthrough for a read or summarize that involves a type being rebuilt.
 
-    def __init__(self, reader: ReadEngine, readiness: Readiness) -> None:
-        self.reader = reader
+    The server calls it before the read engine (whichever engine is current: schema
+    changes replace it), so the gate survives engine swaps.
+    """
+
+    def __init__(self, readiness: Readiness, schema: Callable[[], Schema]) -> None:
         self.readiness = readiness
+        self.schema = schema
 
-    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+    def __call__(self, params: Any) -> None:
         busy = self.readiness.rebuilding()
         if busy and isinstance(params, dict):
-            hit = involved_types(self.reader.schema, params) & busy
+            hit = involved_types(self.schema(), params) & busy
             if hit:
                 raise Passthrough(f"entity type {', '.join(sorted(hit))} is being rebuilt")
-        return self.reader.read(conn, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.reader, name)
 
 
 # -- the rebuilding side ---------------------------------------------------------------------

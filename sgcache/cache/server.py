@@ -22,7 +22,7 @@ import uvicorn
 
 from ..config import Config
 from .app import create_app
-from .rebuild import GatedReader, Readiness
+from .rebuild import Readiness, RebuildGate
 from .service import CacheService
 from .sync import SyncLoop
 
@@ -33,7 +33,7 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None,
                       sockets: list[socket.socket] | None = None) -> None:
     svc = await CacheService.open(config)
     # Reads involving a type that `sgcache rebuild` is re-importing go to the site.
-    svc.reader = GatedReader(svc.reader, Readiness(svc.store))  # type: ignore[assignment]
+    svc.read_gate = RebuildGate(Readiness(svc.store), lambda: svc.store.schema)  # type: ignore[attr-defined]
     sync = SyncLoop(svc) if config.watch_events else None
 
     @contextlib.asynccontextmanager

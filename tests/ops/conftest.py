@@ -11,8 +11,9 @@ from ..cache.dbs import BACKENDS, new_db_url
 from ..e2e.harness import Site, cache_env, sgcache, start_site
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site() -> Iterator[Site]:
+    """One small demo studio for the whole package; tests that write to it undo their writes."""
     s = start_site(demo=300)
     yield s
     s.stop()

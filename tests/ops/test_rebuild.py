@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -13,11 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, update
 
-from sgcache.cache.rebuild import GatedReader, Readiness, involved_types
-from sgcache.cache.read import Passthrough, ReadEngine
+from sgcache.cache.rebuild import Readiness, RebuildGate, _mark, clear_marks, involved_types
+from sgcache.cache.read import Passthrough
 from sgcache.cache.store import Store, make_engine
+from sgcache.cache.validate import validate_counts, validate_data
+from sgcache.upstream import Upstream
 
-from ..e2e.harness import Cache, Site, normalize, sgcache, start_cache
+from ..e2e.harness import Cache, Site, normalize, start_cache
 
 QUERIES: list[tuple[str, list[Any], list[str]]] = [
     ("Shot", [], ["code", "sg_sequence", "assets", "sg_status_list"]),
@@ -34,6 +37,14 @@ def cache(site: Site, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     c = start_cache(site, db_url, tmp, SGCACHE_POLL_INTERVAL="0.5")
     yield c
     c.stop()
+
+
+async def _validate(fn: Any, store: Store, site: Site) -> Any:
+    up = Upstream(site.url, script_name=site.script_name, script_key=site.script_key)
+    try:
+        return await fn(store, up, ["Shot"], settle=0)
+    finally:
+        await up.aclose()
 
 
 def not_ready_passthroughs(cache: Cache) -> float:
@@ -106,9 +117,9 @@ def test_rebuild_under_concurrent_reads_fails_no_read(site: Site, cache: Cache, 
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "Shot" in proc.stdout and "1 removed" in proc.stdout, proc.stdout
         during = not_ready_passthroughs(cache) - before
-        time.sleep(1.0)  # every server has seen the mark go away (TTL 0.5 s)
+        time.sleep(0.7)  # every server has seen the mark go away (TTL 0.5 s)
         rebuilt.set()
-        time.sleep(1.5)
+        time.sleep(1.0)
     finally:
         stop.set()
         for th in threads:
@@ -117,27 +128,29 @@ def test_rebuild_under_concurrent_reads_fails_no_read(site: Site, cache: Cache, 
     assert during > 0, "reads involving Shot were passed through while it was rebuilt"
     assert not mismatches, mismatches[:5]
     assert reads[0] > 20
-    res = sgcache(cache.env, "validate", "counts", "Shot", "--settle", "0")
-    assert res.returncode == 0, res.stdout
-    res = sgcache(cache.env, "validate", "data", "Shot", "--settle", "0")
-    assert res.returncode == 0, res.stdout
+    engine = make_engine(db_url)
+    store = Store(engine, schema)
+    try:
+        [counts] = asyncio.run(_validate(validate_counts, store, site))
+        [data] = asyncio.run(_validate(validate_data, store, site))
+    finally:
+        engine.dispose()
+    assert counts.ok and data.ok, (counts.to_json(), data.to_json())
     status = httpx.get(cache.url + "/status.json").json()
     assert status["state"]["rebuilding"] == {}
 
 
-def test_a_gated_reader_passes_through_only_what_involves_the_rebuilt_type(db_url: str, cache: Cache) -> None:
+def test_the_gate_passes_through_only_what_involves_the_rebuilt_type(db_url: str, cache: Cache) -> None:
     engine = make_engine(db_url)
     schema = Store.recorded_schema(engine)
     assert schema is not None
     store = Store(engine, schema)
-    gated = GatedReader(ReadEngine(store), Readiness(store, ttl=0))
-    from sgcache.cache.rebuild import _mark, clear_marks
+    gate = RebuildGate(Readiness(store, ttl=0), lambda: schema)
     _mark(store, ["Shot"], "test")
     try:
-        with engine.connect() as conn:
-            with pytest.raises(Passthrough, match="Shot is being rebuilt"):
-                gated.read(conn, {"type": "Task", "return_fields": ["entity"]})
-            assert gated.read(conn, {"type": "Asset", "return_fields": ["code"]})["entities"]
+        with pytest.raises(Passthrough, match="Shot is being rebuilt"):
+            gate({"type": "Task", "return_fields": ["entity"]})
+        gate({"type": "Asset", "return_fields": ["code"]})  # not involved: no Passthrough
     finally:
         clear_marks(store, ["Shot"])
         engine.dispose()
