@@ -42,6 +42,8 @@ class Plan:
     revived: dict[str, set[int]] = field(default_factory=dict)
     schema_changed: bool = False
     ignored: int = 0
+    #: (type, id) -> the events that named it, for the audit log
+    causes: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
 
 def plan_events(events: list[dict[str, Any]], store: Store) -> Plan:
@@ -73,6 +75,7 @@ def plan_events(events: list[dict[str, Any]], store: Store) -> Plan:
                 plan.ignored += 1
                 continue
         plan.touched.setdefault(etype, set()).add(eid)
+        plan.causes.setdefault((etype, eid), []).append(f"{ev['id']}:{action}{':' + attr if attr else ''}")
         if action == "Revival":
             plan.revived.setdefault(etype, set()).add(eid)
     return plan
@@ -298,7 +301,8 @@ class EventWatcher:
 
         async def write() -> None:
             await self.refresher.commit(fetched, version, source="event", ref=str(last_id), event_id=last_id,
-                                        extra=extra, in_txn=lambda conn: self._save(conn, last_id, backlog))
+                                        extra=extra, in_txn=lambda conn: self._save(conn, last_id, backlog),
+                                        details={k: {"events": v} for k, v in plan.causes.items()})
             self.last_id, self.backlog = last_id, backlog
             self.stats["events"] += len(events)
         return write()

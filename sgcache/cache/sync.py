@@ -39,6 +39,10 @@ WRITE_METHODS = frozenset({"create", "update", "delete", "revive", "batch"})
 Touched = dict[str, set[int]]
 #: type -> id -> (record, or None if the site shows it nowhere; active)
 Fetched = dict[str, dict[int, tuple[dict[str, Any] | None, bool]]]
+#: (type, id) -> what caused the refresh, stored with it in the audit log
+Details = dict[tuple[str, int], dict[str, Any]]
+#: How long audit log rows are kept.
+LOG_RETENTION = dt.timedelta(days=7)
 #: How many reads of the site one refresh runs at once.
 FETCH_CONCURRENCY = 8
 CHUNK = 500
@@ -222,7 +226,8 @@ class Refresher:
     async def apply(self, touched: Touched, *, source: str, ref: str = "", follow: bool = True,
                     prefetched: Fetched | None = None, version: int | None = None,
                     event_id: int | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
-                    in_txn: Callable[[Connection], None] | None = None) -> Applied:
+                    in_txn: Callable[[Connection], None] | None = None,
+                    details: Details | None = None) -> Applied:
         """Re-read `touched` (plus `prefetched` records) and store everything in one transaction.
 
         `follow` also refreshes the other side of changed links; `extra` are records
@@ -232,7 +237,7 @@ class Refresher:
         version = version or now_version()
         fetched = await self.prepare(touched, follow=follow, prefetched=prefetched)
         return await self.commit(fetched, version, source=source, ref=ref, event_id=event_id,
-                                 extra=extra, in_txn=in_txn)
+                                 extra=extra, in_txn=in_txn, details=details)
 
     async def prepare(self, touched: Touched, *, follow: bool = True,
                       prefetched: Fetched | None = None) -> Fetched:
@@ -254,15 +259,16 @@ class Refresher:
 
     async def commit(self, fetched: Fetched, version: int, *, source: str, ref: str = "",
                      event_id: int | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
-                     in_txn: Callable[[Connection], None] | None = None) -> Applied:
+                     in_txn: Callable[[Connection], None] | None = None,
+                     details: Details | None = None) -> Applied:
         """The write half of `apply`: one transaction."""
         applied = Applied(version)
-        await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn)
+        await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn, details or {})
         return applied
 
     def _write(self, fetched: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]], applied: Applied,
                source: str, ref: str, event_id: int | None, extra: dict[str, list[dict[str, Any]]] | None,
-               in_txn: Callable[[Connection], None] | None) -> None:
+               in_txn: Callable[[Connection], None] | None, details: Details) -> None:
         now = format_datetime(utcnow())
         log_rows: list[dict[str, Any]] = []
         with self.store.engine.begin() as conn:
@@ -282,7 +288,8 @@ class Refresher:
                     setattr(applied, outcome, getattr(applied, outcome) + 1)
                     applied.entities.setdefault(etype, set()).add(eid)
                     log_rows.append({"at": now, "source": source, "ref": ref[:64], "entity_type": etype,
-                                     "entity_id": eid, "outcome": outcome, "detail": None})
+                                     "entity_id": eid, "outcome": outcome,
+                                     "detail": json.dumps(details[(etype, eid)]) if (etype, eid) in details else None})
             for etype, recs in (extra or {}).items():
                 if etype in self.store and recs:
                     self.store.upsert(conn, etype, recs, active=True, version=applied.version)
@@ -334,6 +341,8 @@ class Scanner:
         seconds = time.monotonic() - t0
 
         def record(conn: Connection) -> None:
+            lt = self.store.log_table
+            conn.execute(lt.delete().where(lt.c.at < format_datetime(started - LOG_RETENTION)))
             self.store.set_state(conn, "scan_since", format_datetime(started))
             self.store.set_state(conn, "last_interval_scan", {
                 "started_at": format_datetime(started), "seconds": round(seconds, 3), "rows": rows})
@@ -555,6 +564,7 @@ class SyncLoop:
             touched: Touched = {}
             spawned: list[tuple[str, int]] = []
             revived: Touched = {}
+            written: Details = {}
             for item, result in items:
                 if not isinstance(item, dict):
                     continue
@@ -570,6 +580,9 @@ class SyncLoop:
                         spawned.append((etype, eid))
                 if isinstance(etype, str) and isinstance(eid, int) and etype in self.store:
                     touched.setdefault(etype, set()).add(eid)
+                    written[(etype, eid)] = {"request": kind, "fields": sorted(
+                        f.get("field_name") for f in item.get("fields") or [] if isinstance(f, dict)
+                        and isinstance(f.get("field_name"), str))}
                     if kind == "revive" and result is True:
                         revived.setdefault(etype, set()).add(eid)
             for etype, ids in revived.items():
@@ -577,7 +590,7 @@ class SyncLoop:
             for etype, eid in spawned:
                 merge(touched, await self._spawned_tasks(etype, eid))
             if touched:
-                await self.refresher.apply(touched, source="write", ref=method)
+                await self.refresher.apply(touched, source="write", ref=method, details=written)
                 self.stats["writes"] += 1
         except errors.Fault as e:
             log.warning("write-through of %s could not re-read from the site: %s", method, e.message)

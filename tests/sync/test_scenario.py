@@ -26,6 +26,13 @@ def check(site: Any, view: CacheView, ents: list[tuple[str, int]], step: str) ->
         assert got == want, f"after {step}: {etype} {eid}\n site: {want}\ncache: {got}"
 
 
+def logged(view: CacheView, source: str) -> list[dict[str, Any]]:
+    """The audit log rows one sync path wrote."""
+    t = view.store.log_table
+    with view.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(t.select().where(t.c.source == source)).mappings()]
+
+
 def story(writer: Any, site: Any, view: CacheView, sync: Callable[[], None]) -> None:
     """Each step is checked right after `sync()` against the site, entity by entity."""
     shot = site.find_one("Shot", [], ["project"], order=[{"field_name": "id", "direction": "asc"}])
@@ -73,12 +80,17 @@ def test_write_through(mock: MockProcess, cache: CacheEnv, view: CacheView) -> N
     import shotgun_api3
     client = shotgun_api3.Shotgun(url, script_name=mock.script_name, api_key=mock.script_key)
     story(client, mock.sg(), view, lambda: None)  # no poll, no scan: write-through alone
+    rows = logged(view, "write")
+    assert {r["ref"] for r in rows} >= {"create", "update", "delete", "revive"}
+    assert any(r["entity_type"] == "Task" and "content" in (r["detail"] or "") for r in rows)
 
 
 def test_events_only(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
     cache.start("events")
     cache.ctrl("poll")
     story(mock.sg(), mock.sg(), view, lambda: cache.ctrl("poll"))
+    rows = logged(view, "event")
+    assert any(r["outcome"] == "retired" for r in rows) and any("Revival" in (r["detail"] or "") for r in rows)
 
 
 def test_scans_only(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
@@ -86,3 +98,23 @@ def test_scans_only(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None
     cache.ctrl("poll")
     bot = mock.sg(script_name=NOEVENTS[0], api_key=NOEVENTS[1])
     story(bot, mock.sg(), view, lambda: cache.ctrl("scan"))
+    assert "interval" in {r["ref"] for r in logged(view, "scan")}
+
+
+def test_scans_catch_retirements_that_leave_updated_at_alone(mock: MockProcess, cache: CacheEnv,
+                                                           view: CacheView) -> None:
+    """A retirement by an events-off script need not move `updated_at`: the retired sets differ."""
+    cache.start("events")
+    cache.ctrl("poll")
+    bot = mock.sg(script_name=NOEVENTS[0], api_key=NOEVENTS[1])
+    site = mock.sg()
+    asset = site.find_one("Asset", [], ["updated_at"], order=[{"field_name": "id", "direction": "desc"}])
+    assert bot.delete("Asset", asset["id"]) is True
+    assert site.find_one("Asset", [["id", "is", asset["id"]]], ["updated_at"], retired_only=True)["updated_at"] \
+        == asset["updated_at"]
+    cache.ctrl("scan")
+    assert view.one("Asset", asset["id"], ["code"])["__retired"] is True
+    assert bot.revive("Asset", asset["id"]) is True
+    cache.ctrl("scan")
+    assert view.one("Asset", asset["id"], ["code", "shots"]) == site_one(site, "Asset", asset["id"], ["code", "shots"])
+    assert "retired-set" in {r["ref"] for r in logged(view, "scan")}
