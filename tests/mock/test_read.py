@@ -412,3 +412,25 @@ def test_text_search(sg: Any) -> None:
     assert [m["id"] for m in sg.text_search("PIN", {"Other": [["id", "is", 2]]})["matches"]] == [2]
     assert sg.text_search("pin", {"Other": [["id", "is", 1]]})["matches"] == []
     assert sg.text_search("live", {"Project": []}, project_ids=[2])["matches"] == []
+
+
+def test_summary_types_on_statuses_and_checkboxes(sg: Any) -> None:
+    r = sg.summarize("Thing", [], [{"field": "sg_checkbox", "type": "unchecked"},
+                                   {"field": "sg_status_list", "type": "status_list"},
+                                   {"field": "sg_number", "type": "average"}])
+    s = r["summaries"]
+    assert s["sg_checkbox"] == 4 and s["sg_status_list"] == {"ip": 1, "fin": 1, "IP": 1}
+    assert s["sg_number"] == pytest.approx(5 / 3)
+    r = sg._call_rpc("summarize", {"type": "Thing", "filters": {"logical_operator": "and", "conditions": []},
+                                   "summaries": [{"field": "sg_status_list", "type": "status_percentage",
+                                                  "value": "fin"},
+                                                 {"field": "sg_checkbox", "type": "percentage"}]})
+    assert r["summaries"] == {"sg_status_list": 20, "sg_checkbox": 20}
+    r = sg.summarize("Thing", [], [{"field": "id", "type": "count"}], include_archived_projects=False)
+    assert r["summaries"]["id"] == 4
+
+
+def test_rpc_under_a_base_path(world_site: MockProcess) -> None:
+    sg = shotgun_api3.Shotgun(world_site.url + "/sg/", script_name=world_site.script_name,
+                              api_key=world_site.script_key)
+    assert sg.find_one("Thing", [["id", "is", 2]], ["code"])["code"] == "t2"

@@ -273,3 +273,21 @@ def test_paging_a_demo_type_through_the_client(sg: Any) -> None:
     rows = sg.find("Task", [], ["content", "entity", "step.Step.code"])
     assert len(rows) == total and [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     assert all(set(r) == {"type", "id", "content", "entity", "step.Step.code"} for r in rows)
+
+
+def test_update_echoes_multi_entity_with_valid(sg: Any, shot: dict[str, Any]) -> None:
+    r = sg.update("Shot", shot["id"], {"assets": [{"type": "Asset", "id": 1}]})
+    assert r["assets"][0]["valid"] == "valid" and r["assets"][0]["id"] == 1 and "name" in r["assets"][0]
+
+
+def test_events_carry_the_project(sg: Any, shot: dict[str, Any]) -> None:
+    start = last_event_id(sg)
+    sg.update("Shot", shot["id"], {"description": "with project"})
+    (ev,) = events_after(sg, start)
+    assert ev["project"]["type"] == "Project" and ev["project"]["id"] == 1
+
+
+def test_schema_field_name_collisions_get_a_suffix(sg: Any) -> None:
+    a = sg.schema_field_create("Asset", "text", "Collide")
+    b = sg.schema_field_create("Asset", "text", "Collide")
+    assert (a, b) == ("sg_collide", "sg_collide_1")
