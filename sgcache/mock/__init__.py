@@ -3,7 +3,8 @@
 Run it::
 
     sgcache mock --host 127.0.0.1 --port 8020 [--schema FILE] [--demo SIZE] [--seed N]
-                 [--state FILE] [--api-user NAME:KEY[:noevents]]... [--admin-port N]
+                 [--state FILE] [--api-user NAME:KEY[:noevents]]... [--human-user LOGIN:PASSWORD]...
+                 [--admin-port N]
                  [--latency S] [--error-rate R] [--drop-rate R] [--outage S]
                  [--event-delay S] [--event-delay-rate R] [--event-gap-rate R] [--fault-seed N]
 
@@ -21,7 +22,8 @@ Once its sockets are bound it prints one line (and flushes)::
   saved there on shutdown (SIGTERM/SIGINT; skipped if nothing changed) and on
   ``POST /save``, so a 1,000,000-entity demo is generated once.
 * **Accounts**: ``--api-user NAME:KEY`` adds a script (``:noevents`` turns its event
-  generation off); HumanUsers log in with ``login`` + ``password_proxy``; sessions
+  generation off); HumanUsers log in with ``login`` + ``password_proxy`` (``--human-user
+  LOGIN:PASSWORD`` creates one or sets its password, e.g. for demo users); sessions
   come from ``get_session_token``; scripts may ``sudo_as_login`` active HumanUsers.
 
 The public port speaks api3: ``POST /api3/json`` (also under a base path),

@@ -18,6 +18,8 @@ import click
               help="Load the site from FILE if it exists; save it there on shutdown and on POST /save.")
 @click.option("--api-user", "api_users", multiple=True, metavar="NAME:KEY[:noevents]",
               help="Add an ApiUser script (repeatable); ':noevents' turns its event generation off.")
+@click.option("--human-user", "human_users", multiple=True, metavar="LOGIN:PASSWORD",
+              help="Create a HumanUser (or set an existing one's password) for login auth (repeatable).")
 @click.option("--latency", type=float, default=0.0, help="Seconds added to every request.")
 @click.option("--error-rate", type=float, default=0.0, help="Share of requests answered HTTP 502/503/504.")
 @click.option("--drop-rate", type=float, default=0.0, help="Share of connections closed without an answer.")
@@ -28,7 +30,7 @@ import click
 @click.option("--fault-seed", type=int, default=None, help="Seed for the fault injection choices.")
 @click.option("--log-level", default="warning", show_default=True)
 def mock(host: str, port: int, admin_port: int, schema_file: str | None, demo: int | None, seed: int,
-         state_file: str | None, api_users: tuple[str, ...], latency: float, error_rate: float,
+         state_file: str | None, api_users: tuple[str, ...], human_users: tuple[str, ...], latency: float, error_rate: float,
          drop_rate: float, outage: float, event_delay: float, event_delay_rate: float,
          event_gap_rate: float, fault_seed: int | None, log_level: str) -> None:
     """Run a mock ShotGrid site speaking the api3 wire protocol.
@@ -36,13 +38,18 @@ def mock(host: str, port: int, admin_port: int, schema_file: str | None, demo: i
     Prints one line `sgcache-mock: url=... script_name=... script_key=... admin=...`
     once the sockets are bound.
     """
-    from .runner import Options, parse_api_user, serve
+    from .runner import Options, parse_api_user, parse_human_user, serve
 
     for spec in api_users:
         try:
             parse_api_user(spec)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--api-user")
+    for spec in human_users:
+        try:
+            parse_human_user(spec)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--human-user")
     faults = {"latency": latency, "error_rate": error_rate, "drop_rate": drop_rate,
               "event_delay": event_delay, "event_delay_rate": event_delay_rate,
               "event_gap_rate": event_gap_rate}
@@ -51,4 +58,5 @@ def mock(host: str, port: int, admin_port: int, schema_file: str | None, demo: i
     if fault_seed is not None:
         faults["seed"] = fault_seed
     serve(Options(host=host, port=port, admin_port=admin_port, schema=schema_file, demo=demo, seed=seed,
-                  state=state_file, api_users=list(api_users), faults=faults, log_level=log_level))
+                  state=state_file, api_users=list(api_users), human_users=list(human_users), faults=faults,
+                  log_level=log_level))

@@ -38,6 +38,7 @@ class Options:
     seed: int = 1
     state: str | None = None
     api_users: list[str] = field(default_factory=list)
+    human_users: list[str] = field(default_factory=list)
     faults: dict[str, Any] = field(default_factory=dict)
     log_level: str = "warning"
 
@@ -58,6 +59,14 @@ def parse_api_user(spec: str) -> tuple[str, str, bool]:
     return parts[0], parts[1], not (len(parts) == 3 and parts[2] == "noevents")
 
 
+def parse_human_user(spec: str) -> tuple[str, str]:
+    """LOGIN:PASSWORD."""
+    login, sep, password = spec.partition(":")
+    if not sep or not login or not password:
+        raise ValueError(f"--human-user expects LOGIN:PASSWORD, got {spec!r}")
+    return login, password
+
+
 def build_site(opts: Options, faults: FaultConfig | None = None) -> Site:
     """The site from state (if the file exists), else from schema + optional demo data."""
     if opts.state and Path(opts.state).exists():
@@ -75,6 +84,8 @@ def build_site(opts: Options, faults: FaultConfig | None = None) -> Site:
     for spec in opts.api_users:
         name, key, events = parse_api_user(spec)
         site.add_api_user(name, key, events)
+    for spec in opts.human_users:
+        site.add_human_user(*parse_human_user(spec))
     return site
 
 

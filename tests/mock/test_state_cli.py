@@ -70,3 +70,12 @@ def test_demo_site_prints_its_own_credentials(studio_site) -> None:  # type: ign
     from sgcache.mock.demo import DEMO_CREDENTIALS
     assert (studio_site.script_name, studio_site.script_key) == DEMO_CREDENTIALS
     assert studio_site.sg().find_one("Shot", [])["type"] == "Shot"
+
+
+def test_human_user_option_gives_demo_users_a_password() -> None:
+    with running_mock("--demo", "300", "--human-user", "admin:pw1", "--human-user", "newbie:pw2") as m:
+        sg = m.sg(login="admin", password="pw1")
+        assert sg.find_one("HumanUser", [["login", "is", "admin"]], ["name"])["name"] == "Site Admin"
+        assert m.sg(login="newbie", password="pw2").find_one("Project", [])["type"] == "Project"
+        with pytest.raises(shotgun_api3.AuthenticationFault):
+            m.sg(login="admin", password="wrong").find_one("Project", [])
