@@ -291,3 +291,30 @@ def test_schema_field_name_collisions_get_a_suffix(sg: Any) -> None:
     a = sg.schema_field_create("Asset", "text", "Collide")
     b = sg.schema_field_create("Asset", "text", "Collide")
     assert (a, b) == ("sg_collide", "sg_collide_1")
+
+
+def test_concurrent_clients(studio_site: MockProcess) -> None:
+    """Many clients at once (each with its own keep-alive socket): no errors, no lost writes."""
+    import threading
+    errors_: list[str] = []
+    made: list[int] = []
+
+    def work(k: int) -> None:
+        sg = studio_site.sg()
+        try:
+            for i in range(15):
+                made.append(sg.create("Shot", {"code": f"conc_{k}_{i}", "project": {"type": "Project", "id": 1}})["id"])
+                sg.find("Shot", [["code", "starts_with", f"conc_{k}_"]], ["code", "sg_sequence.Sequence.code"])
+        except Exception as e:  # noqa: BLE001 - any failure fails the test
+            errors_.append(repr(e))
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors_
+    sg = studio_site.sg()
+    assert len(sg.find("Shot", [["code", "starts_with", "conc_"]])) == 120 == len(set(made))
+    news = sg.find("EventLogEntry", [["event_type", "is", "Shotgun_Shot_New"], ["entity", "in",
+                                                                                [{"type": "Shot", "id": i} for i in made]]])
+    assert len(news) == 120
