@@ -152,6 +152,7 @@ def cache(primed_any: Primed) -> Iterator[Cache]:
     c.stop()
 
 
+@pytest.mark.timeout(300 + 2 * EXAMPLES)
 def test_fuzzed_requests_never_break_the_cache(site: Site, primed_any: Primed, cache: Cache) -> None:
     before = checksum(primed_any.db_url)
     auth = {"script_name": site.script_name, "script_key": site.script_key}
