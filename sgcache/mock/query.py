@@ -351,18 +351,18 @@ class Engine:
         if sorts is None:
             return []
         if not isinstance(sorts, list):
-            raise errors.crud(method, "'sorts' must be a list")
+            raise errors.bad_sort(method, sorts)
         out = []
         for s in sorts:
             if not isinstance(s, dict):
-                raise errors.crud(method, f"malformed sort {s!r}")
+                raise errors.bad_sort(method, s)
             fname = s.get("field_name", s.get("column"))
             direction = s.get("direction", "asc")
             if direction not in ("asc", "desc"):
-                raise errors.crud(method, f"sort direction must be 'asc' or 'desc', got {direction!r}")
+                raise errors.bad_sort(method, s)
             fp = self.path(entity_type, fname, method)
             if fp.field.data_type in UNREADABLE or fp.field.data_type in ("serializable", "password"):
-                raise errors.crud(method, f"Field '{fname}' cannot be sorted on.")
+                raise errors.unsortable_field(method, fp.root_type, fname, fp.field.data_type)
             out.append((fp, direction == "desc"))
         if len(out) == 1 and out[0][0].text == "id" and not out[0][1]:
             return []  # already the natural order
@@ -406,10 +406,10 @@ class Engine:
         if return_fields is None:
             return_fields = ["id"]
         if not isinstance(return_fields, list):
-            raise errors.crud(method, "'return_fields' must be a list of field names")
+            raise errors.bad_return_field(method, return_fields)
         for name in return_fields:
             if not isinstance(name, str):
-                raise errors.crud(method, f"malformed return field {name!r}")
+                raise errors.bad_return_field(method, name)
         getters: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
         for name in dict.fromkeys(return_fields):
             if name in ("type", "id"):
@@ -492,7 +492,7 @@ class Engine:
             raise errors.unknown_entity_type(method, etype)
         return_only = params.get("return_only", "active") or "active"
         if return_only not in ("active", "retired"):
-            raise errors.crud(method, f"return_only must be 'active' or 'retired', got {return_only!r}")
+            raise errors.bad_return_only(method, return_only)
         include_archived = params.get("include_archived_projects", True)
         if not isinstance(include_archived, bool):
             raise errors.crud(method, "include_archived_projects must be a boolean")
@@ -504,7 +504,7 @@ class Engine:
         page = paging.get("current_page", 1)
         for name, n in (("entities_per_page", per_page), ("current_page", page)):
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise errors.crud(method, f"paging '{name}' must be a positive integer, got {n!r}")
+                raise errors.bad_paging(method, name, n)
         render = self.renderer(etype, params.get("return_fields"), method)
         matches = self.select(etype, params.get("filters"), params.get("sorts"), return_only,
                               include_archived, method)

@@ -40,7 +40,7 @@ class Writer:
         """Validate a written value and return what is stored."""
         dt, name = fs.data_type, fs.name
         if name in ("id", "type") or dt in UNREADABLE:
-            raise errors.crud(method, f"Field '{name}' of entity type '{etype}' is not editable.")
+            raise errors.not_editable(method, etype, name)
         if value is None:
             if dt == "checkbox":
                 return False

@@ -78,3 +78,30 @@ def auth_failed(detail: str = "Can't authenticate script or user.") -> Authentic
 
 def unknown_method(method: Any) -> Fault:
     return Fault(f"API method '{method}' does not exist.")
+
+
+# -- read parameters (shared so a cache validating a read words it like the mock) ------
+
+def bad_paging(method: str, name: str, value: Any) -> Fault:
+    return crud(method, f"paging '{name}' must be a positive integer, got {value!r}")
+
+
+def bad_sort(method: str, sort: Any) -> Fault:
+    return crud(method, f"Invalid sort {sort!r}: expected {{'field_name': ..., 'direction': 'asc'|'desc'}}.")
+
+
+def unsortable_field(method: str, entity_type: str, field_name: str, data_type: str) -> Fault:
+    return crud(method, f"Field '{field_name}' of type '{data_type}' on entity type '{entity_type}' "
+                        f"cannot be sorted on.")
+
+
+def bad_return_only(method: str, value: Any) -> Fault:
+    return crud(method, f"return_only must be 'active' or 'retired', got {value!r}")
+
+
+def bad_return_field(method: str, value: Any) -> Fault:
+    return crud(method, f"Invalid return field {value!r}: return_fields must be a list of field names.")
+
+
+def not_editable(method: str, entity_type: str, field_name: str) -> Fault:
+    return crud(method, f"Field '{field_name}' of entity type '{entity_type}' is not editable.")
