@@ -119,8 +119,14 @@ def _info_ok(url: str) -> bool:
         return False
 
 
-def start_mock(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> MockProcess:
-    """Start `python -m sgcache.cli mock --host 127.0.0.1 --port 0 --admin-port 0 *args`."""
+def start_mock(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> MockProcess:
+    """Start `python -m sgcache.cli mock --host 127.0.0.1 --port 0 --admin-port 0 *args`.
+
+    Returns once `info` answers. `timeout` covers start-up, which includes generating
+    a `--demo` site (about a minute for 1,000,000 entities) or loading a `--state` file.
+    Stats labels are RPC method names (`read`, `create` ...), `upload:<endpoint>`,
+    `download` and `invalid` (bodies that are not an RPC).
+    """
     cmd = [sys.executable, "-m", "sgcache.cli", "mock", "--host", "127.0.0.1"]
     if "--port" not in args:
         cmd += ["--port", "0"]
@@ -164,9 +170,9 @@ def start_mock(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 
 
 @contextmanager
-def running_mock(*args: str, env: dict[str, str] | None = None) -> Iterator[MockProcess]:
+def running_mock(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Iterator[MockProcess]:
     """Context manager form, for `yield`-style pytest fixtures."""
-    mock = start_mock(*args, env=env)
+    mock = start_mock(*args, env=env, timeout=timeout)
     try:
         yield mock
     finally:
