@@ -23,8 +23,12 @@ these):
   path through an empty link or a link of another type never matches.
 * ``in_last``/``in_next``/``in_calendar_*`` use UTC; weeks start on Monday.
 * Sorting: multi-key, first key primary; **nulls first in ascending order and
-  last in descending order**; text sorts case-insensitively; entity links sort
-  by (name, type, id); ties are broken by id ascending; default order is id asc.
+  last in descending order**; text-like values (including list and status_list,
+  alphabetically, not in valid_values order) sort case-insensitively; entity links
+  sort by (name, type, id), multi-entity fields by their list of those, tag lists
+  by their sorted folded tags, a null checkbox as False; a deep sort field uses the
+  first record reached; ties are broken by id ascending; default order is id asc.
+  Sorting on password, serializable and UI-only fields is a Fault.
 * Deep return fields follow single-entity links only; a path through a
   multi-entity field, an empty link or a link of another type returns null, and
   so does a deep field that does not resolve against the schema. An unknown
