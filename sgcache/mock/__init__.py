@@ -27,7 +27,8 @@ Once its sockets are bound it prints one line (and flushes)::
   come from ``get_session_token``; scripts may ``sudo_as_login`` active HumanUsers.
 
 The public port speaks api3: ``POST /api3/json`` (also under a base path),
-``/upload/upload_file``, ``/upload/publish_thumbnail``, ``/file_serve/attachment/<id>``
+``/upload/upload_file``, ``/upload/publish_thumbnail``, ``/upload/share_thumbnail``,
+``/file_serve/attachment/<id>``
 and ``/thumbnail/<id>``. The admin port listens on 127.0.0.1 only:
 
 =====================  ===============================================================

@@ -72,6 +72,7 @@ class MockServer:
             Route("/{prefix:path}/api3/json", self.api3, methods=["POST"]),
             Route("/upload/upload_file", self.upload_file, methods=["POST"]),
             Route("/upload/publish_thumbnail", self.publish_thumbnail, methods=["POST"]),
+            Route("/upload/share_thumbnail", self.share_thumbnail, methods=["POST"]),
             Route("/file_serve/attachment/{aid:int}", self.serve_file, methods=["GET"]),
             Route("/thumbnail/{aid:int}", self.serve_file, methods=["GET"]),
         ])
@@ -246,6 +247,37 @@ class MockServer:
         except errors.Fault as e:
             return PlainTextResponse(f"0\n{e.message}")
         return PlainTextResponse(f"1:{aid}\n")
+
+    async def share_thumbnail(self, request: Request) -> Response:
+        """Point several entities' image at the source entity's thumbnail."""
+        fields, _files = await self._form(request)
+        return await run_in_threadpool(self._share, fields)
+
+    def _share(self, fields: dict[str, Any]) -> Response:
+        store = self.site.store
+        filmstrip = fields.get("filmstrip_thumbnail") not in (None, "", "False", "0")
+        field_name = "filmstrip_image" if filmstrip else "image"
+
+        def ref(text: str) -> tuple[str, int]:
+            etype, _, eid = text.rpartition("_")
+            if etype not in store.schema or not eid.isdigit() or store.get_active(etype, int(eid)) is None:
+                raise errors.crud("share_thumbnail", f"no such entity {text!r}")
+            return etype, int(eid)
+        try:
+            with store.lock:
+                actor = self._actor(fields)
+                src_type, src_id = ref(fields.get("source_entity", ""))
+                path = store.tables[src_type][src_id].get(field_name)
+                if not isinstance(path, str) or not path.startswith("/thumbnail/"):
+                    return PlainTextResponse("2\nsource thumbnail not ready")
+                targets = [ref(t) for t in fields.get("entities", "").split(",") if t]
+                with store.transaction():
+                    for etype, eid in targets:
+                        if store.schema.get_field(etype, field_name):
+                            self._set_image(actor, etype, eid, field_name, path)
+        except errors.Fault as e:
+            return PlainTextResponse(f"0\n{e.message}")
+        return PlainTextResponse(f"1:{path.rsplit('/', 1)[1]}\n")
 
     def _set_image(self, actor: Any, etype: str, eid: int, field_name: str, path: str) -> None:
         store = self.site.store

@@ -318,3 +318,15 @@ def test_concurrent_clients(studio_site: MockProcess) -> None:
     news = sg.find("EventLogEntry", [["event_type", "is", "Shotgun_Shot_New"], ["entity", "in",
                                                                                 [{"type": "Shot", "id": i} for i in made]]])
     assert len(news) == 120
+
+
+def test_share_thumbnail(sg: Any, tmp_path: Any) -> None:
+    from .conftest import PNG
+    path = tmp_path / "share.png"
+    path.write_bytes(PNG)
+    aid = sg.share_thumbnail([{"type": "Shot", "id": 3}, {"type": "Shot", "id": 4}], thumbnail_path=str(path))
+    images = {r["id"]: r["image"] for r in sg.find("Shot", [["id", "in", [3, 4]]], ["image"])}
+    assert images[3] == images[4] and images[3].endswith(f"/thumbnail/{aid}")
+    aid2 = sg.share_thumbnail([{"type": "Shot", "id": 5}], source_entity={"type": "Shot", "id": 3})
+    assert aid2 == aid
+    assert sg.find_one("Shot", [["id", "is", 5]], ["image"])["image"] == images[3]
