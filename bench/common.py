@@ -254,10 +254,12 @@ class Recorder:
 
     def __init__(self, sg: Any) -> None:
         self.bodies: list[str] = []
+        self.raw: list[tuple[Any, Any]] = []  # (response headers, body) as the client got them
         orig = sg._http_request
 
         def rec(verb: str, path: str, body: Any, headers: Any) -> Any:
             out = orig(verb, path, body, headers)
+            self.raw.append((out[1], out[2]))
             self.bodies.append(out[2].decode("utf-8") if isinstance(out[2], bytes) else out[2])
             return out
         sg._http_request = rec
@@ -288,6 +290,15 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (from /proc), None if unavailable."""
+    try:
+        fields = open(f"/proc/{pid}/stat", encoding="ascii").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def loadavg() -> list[float]:

@@ -15,6 +15,9 @@ and with two sets of return fields:
           updated_at (a typical tool query);
   all     every field of the type (what a full scan of the cache reads; much more JSON).
 
+It also measures the client alone (`client_ceiling`): the same client decoding
+recorded pages again without any server, the ceiling for any server.
+
 Each (mode, fields) pass covers up to `--limit` entities (or its own `:limit`), types
 largest first, and reports entities/s over wall-clock time (the client's JSON decoding
 included). The default runs the 1,000,000-entity pass with few fields, and shorter
@@ -66,10 +69,37 @@ def page_type(sg: Any, etype: str, fields: list[str], mode: str, budget: int) ->
     return min(n, budget), requests
 
 
-def run_pass(sg: Any, counts: list[tuple[str, int]], mode: str, which: str, limit: int) -> dict[str, Any]:
+def client_ceiling(mock_sg: Any, url: str, creds: tuple[str, str], etype: str, which: str,
+                   pages: int = 4, repeat: int = 5) -> dict[str, Any]:
+    """Entities/s of the client alone: decode recorded pages again, with no server or socket.
+
+    Replays what `_call_rpc` and `find` do with a response (`_decode_response`,
+    `_transform_inbound`, `_parse_records`): the most any server can get out of this client.
+    """
+    sg = common.make_client(url, *creds)
+    rec = common.Recorder(sg)
+    fields = type_fields(mock_sg, etype, which)
+    sg.find(etype, [], fields, order=ORDER, limit=500 * pages)
+    raw = [r for r in rec.raw if b'"entities"' in (r[1] if isinstance(r[1], bytes) else r[1].encode())]
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(repeat):
+        for headers, body in raw:
+            resp = sg._transform_inbound(sg._decode_response(headers, body))
+            n += len(sg._parse_records(resp["results"]["entities"]))
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"type": etype, "fields": which, "entities": n, "seconds": round(secs, 3),
+            "cpu_seconds": round(cpu, 3), "entities_per_s": round(n / secs, 0),
+            "entities_per_cpu_s": round(n / cpu, 0)}
+
+
+def run_pass(sg: Any, counts: list[tuple[str, int]], mode: str, which: str, limit: int,
+             mock_pid: int | None) -> dict[str, Any]:
     per_type: dict[str, Any] = {}
     total, requests = 0, 0
     la0 = common.loadavg()
+    m0 = common.cpu_seconds(mock_pid) if mock_pid else None
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for etype, _count in counts:
         if total >= limit:
@@ -85,8 +115,15 @@ def run_pass(sg: Any, counts: list[tuple[str, int]], mode: str, which: str, limi
         print(f"  {etype:>18}: {n:>8} in {dt:6.1f}s = {n / dt if dt else 0:>8.0f}/s ({len(fields)} fields)",
               flush=True)
     secs = time.perf_counter() - t0
+    client_cpu = time.process_time() - c0
+    m1 = common.cpu_seconds(mock_pid) if mock_pid else None
+    mock_cpu = (m1 - m0) if m0 is not None and m1 is not None else None
     return {"mode": mode, "fields": which, "entities": total, "requests": requests, "seconds": round(secs, 1),
             "entities_per_s": round(total / secs, 0), "target_met": total / secs >= TARGET,
+            # CPU seconds do not stretch with other people's load the way wall time does
+            "client_cpu_s": round(client_cpu, 1), "mock_cpu_s": round(mock_cpu, 1) if mock_cpu else None,
+            "entities_per_mock_cpu_s": round(total / mock_cpu, 0) if mock_cpu else None,
+            "entities_per_client_cpu_s": round(total / client_cpu, 0) if client_cpu else None,
             "loadavg": [la0, common.loadavg()], "per_type": per_type}
 
 
@@ -130,15 +167,27 @@ def main() -> int:
             mode, which, *rest = spec.split(":")
             n = int(rest[0]) if rest else limit
             print(f"pass {mode}:{which} (up to {n if n < 10**12 else 'all'} entities) ...", flush=True)
-            result["passes"].append(run_pass(sg, counts, mode, which, n))
+            result["passes"].append(run_pass(sg, counts, mode, which, n, mock.proc.pid if mock else None))
+        ceiling = []
+        url = args.url or mock.url  # type: ignore[union-attr]
+        creds = (args.script_name, args.script_key) if args.url else (mock.script_name, mock.script_key)  # type: ignore[union-attr]
+        for which in sorted({p["fields"] for p in result["passes"]}, reverse=True):
+            ceiling.append(client_ceiling(sg, url, creds, counts[0][0], which))
+            print(f"client alone ({counts[0][0]}, {which} fields): {ceiling[-1]['entities_per_s']:.0f} entities/s "
+                  f"({ceiling[-1]['entities_per_cpu_s']:.0f} per CPU-second)", flush=True)
+        result["client_ceiling"] = ceiling
     finally:
         if mock is not None:
             mock.discard()
     print()
     rows = [[p["mode"], p["fields"], p["entities"], p["requests"], p["seconds"], f"{p['entities_per_s']:.0f}",
+             p["entities_per_mock_cpu_s"], p["entities_per_client_cpu_s"],
              "met" if p["target_met"] else "MISSED"] for p in result["passes"]]
     print(common.table(rows, ["mode", "fields", "entities", "requests", "seconds", "entities/s",
-                              f"target {TARGET:.0f}/s"]))
+                              "per mock CPU-s", "per client CPU-s", f"target {TARGET:.0f}/s"]))
+    for c in result.get("client_ceiling", []):
+        print(f"client alone, {c['type']} {c['fields']} fields: {c['entities_per_s']:.0f} entities/s wall, "
+              f"{c['entities_per_cpu_s']:.0f} per CPU-second")
     path = common.write_result(args.out, result)
     print(f"\nwrote {path}")
     return 0

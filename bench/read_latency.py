@@ -24,6 +24,9 @@ Phases, each with all targets interleaved in small batches (rotating which goes 
   1. one client, sequential: p50/p90/p99 and closed-loop requests/s;
   2. `--concurrency` client processes for `--duration` s per target: requests/s.
 
+Each server's CPU time per request in phase 1 is reported too (from /proc): unlike wall
+time, it hardly stretches when other people load the machine.
+
 Targets (README): sgcache p50 ≤ 1.5× the floor on by_id; sgcache ≥ 10× faster than the
 mock (p50) on filtered.
 
@@ -290,6 +293,7 @@ def main() -> int:
         procs.append(fproc)
         urls = {"sgcache": cache_url, "mock": mock.url, "floor": floor_url}
         clients = {t: common.make_client(urls[t], *creds) for t in TARGETS}
+        pids = {"sgcache": cproc.pid, "mock": mock.proc.pid, "floor": fproc.pid}
         before = served_counts(cache_url)
 
         # warm-up: connections, `info`, code paths, caches of the servers
@@ -301,8 +305,13 @@ def main() -> int:
         for kind, n in (("by_id", args.n_id), ("filtered", args.n_filtered)):
             print(f"phase 1, {kind}: {n} requests per target, one client ...", flush=True)
             la0 = common.loadavg()
+            cpu0 = {t: common.cpu_seconds(pids[t]) for t in TARGETS}
             lat, dig, sizes = sequential(kind, clients, pools[f"{kind}_seq"], args.batch, check=True)
             result["sequential"][kind] = {t: common.summarize(lat[t]) for t in TARGETS}
+            for t in TARGETS:  # server CPU per request: does not stretch with others' load
+                c1 = common.cpu_seconds(pids[t])
+                if c1 is not None and cpu0[t] is not None:
+                    result["sequential"][kind][t]["server_cpu_ms_per_req"] = round((c1 - cpu0[t]) * 1000 / n, 3)
             result["sequential"][kind]["loadavg"] = [la0, common.loadavg()]
             mismatches = sum(1 for a, b in zip(dig["sgcache"], dig["mock"]) if a != b)
             checks[kind] = {"compared": len(dig["sgcache"]), "mismatches": mismatches,
@@ -343,11 +352,12 @@ def report(result: dict[str, Any]) -> None:
             s = seq[kind][t]
             c = result.get("concurrent", {}).get(kind, {}).get(t, {})
             rows.append([kind, t, f"{s['p50_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}",
-                         f"{s['req_per_s_1client']:.0f}", f"{c.get('req_per_s', float('nan')):.0f}"])
+                         f"{s['req_per_s_1client']:.0f}", f"{c.get('req_per_s', float('nan')):.0f}",
+                         s.get("server_cpu_ms_per_req", "")])
     conc = result.get("settings", {}).get("concurrency")
     print()
     print(common.table(rows, ["query", "target", "p50 ms", "p90 ms", "p99 ms", "req/s (1 client)",
-                              f"req/s ({conc} clients)"]))
+                              f"req/s ({conc} clients)", "server CPU ms/req"]))
     r_id = seq["by_id"]["sgcache"]["p50_ms"] / seq["by_id"]["floor"]["p50_ms"]
     r_f = seq["filtered"]["mock"]["p50_ms"] / seq["filtered"]["sgcache"]["p50_ms"]
     r_f99 = seq["filtered"]["mock"]["p99_ms"] / seq["filtered"]["sgcache"]["p99_ms"]
