@@ -3,8 +3,11 @@ another takes over within seconds and carries on from the stored position."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 from tests.support.procs import MockProcess
@@ -36,5 +39,8 @@ def test_follower_takes_over_when_the_leader_dies(mock: MockProcess, cache: Cach
 
     sg = mock.sg()
     sg.update("Shot", 1, {"description": "after the takeover"})
-    cache.ctrl("poll")
+    cli = subprocess.run([sys.executable, "-m", "sgcache.cli", "ctrl", "poll"], env={**os.environ, **cache.env},
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["pid"] == st["pid"]
     assert view.one("Shot", 1, ["description"]) == site_one(sg, "Shot", 1, ["description"])
