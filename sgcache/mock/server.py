@@ -17,7 +17,7 @@ import json
 import logging
 import mimetypes
 import os
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,6 @@ from .faults import FaultConfig, Stats
 from .site import Site
 
 log = logging.getLogger("sgcache.mock")
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 JSON_TYPE = "application/json; charset=utf-8"
 AUTH_KEYS = ("script_name", "script_key", "user_login", "user_password", "session_token",
              "sudo_as_login", "session_uuid", "auth_token")

@@ -7,7 +7,7 @@ The server owns created_at/updated_at/created_by/updated_by.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from ..protocol import errors
 from ..protocol.filters import check_scalar
@@ -336,8 +336,7 @@ class Writer:
             self.events.revival(actor, etype, eid, _project(rec), was)
         return True
 
-    def batch(self, actor: Actor, requests: Any, dispatch: Callable[[str, Any], Any] | None = None
-              ) -> list[Any]:
+    def batch(self, actor: Actor, requests: Any) -> list[Any]:
         """All or nothing: any fault undoes every earlier request of the batch."""
         if not isinstance(requests, list):
             raise errors.crud("batch", "batch parameters must be a list of requests")
