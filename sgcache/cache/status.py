@@ -1,10 +1,13 @@
 """How fresh is the cache: a sampler of the shared state, `/status`, `/status.json`, `/readyz`.
 
 Every serving process samples the database every few seconds (event position,
-backlog, scans, rebuilds, rows per type) and, unless it runs with `--no-sync`, asks
-the site for the newest events, so any process behind the balancer reports the lag of
-the one cache they all serve, not just its own sync. A `--no-sync` process never calls
-the site on its own: its lag is unknown and `/readyz` only requires a primed cache. Samples feed the Prometheus gauges and an in-memory ring buffer
+backlog, scans, rebuilds, rows per type). Only the sync leader's sampler asks the site
+for the end of its event log, and records the answer in the database; every other
+process (followers, `--no-sync` servers) reads it from there. So any process behind
+the balancer reports the lag of the one cache they all serve, and the site sees one
+extra small read every few seconds however many processes run. With no leader
+anywhere (every server `--no-sync`), the lag is unknown and `/readyz` of a `--no-sync`
+process only requires a primed cache. Samples feed the Prometheus gauges and an in-memory ring buffer
 (the last hour) that the status page plots; nothing is persisted.
 """
 
@@ -36,6 +39,10 @@ log = logging.getLogger("sgcache.status")
 ET = "EventLogEntry"
 #: Default lag (seconds) above which /readyz says not ready; `?max_lag=` overrides it.
 READY_MAX_LAG = 120.0
+#: State key where the sync leader's monitor records the site's end of the event log.
+SITE_EVENTS = "site_events"
+#: Older than this (seconds), the leader's record of the site's log says nothing.
+EDGES_MAX_AGE = 30.0
 #: At most this many points of history go to the page.
 PLOT_POINTS = 360
 
@@ -98,6 +105,7 @@ class Monitor:
             out["backlog"] = store.get_state(conn, "event_backlog") or {}
             out["scans"] = {k: store.get_state(conn, f"last_{k}_scan") for k in ("full", "interval")}
             out["rebuilding"] = store.get_state(conn, "rebuilding") or {}
+            out["site_events"] = store.get_state(conn, SITE_EVENTS)
             if with_rows:
                 out["rows"] = {t: store.counts(conn, t) for t in store.entities}
         return out
@@ -141,24 +149,40 @@ class Monitor:
             st.scans = {k: v for k, v in db["scans"].items() if v}
             st.rebuilding = db["rebuilding"]
             st.primed = bool(st.scans.get("full"))
-            if self.sync is None:  # `--no-sync`: this process never calls the site on its own
-                self.state = st
-                self._publish(st)
-                return st
-            try:
-                st.site_event_id, first_pending = await self._site_edges(st.last_event_id)
-                if st.last_event_id is not None:
-                    st.lag_ids = max(0, (st.site_event_id or 0) - st.last_event_id)
-                    pending_at = parse_datetime(first_pending) if first_pending else None
-                    st.lag_seconds = max(0.0, now - pending_at.timestamp()) if pending_at else 0.0
-            except errors.Fault as e:
-                st.site_ok = False
-                st.error = f"site: {e.message}"[:300]
+            edges = db["site_events"] if isinstance(db["site_events"], dict) else {}
+            if self.is_leader:  # only the leader asks the site; everyone else reads its answer
+                try:
+                    newest, first_pending = await self._site_edges(st.last_event_id)
+                    edges = {"newest_id": newest, "first_pending_at": first_pending,
+                             "after": st.last_event_id, "sampled_at": now}
+                    await asyncio.to_thread(self._write_edges, edges)
+                except errors.Fault as e:
+                    st.site_ok = False
+                    st.error = f"site: {e.message}"[:300]
+                    self.metrics.sample_errors.inc()
+                    edges = {}
+            if edges and now - float(edges.get("sampled_at") or 0) <= EDGES_MAX_AGE:
+                self._lag_from(st, edges, now)
+            elif not st.site_ok:  # the site is down: keep the last known lag
                 st.lag_seconds, st.lag_ids = self.state.lag_seconds, self.state.lag_ids
-                self.metrics.sample_errors.inc()
             self.state = st
             self._publish(st)
             return st
+
+    @staticmethod
+    def _lag_from(st: State, edges: dict[str, Any], now: float) -> None:
+        st.site_event_id = edges.get("newest_id")
+        if st.last_event_id is None:
+            return
+        st.lag_ids = max(0, (st.site_event_id or 0) - st.last_event_id)
+        first = edges.get("first_pending_at") if st.lag_ids else None
+        pending_at = parse_datetime(first) if first else None
+        st.lag_seconds = max(0.0, now - pending_at.timestamp()) if pending_at else 0.0
+
+    def _write_edges(self, edges: dict[str, Any]) -> None:
+        store = self.service.store
+        with store.engine.begin() as conn:
+            store.set_state(conn, SITE_EVENTS, edges)
 
     def _publish(self, st: State) -> None:
         m = self.metrics
@@ -225,8 +249,8 @@ class Monitor:
             why.append("no state sampled yet")
         if not st.primed:
             why.append("no full scan recorded")
-        if self.sync is None:
-            pass  # `--no-sync`: freshness is someone else's job; primed is enough
+        if self.sync is None and st.lag_seconds is None:
+            pass  # `--no-sync` and no leader anywhere: freshness is someone else's job
         elif st.last_event_id is None:
             why.append("no event position yet")
         elif st.lag_seconds is None:

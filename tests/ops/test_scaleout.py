@@ -57,6 +57,9 @@ def test_two_servers_on_one_postgresql_have_one_leader_and_fail_over(
         leader, follower = (a, b) if status(a)["leader"] else (b, a)
         metrics = httpx.get(follower.url + "/metrics").text
         assert "sgcache_sync_leader 0.0" in metrics
+        # The follower reports the shared lag from the leader's record of the site's log.
+        wait_for(lambda: status(follower)["state"]["lag_ids"] is not None, what="follower knows the lag")
+        assert httpx.get(follower.url + "/readyz").status_code == 200
 
         sg = site.sg()
         shot = sg.find_one("Shot", [], ["description"])
