@@ -275,11 +275,46 @@ class Writer:
             for fs, raw, _ in fields:
                 rec = self.store.modify(etype, eid)
                 self._apply(actor, method, etype, eid, rec, fs, raw, "set", in_create=True)
+            if etype != "Task" and isinstance(rec.get("task_template"), dict):
+                self._apply_task_template(actor, etype, eid, rec, rec["task_template"])
         out = render(self.store.tables[etype][eid])
         for fs, _, _ in fields:
             if fs.name not in out:
                 out[fs.name] = self.engine.formatter(fs.data_type)(self.store.tables[etype][eid].get(fs.name))
         return out
+
+    #: Task fields copied from a template task (links other than these are not copied).
+    TEMPLATE_LINKS = ("step", "task_assignees")
+
+    def _apply_task_template(self, actor: Actor, etype: str, eid: int, rec: dict[str, Any],
+                             template: dict[str, Any]) -> None:
+        """Creating an entity with a task_template creates its Tasks, as the site does.
+
+        The template's tasks are the active Tasks linked to the TaskTemplate with no
+        `entity`; each is copied onto the new entity (same transaction, own events).
+        """
+        schema = self.store.schema
+        if "Task" not in schema or not schema.get_field("Task", "task_template") \
+                or not schema.get_field("Task", "entity"):
+            return
+        task_fields = schema["Task"].fields
+        for tid in self.store.ids("Task"):
+            t = self.store.tables["Task"][tid]
+            tt, ent = t.get("task_template"), t.get("entity")
+            if not (isinstance(tt, dict) and _key(tt) == _key(template)) or ent:
+                continue
+            fields = [{"field_name": "entity", "value": {"type": etype, "id": eid}}]
+            if isinstance(rec.get("project"), dict) and "project" in task_fields:
+                fields.append({"field_name": "project", "value": rec["project"]})
+            for fname, fs in task_fields.items():
+                if fname in ("id", "entity", "project", "task_template", "image", "filmstrip_image") \
+                        or fname in AUTO_FIELDS or fs.data_type in UNREADABLE or fs.data_type == "password" \
+                        or fname not in t or t[fname] in (None, []):
+                    continue
+                if fs.is_link and fname not in self.TEMPLATE_LINKS:
+                    continue
+                fields.append({"field_name": fname, "value": t[fname]})
+            self.create(actor, {"type": "Task", "fields": fields})
 
     def update(self, actor: Actor, params: Any, method: str = "update") -> dict[str, Any]:
         etype = self._type(method, params)

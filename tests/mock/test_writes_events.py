@@ -330,3 +330,19 @@ def test_share_thumbnail(sg: Any, tmp_path: Any) -> None:
     aid2 = sg.share_thumbnail([{"type": "Shot", "id": 5}], source_entity={"type": "Shot", "id": 3})
     assert aid2 == aid
     assert sg.find_one("Shot", [["id", "is", 5]], ["image"])["image"] == images[3]
+
+
+def test_task_template_fans_out_into_tasks(sg: Any) -> None:
+    tmpl = sg.create("TaskTemplate", {"code": "fan out", "entity_type": "Shot"})
+    for content, step in (("Anim", 2), ("Comp", 5)):
+        sg.create("Task", {"content": content, "task_template": tmpl, "step": {"type": "Step", "id": step},
+                           "duration": 480})
+    start = last_event_id(sg)
+    shot = sg.create("Shot", {"code": "templated", "project": {"type": "Project", "id": 1}, "task_template": tmpl})
+    tasks = sg.find("Task", [["entity", "is", shot]], ["content", "step", "project", "duration"])
+    assert sorted(t["content"] for t in tasks) == ["Anim", "Comp"]
+    assert all(t["project"]["id"] == 1 and t["duration"] == 480 for t in tasks)
+    assert {t["id"] for t in tasks} == {t["id"] for t in sg.find_one("Shot", [["id", "is", shot["id"]]],
+                                                                    ["tasks"])["tasks"]}
+    types = [e["event_type"] for e in events_after(sg, start)]
+    assert types.count("Shotgun_Task_New") == 2 and types[0] == "Shotgun_Shot_New"
