@@ -73,6 +73,7 @@ class State:
     backlog: int = 0
     scans: dict[str, Any] = field(default_factory=dict)
     rebuilding: dict[str, Any] = field(default_factory=dict)
+    last_rebuild: dict[str, Any] | None = None
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     site_ok: bool = True
     error: str | None = None
@@ -106,6 +107,7 @@ class Monitor:
             out["scans"] = {k: store.get_state(conn, f"last_{k}_scan") for k in ("full", "interval")}
             out["rebuilding"] = store.get_state(conn, "rebuilding") or {}
             out["site_events"] = store.get_state(conn, SITE_EVENTS)
+            out["last_rebuild"] = store.get_state(conn, "last_rebuild")
             if with_rows:
                 out["rows"] = {t: store.counts(conn, t) for t in store.entities}
         return out
@@ -148,6 +150,7 @@ class Monitor:
             st.backlog = len(db["backlog"])
             st.scans = {k: v for k, v in db["scans"].items() if v}
             st.rebuilding = db["rebuilding"]
+            st.last_rebuild = db["last_rebuild"]
             st.primed = bool(st.scans.get("full"))
             edges = db["site_events"] if isinstance(db["site_events"], dict) else {}
             if self.is_leader:  # only the leader asks the site; everyone else reads its answer

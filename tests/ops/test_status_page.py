@@ -13,6 +13,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from sgcache.cache.rebuild import _mark, clear_marks
+from sgcache.cache.store import Store, make_engine
+
 from ..e2e.harness import Cache, Site, start_cache
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -97,16 +100,25 @@ def test_the_status_page_shows_site_lag_counts_scans_reasons_and_plots(
     for _ in range(3):
         sg.find("Shot", [], ["code"])
     sg.find("Shot", [["created_at", "in_last", [1, "DAY"]]], ["code"])  # a passthrough with a reason
+    engine = make_engine(cache.env["SGCACHE_DB_URL"])
+    schema = Store.recorded_schema(engine)
+    assert schema is not None
+    store = Store(engine, schema)
+    _mark(store, ["Version"], "loading")  # as `sgcache rebuild Version` would
     deadline = time.monotonic() + 30
-    while True:  # two samples make a line
-        d = httpx.get(cache.url + "/status.json").json()
-        if sum(s["lag_seconds"] is not None for s in d["history"]) >= 2 and d["state"]["rows"]:
-            break
-        assert time.monotonic() < deadline, d
-        time.sleep(0.5)
-
-    dom = Dom()
-    dom.feed(dump_dom(cache.url + "/status", tmp_path / "profile"))
+    try:
+        while True:  # two samples make a line
+            d = httpx.get(cache.url + "/status.json").json()
+            if sum(s["lag_seconds"] is not None for s in d["history"]) >= 2 and d["state"]["rows"] \
+                    and d["state"]["rebuilding"]:
+                break
+            assert time.monotonic() < deadline, d
+            time.sleep(0.5)
+        dom = Dom()
+        dom.feed(dump_dom(cache.url + "/status", tmp_path / "profile"))
+    finally:
+        clear_marks(store, ["Version"])
+        engine.dispose()
 
     assert dom.text["site"].strip() == site.url
     assert dom.text["ready"].strip() == "ready"
@@ -124,6 +136,7 @@ def test_the_status_page_shows_site_lag_counts_scans_reasons_and_plots(
     reasons = dom.rows["reasons"][1:]
     assert any(r[1] == "Shot" and "time-relative" in r[2] for r in reasons), reasons
 
+    assert "rebuilding: Version (loading)" in dom.text["rebuilding"]
     lines = {a["data-series"]: int(a["data-points"]) for tag, a in dom.elements
              if tag == "polyline" and "data-series" in a}
     assert lines["lag"] >= 2 and lines["total"] >= 2 and lines["served"] >= 2 and lines["passthrough"] >= 2
