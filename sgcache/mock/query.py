@@ -21,7 +21,12 @@ these):
 * Deep paths (``entity.Shot.code``): a condition matches if *any* record
   reached through the links matches (any-match through multi-entity hops); a
   path through an empty link or a link of another type never matches.
-* ``in_last``/``in_next``/``in_calendar_*`` use UTC; weeks start on Monday.
+* ``in_last``/``in_next``/``in_calendar_*`` use UTC; weeks start on Monday;
+  windows are inclusive at both ends and ``in_next`` starts now (this second).
+* ``include_archived_projects: false`` hides records whose own ``project`` field
+  links a Project with ``archived`` true; Project records themselves stay.
+* ``additional_filter_presets`` are validated and then refused with a Fault (no
+  preset is implemented).
 * Sorting: multi-key, first key primary; **nulls first in ascending order and
   last in descending order**; text-like values (including list and status_list,
   alphabetically, not in valid_values order) sort case-insensitively; entity links
