@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import delete, select
-from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
 from ..schema import Schema
@@ -142,7 +141,8 @@ class RebuildResult:
     removed: dict[str, int] = field(default_factory=dict)
 
 
-def _mark(store: Store, types: list[str], phase: str, *, clear: bool = False) -> None:
+def mark_rebuilding(store: Store, types: list[str], phase: str, *, clear: bool = False) -> None:
+    """Record (or with `clear`, remove) rebuild marks; servers pass these types' reads through."""
     with store.engine.begin() as conn:
         marks = dict(store.get_state(conn, REBUILDING) or {})
         for t in types:
@@ -156,7 +156,7 @@ def _mark(store: Store, types: list[str], phase: str, *, clear: bool = False) ->
 
 def clear_marks(store: Store, types: Iterable[str]) -> None:
     """Serve these types locally again (after a failed rebuild someone has checked)."""
-    _mark(store, list(types), "", clear=True)
+    mark_rebuilding(store, list(types), "", clear=True)
 
 
 def rebuilding(store: Store) -> dict[str, Any]:
@@ -210,20 +210,20 @@ async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, gra
             raise ValueError(f"{t} is not a cached entity type")
     res = RebuildResult(wanted, format_datetime(utcnow()))
     t0 = time.monotonic()
-    await asyncio.to_thread(_mark, store, wanted, "waiting for readers")
+    await asyncio.to_thread(mark_rebuilding, store, wanted, "waiting for readers")
     log.info("rebuild of %s: marked; waiting %.1fs for servers to pass their reads through", wanted, grace)
     await asyncio.sleep(grace)
     done: list[str] = []
     try:
         for etype in wanted:
-            await asyncio.to_thread(_mark, store, [etype], "loading")
+            await asyncio.to_thread(mark_rebuilding, store, [etype], "loading")
             res.rows[etype], res.removed[etype] = await _reload(store, upstream, etype, page_size, progress)
             done.append(etype)
     except BaseException as e:
-        await asyncio.to_thread(_mark, store, [t for t in wanted if t not in done],
+        await asyncio.to_thread(mark_rebuilding, store, [t for t in wanted if t not in done],
                                 f"failed: {type(e).__name__}: {e}"[:200])
         if done:
-            await asyncio.to_thread(_mark, store, done, "", clear=True)
+            await asyncio.to_thread(mark_rebuilding, store, done, "", clear=True)
         raise
     res.seconds = time.monotonic() - t0
 

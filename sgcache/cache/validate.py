@@ -119,7 +119,7 @@ def wire_filters(filters: Any) -> dict[str, Any] | None:
         return None
     if isinstance(filters, dict):
         if "filters" in filters and "conditions" not in filters:  # shotgun_api3 complex form
-            return {"logical_operator": filters.get("filter_operator", "all") == "any" and "or" or "and",
+            return {"logical_operator": "or" if filters.get("filter_operator") == "any" else "and",
                     "conditions": [_wire_cond(c) for c in filters["filters"]]}
         return filters
     if isinstance(filters, list):

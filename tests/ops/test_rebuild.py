@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, update
 
-from sgcache.cache.rebuild import Readiness, RebuildGate, _mark, clear_marks, involved_types
+from sgcache.cache.rebuild import Readiness, RebuildGate, mark_rebuilding, clear_marks, involved_types
 from sgcache.cache.read import Passthrough
 from sgcache.cache.store import Store, make_engine
 from sgcache.cache.validate import validate_counts, validate_data
@@ -146,7 +146,7 @@ def test_the_gate_passes_through_only_what_involves_the_rebuilt_type(db_url: str
     assert schema is not None
     store = Store(engine, schema)
     gate = RebuildGate(Readiness(store, ttl=0), lambda: schema)
-    _mark(store, ["Shot"], "test")
+    mark_rebuilding(store, ["Shot"], "test")
     try:
         with pytest.raises(Passthrough, match="Shot is being rebuilt"):
             gate({"type": "Task", "return_fields": ["entity"]})

@@ -8,12 +8,12 @@ import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 
-from sgcache.cache.rebuild import _mark, clear_marks
+from sgcache.cache.rebuild import mark_rebuilding, clear_marks
 from sgcache.cache.store import Store, make_engine
 
 from ..e2e.harness import Cache, Site, start_cache
@@ -104,7 +104,7 @@ def test_the_status_page_shows_site_lag_counts_scans_reasons_and_plots(
     schema = Store.recorded_schema(engine)
     assert schema is not None
     store = Store(engine, schema)
-    _mark(store, ["Version"], "loading")  # as `sgcache rebuild Version` would
+    mark_rebuilding(store, ["Version"], "loading")  # as `sgcache rebuild Version` would
     deadline = time.monotonic() + 30
     try:
         while True:  # two samples make a line
