@@ -272,11 +272,13 @@ class Refresher:
         now = format_datetime(utcnow())
         log_rows: list[dict[str, Any]] = []
         with self.store.engine.begin() as conn:
-            for etype, got in fetched.items():
+            # Types and rows in one fixed order, so that concurrent writers (the leader and
+            # write-through in any server) lock rows in the same order and cannot deadlock.
+            for etype, got in sorted(fetched.items()):
                 if etype not in self.store:
                     continue
                 for active in (True, False):
-                    recs = [r for r, a in got.values() if r is not None and a is active]
+                    recs = [r for _, (r, a) in sorted(got.items()) if r is not None and a is active]
                     if recs:
                         self.store.upsert(conn, etype, recs, active=active, version=applied.version,
                                           event_id=event_id)

@@ -79,7 +79,7 @@ def test_out_of_order_commits_lose_nothing(faulty: MockProcess, cache: CacheEnv,
     cache.start("events")
     cache.ctrl("poll")
     w = Writer(faulty.sg(), seed=5)
-    for _ in range(80):
+    for _ in range(50):
         w.one()
     cache.ctrl("poll")  # some ids are still invisible here: they go to the backlog
     time.sleep(DELAY + 0.3)
@@ -88,7 +88,7 @@ def test_out_of_order_commits_lose_nothing(faulty: MockProcess, cache: CacheEnv,
     assert compare_all(faulty, view) == []
 
 
-SOAK_WRITES = int(os.environ.get("SGCACHE_SOAK_WRITES", "300"))
+SOAK_WRITES = int(os.environ.get("SGCACHE_SOAK_WRITES", "200"))
 SOAK_KILLS = int(os.environ.get("SGCACHE_SOAK_KILLS", "3"))
 
 
