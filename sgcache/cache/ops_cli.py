@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Callable, Coroutine
 
 import click
 
@@ -34,7 +34,8 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
     return out or None
 
 
-def _finish(reports: list[Any], text: str, as_json: bool, recheck: Callable[[], Awaitable[list[Any]]] | None) -> None:
+def _finish(reports: list[Any], text: str, as_json: bool,
+            recheck: Callable[[], Coroutine[Any, Any, list[Any]]] | None) -> None:
     """Print the reports and exit with the documented code."""
     ok = all(r.ok for r in reports)
     still_bad: list[Any] = []
@@ -105,7 +106,8 @@ def validate_data_cmd(types: tuple[str, ...], filters_json: str | None, fields_o
         filters = json.loads(filters_json) if filters_json else None
     except ValueError as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint="--filters")
-    opts = dict(filters=filters, fields=fields, limit=limit, page=page, retired=retired, settle=settle)
+    opts: dict[str, Any] = dict(filters=filters, fields=fields, limit=limit, page=page, retired=retired,
+                                settle=settle)
 
     async def run(types_: list[str] | None, do_repair: bool) -> list[Any]:
         async with _opened(config) as svc:

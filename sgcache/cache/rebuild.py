@@ -79,7 +79,7 @@ def involved_types(schema: Schema, params: dict[str, Any]) -> set[str]:
     out: set[str] = {root} if isinstance(root, str) else set()
     if not isinstance(root, str) or root not in schema:
         return out
-    paths: list[str] = [f for f in params.get("return_fields") or [] if isinstance(f, str)]
+    paths: list[Any] = list(params.get("return_fields") or [])
     paths += [s.get("field_name") or s.get("column") for s in params.get("sorts") or [] if isinstance(s, dict)]
     stack = [params.get("filters")]
     while stack:

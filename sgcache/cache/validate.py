@@ -176,8 +176,8 @@ async def pending_entities(store: Store, upstream: Upstream, since: int | None,
     f = {"logical_operator": "or", "conditions": conds}
     async for page in upstream.read_pages(ET, ["id", "event_type", "entity", "meta"], filters=f, page_size=PAGE):
         for ev in page:
-            meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
-            ent = ev.get("entity") if isinstance(ev.get("entity"), dict) else {}
+            meta: dict[str, Any] = ev["meta"] if isinstance(ev.get("meta"), dict) else {}
+            ent: dict[str, Any] = ev["entity"] if isinstance(ev.get("entity"), dict) else {}
             etype = meta.get("entity_type") or ent.get("type")
             eid = meta.get("entity_id") or ent.get("id")
             if isinstance(etype, str) and isinstance(eid, int):
