@@ -39,6 +39,7 @@ REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label,
     ("params", r"^unsupported read params|^params not|^return_fields"),
     ("paging", r"paging|^page size"),
     ("sort", r"sort"),
+    ("summary", r"^\w+ over \w+ field"),  # a summary type the cache does not compute for that field
     ("invalid", r"^invalid request"),
     ("error", r"^error$"),
     ("method", r"^method$"),  # not a read: every other api3 method goes to the site
