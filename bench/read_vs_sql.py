@@ -38,7 +38,7 @@ QUERY: dict[str, Any] = {
     "type": "Task",
     "filters": {"logical_operator": "and", "conditions": [
         {"path": "sg_status_list", "relation": "in", "values": ["ip", "rdy", "wtg"]},
-        {"path": "entity.Shot.sg_sequence.Sequence.code", "relation": "starts_with", "values": ["SQ00"]},
+        {"path": "entity.Shot.sg_sequence.Sequence.code", "relation": "starts_with", "values": ["SQ0"]},
         {"path": "due_date", "relation": "between", "values": ["2024-03-01", "2026-06-30"]},
     ]},
     "return_fields": ["content", "sg_status_list", "due_date", "entity", "step.Step.code", "task_assignees"],

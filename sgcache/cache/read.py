@@ -9,6 +9,7 @@ answer exactly raises `Passthrough(reason)` and the server forwards the request.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -78,6 +79,20 @@ class ReadEngine:
         self.store = store
         self.schema = store.schema
         self._is_ready = is_ready or (lambda t, f: True)
+        # Aliases are reused across requests: building one copies every column of the
+        # table, which costs more than running a typical query. Numbered per request.
+        self._aliases: dict[tuple[str, int], Any] = {}
+        self._local = threading.local()
+
+    def alias(self, etype: str, fresh: bool = False) -> Any:
+        """The next alias of `etype`'s table for the statement being built (fresh=True: a
+        new request starts, numbering from 0)."""
+        n = 0 if fresh else getattr(self._local, "n", 0) + 1
+        self._local.n = n
+        a = self._aliases.get((etype, n))
+        if a is None:
+            a = self._aliases[(etype, n)] = self.store[etype].table.alias(f"t{n}")
+        return a
 
     # -- entry point -------------------------------------------------------------
     def read(self, conn: Connection, params: Any) -> dict[str, Any]:
@@ -104,7 +119,7 @@ class ReadEngine:
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
 
         et = self.store[etype]
-        root = et.table.alias("t0")
+        root = self.alias(etype, fresh=True)
         q = _Query(self, etype, root, root)
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
         where.append(self._group(group, root, etype))
@@ -255,7 +270,7 @@ class ReadEngine:
         ft = self._ft(hop.from_type, hop.field.name, "deep filter")
         if hop.to_type not in self.store:
             raise Passthrough(f"uncached entity type {hop.to_type} in deep filter")
-        target = self.store[hop.to_type].table.alias()
+        target = self.alias(hop.to_type)
         inner = self._through(target, path, i + 1, leaf)
         if isinstance(ft, EntityField):
             sub = select(literal(1)).select_from(target).where(
@@ -282,7 +297,7 @@ class ReadEngine:
         for t in self._targets(ft):
             if only is not None and t not in only:
                 continue
-            child = self.store[t].table.alias()
+            child = self.alias(t)
             extra = pred(child, t) if pred is not None else true()
             if extra is None:
                 continue
@@ -333,7 +348,7 @@ class ReadEngine:
             raise Passthrough(f"{etype}.project is not a single link")
         if "Project" not in self.store or "archived" not in self.store["Project"].fields:
             raise Passthrough("Project.archived is not cached")
-        p = self.store["Project"].table.alias()
+        p = self.alias("Project")
         return not_(exists(select(literal(1)).select_from(p).where(
             root.c.project__type == "Project", root.c.project__id == p.c.id, p.c.archived == true())))
 
@@ -351,7 +366,7 @@ class ReadEngine:
             prefix = f"{prefix}{hop.field.name}.{hop.to_type}."
             alias = q.joins.get(prefix)
             if alias is None:
-                alias = self.store[hop.to_type].table.alias()
+                alias = self.alias(hop.to_type)
                 q.from_clause = q.from_clause.outerjoin(alias, and_(
                     cur.c[ft.name + "__type"] == hop.to_type, cur.c[ft.name + "__id"] == alias.c.id,
                     alias.c[ACTIVE]))
@@ -381,7 +396,7 @@ class ReadEngine:
         tcol, icol = table.c[ft.name + "__type"], table.c[ft.name + "__id"]
         alive, names = [], []
         for t in self._targets(ft):
-            tgt = self.store[t].table.alias()
+            tgt = self.alias(t)
             q.from_clause = q.from_clause.outerjoin(tgt, and_(tcol == t, icol == tgt.c.id, tgt.c[ACTIVE]))
             alive.append(tgt.c.id.is_not(None))
             n = self.name_ci(t, tgt)
@@ -431,7 +446,7 @@ class ReadEngine:
         names: dict[str, tuple[str | None, str]] = {}
         for t in self._targets(ft):
             nf = self._name_col(t)
-            tgt = self.store[t].table.alias()
+            tgt = self.alias(t)
             q.from_clause = q.from_clause.outerjoin(tgt, and_(
                 table.c[ft.name + "__type"] == t, table.c[ft.name + "__id"] == tgt.c.id))
             names[t] = (q.label(tgt.c[nf]) if nf else None, q.label(tgt.c[ACTIVE]))
@@ -466,7 +481,7 @@ class ReadEngine:
             frm: Any = a
             per_type = []
             for t in self._targets(ft):
-                tgt = self.store[t].table.alias()
+                tgt = self.alias(t)
                 frm = frm.outerjoin(tgt, and_(a.c.child_type == t, a.c.child_id == tgt.c.id))
                 nf = self._name_col(t)
                 nl = f"n_{len(per_type)}"

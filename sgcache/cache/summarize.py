@@ -102,7 +102,7 @@ class Summarizer:
         for kind, _d, fp in groups:
             self._check_grouping(fp)
 
-        root = self.store[etype].table.alias("t0")
+        root = self.reader.alias(etype, fresh=True)
         q = _Query(self.reader, etype, root, root)
         where = [root.c[ACTIVE], self.reader._group(group, root, etype)]
         if params.get("include_archived_projects", True) is False:
@@ -166,7 +166,7 @@ class Summarizer:
             names: dict[str, tuple[str | None, str]] = {}
             for t in self.reader._targets(ft):
                 nf = self.reader._name_col(t)
-                tgt = self.store[t].table.alias()
+                tgt = self.reader.alias(t)
                 q.from_clause = q.from_clause.outerjoin(tgt, and_(
                     table.c[ft.name + "__type"] == t, table.c[ft.name + "__id"] == tgt.c.id))
                 names[t] = (q.label(tgt.c[nf]) if nf else None, q.label(tgt.c[ACTIVE]))
@@ -206,7 +206,7 @@ class Summarizer:
             frm: Any = a
             per_type = []
             for t in self.reader._targets(ft):
-                tgt = self.store[t].table.alias()
+                tgt = self.reader.alias(t)
                 frm = frm.outerjoin(tgt, and_(a.c.child_type == t, a.c.child_id == tgt.c.id))
                 nf = self.reader._name_col(t)
                 per_type.append((t, f"n{len(per_type)}", f"a{len(per_type)}"))

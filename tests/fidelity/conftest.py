@@ -23,6 +23,11 @@ settings.register_profile(
                            HealthCheck.data_too_large, HealthCheck.filter_too_much])
 FIDELITY = settings.get_profile("fidelity")
 
+
+def examples(n: int) -> settings:
+    """The fidelity profile with n examples in CI (all of SGCACHE_FIDELITY_EXAMPLES locally)."""
+    return settings(FIDELITY, max_examples=_LONG or n)
+
 SITE_SCHEMA = Path(os.environ.get("SGCACHE_SITE_SCHEMA", "/work/shared/fixtures/site-schema.json"))
 #: Types of the real site schema seeded through the API (it ships without data).
 SEEDED_TYPES = ["HumanUser", "Group", "Project", "Sequence", "Shot", "Asset", "Step", "Task", "Version",

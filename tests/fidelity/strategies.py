@@ -217,19 +217,29 @@ class Gen:
         return params
 
     @st.composite
+    def summary_path(draw: Any, self: "Gen", etype: str) -> str:
+        """Mostly fields whose values can be summarized; now and then anything."""
+        text, _t, fs = draw(self.path(etype, through_multi=False))
+        if fs.data_type in UNREADABLE | {"url", "serializable"} and not rare(draw, 4):
+            ok = [f for f, d in self.schema[etype].fields.items()
+                  if d.data_type not in UNREADABLE | {"url", "serializable"}]
+            text = draw(st.sampled_from(sorted(ok)))
+        return text
+
+    @st.composite
     def summarize(draw: Any, self: "Gen") -> dict[str, Any]:
         from sgcache.mock.summarize import GROUP_TYPES, SUMMARY_TYPES
         etype = draw(st.sampled_from(self.types))
         summaries = []
         for _ in range(draw(st.integers(1, 3))):
-            f = draw(self.path(etype, through_multi=False))[0]
+            f = draw(self.summary_path(etype))
             s: dict[str, Any] = {"field": f, "type": draw(st.sampled_from(SUMMARY_TYPES))}
             if s["type"] in ("percentage", "status_percentage") and draw(st.booleans()):
                 s["value"] = draw(st.sampled_from(["fin", "ip", "IP", "wtg", "act", "x"]))
             summaries.append(s)
         params: dict[str, Any] = {"type": etype, "summaries": summaries, "filters": draw(self.group(etype))}
         if draw(st.booleans()):
-            params["grouping"] = [{"field": draw(self.path(etype, through_multi=False))[0],
+            params["grouping"] = [{"field": draw(self.summary_path(etype)),
                                    "type": draw(st.sampled_from(GROUP_TYPES)),
                                    "direction": draw(st.sampled_from(["asc", "desc"]))}
                                   for _ in range(draw(st.integers(1, 2)))]

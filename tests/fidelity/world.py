@@ -42,7 +42,7 @@ class World:
     explain_on: bool = bool(os.environ.get("SGCACHE_FIDELITY_EXPLAIN"))
     _reader: Any = None
 
-    def explain(self, params: Any) -> None:
+    def explain(self, params: Any, method: str = "read") -> None:
         """Count why the cache would pass this read through (diagnostics for the report)."""
         if not self.explain_on:
             return
@@ -55,7 +55,11 @@ class World:
             self._reader = ReadEngine(Store(engine, schema))
         try:
             with self._reader.store.engine.connect() as conn:
-                self._reader.read(conn, params)
+                if method == "summarize":
+                    from sgcache.cache.summarize import Summarizer
+                    Summarizer(self._reader).summarize(conn, params)
+                else:
+                    self._reader.read(conn, params)
         except Passthrough as p:
             self.passthrough_reasons[re.sub(r"\d+|'[^']*'", "#", p.reason)[:90]] += 1
         except Exception as e:  # noqa: BLE001 - diagnostics only
@@ -79,7 +83,8 @@ class World:
         return self.call(self.site.url, method, params), self.call(self.cache.url, method, params)
 
     def upstream_reads(self, method: str = "read") -> int:
-        return int(self.site.stats().get("requests", {}).get(method, 0))
+        stats = self.client.get(self.site.admin_url + "/stats").json()
+        return int(stats.get("requests", {}).get(method, 0))
 
 
 def load_pools(world: World, types: list[str] | None = None) -> None:
