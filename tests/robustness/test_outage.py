@@ -113,12 +113,11 @@ PASSTHROUGH: list[tuple[str, Any]] = [
     ("update", {"type": "Shot", "id": 999999, "fields": [{"field_name": "code", "value": "x"}]}),
     ("delete", {"type": "Shot", "id": 999999}),
     ("batch", [{"request_type": "delete", "type": "Shot", "id": 999999}]),
-    ("summarize", {"type": "Shot", "summaries": [{"field": "id", "type": "count"}],
-                   "filters": {"logical_operator": "and", "conditions": []}}),
+    ("schema_field_read", {"type": "Shot", "field_name": "code"}),
     ("read", {"type": "Shot", "return_fields": ["code"], "filters": {"logical_operator": "and", "conditions": [
         {"path": "created_at", "relation": "in_last", "values": [3, "DAY"]}]}}),  # always passed through
 ]
-SAFE = {"summarize", "read"}
+SAFE = {"schema_field_read", "read"}
 
 
 @pytest.mark.parametrize("faults", [{"outage": 120}, {"latency": 5.0}, {"drop_rate": 1.0}],
@@ -126,7 +125,9 @@ SAFE = {"summarize", "read"}
 def test_passthrough_fails_fast_with_a_clear_fault(site: Site, cache: Cache, faults: dict[str, Any]) -> None:
     auth = {"script_name": site.script_name, "script_key": site.script_key}
     set_faults(site, **faults)
-    for method, params in PASSTHROUGH:
+    # a hang costs the whole timeout per call: one write and one read show it
+    calls = PASSTHROUGH if "latency" not in faults else [PASSTHROUGH[0], PASSTHROUGH[-1]]
+    for method, params in calls:
         t0 = time.monotonic()
         r = rpc(cache.url, method, auth, params)
         took = time.monotonic() - t0
@@ -138,14 +139,12 @@ def test_passthrough_fails_fast_with_a_clear_fault(site: Site, cache: Cache, fau
             assert "may or may not have been applied" in body["message"]
     # Through the real client: a Fault with the message, not a ProtocolError.
     sg = cache.sg(site, connect=False)
-    with pytest.raises(shotgun_api3.Fault, match="unavailable|did not answer|could not be reached|connection"):
-        sg.summarize("Shot", [], [{"field": "id", "type": "count"}])
+    with pytest.raises(shotgun_api3.Fault, match="unavailable"):
+        sg.schema_field_read("Shot", "code")
 
 
-@pytest.mark.parametrize("faults", [{"error_rate": 1.0, "error_codes": [502]},
-                                    {"error_rate": 1.0, "error_codes": [503]},
-                                    {"error_rate": 1.0, "error_codes": [504]},
-                                    {"drop_rate": 1.0}], ids=["502", "503", "504", "dropped"])
+@pytest.mark.parametrize("faults", [{"error_rate": 1.0, "error_codes": [502, 503, 504]}, {"drop_rate": 1.0}],
+                         ids=["502-503-504", "dropped"])  # each status alone: test_units.py
 def test_only_safe_methods_are_retried(site: Site, cache: Cache, faults: dict[str, Any]) -> None:
     auth = {"script_name": site.script_name, "script_key": site.script_key}
     set_faults(site, **faults)
@@ -161,6 +160,6 @@ def test_cache_catches_up_when_the_site_returns(site: Site, cache: Cache) -> Non
     sg = cache.sg(site, connect=False)
     set_faults(site, outage=120)
     with pytest.raises(shotgun_api3.Fault):
-        sg.summarize("Shot", [], [{"field": "id", "type": "count"}])
+        sg.schema_field_read("Shot", "code")
     set_faults(site)
-    assert sg.summarize("Shot", [], [{"field": "id", "type": "count"}])["summaries"]["id"] > 0
+    assert "code" in sg.schema_field_read("Shot", "code")
