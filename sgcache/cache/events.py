@@ -153,7 +153,11 @@ class EventWatcher:
                 before = await self._edge("desc", [
                     {"path": "created_at", "relation": "less_than", "values": [scan_started_before(started)]}])
                 first = await self._edge("asc")
-                start = before["id"] if before else (first["id"] - 1 if first else 0)
+                if before is None and first is not None:
+                    # Everything before the scan is gone: events right after it may be too.
+                    await self.rescan("the log no longer reaches back to the last full scan")
+                    return
+                start = before["id"] if before else 0
                 await asyncio.to_thread(self._commit, start, {})
                 log.info("event watcher starts after event %d (before the last full scan)", start)
             else:

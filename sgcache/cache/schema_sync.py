@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from ..config import Config
 from ..schema import FieldSchema, Schema, load_rules
 from ..upstream import Upstream
-from .fields import MultiEntityField, field_type
+from .fields import MultiEntityField
 from .read import ReadEngine
 from .store import VERSION, Store
 
