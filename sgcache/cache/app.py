@@ -7,6 +7,7 @@ credentials. File endpoints are streamed through; browser pages redirect to the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -37,6 +38,8 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer"
                 "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
 
+#: Bodies up to this size are parsed on the event loop; bigger ones in a worker thread.
+INLINE_PARSE_BYTES = 256 * 1024
 #: Seconds the site's `info` answer is reused.
 INFO_TTL = 30.0
 
@@ -59,16 +62,17 @@ def _reject_constant(name: str) -> Any:
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    """True if lists/dicts nest deeper than `limit` (iterative: no recursion to exhaust)."""
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            if d > limit:
-                return True
-            stack.extend((x, d + 1) for x in v if isinstance(x, (list, dict)))
+    """True if lists/dicts nest deeper than `limit` (level by level: no recursion to exhaust)."""
+    level = [value] if isinstance(value, (list, dict)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nxt: list[Any] = []
+        for v in level:
+            nxt += [x for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (list, dict))]
+        level = nxt
     return False
 
 
@@ -132,6 +136,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                    and k.lower() != "content-encoding"}
         return Response(resp.content, status_code=resp.status_code, headers=headers)
 
+    big_parses = asyncio.Semaphore(2)
+
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
         method, outcome = "invalid", "fault"
@@ -139,7 +145,11 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         response: Response | None = None
         try:
             body = await read_body(request, config.max_body_bytes)
-            method, params = parse_payload(body, config.max_json_depth)
+            if len(body) <= INLINE_PARSE_BYTES:
+                method, params = parse_payload(body, config.max_json_depth)
+            else:  # seconds of CPU for a big batch: off the event loop, one or two at a time
+                async with big_parses:
+                    method, params = await run_in_threadpool(parse_payload, body, config.max_json_depth)
             if method == "info":
                 outcome = "served"
                 return await info(body, request)
