@@ -41,6 +41,8 @@ ET = "EventLogEntry"
 READY_MAX_LAG = 120.0
 #: State key where the sync leader's monitor records the site's end of the event log.
 SITE_EVENTS = "site_events"
+#: State key where the sync leader's monitor records the rows per type.
+ROW_COUNTS = "row_counts"
 #: Older than this (seconds), the leader's record of the site's log says nothing.
 EDGES_MAX_AGE = 30.0
 #: At most this many points of history go to the page.
@@ -108,8 +110,14 @@ class Monitor:
             out["rebuilding"] = store.get_state(conn, "rebuilding") or {}
             out["site_events"] = store.get_state(conn, SITE_EVENTS)
             out["last_rebuild"] = store.get_state(conn, "last_rebuild")
+            out["rows"] = None
             if with_rows:
                 out["rows"] = {t: store.counts(conn, t) for t in store.entities}
+                if self.is_leader:
+                    with store.engine.begin() as wconn:
+                        store.set_state(wconn, ROW_COUNTS, out["rows"])
+            elif self.sync is not None and not self.is_leader:
+                out["rows"] = store.get_state(conn, ROW_COUNTS)
         return out
 
     async def _site_edges(self, after: int | None) -> tuple[int | None, str | None]:
@@ -134,7 +142,9 @@ class Monitor:
     async def sample(self) -> State:
         async with self._lock:
             now = time.time()
-            with_rows = now - self._rows_at >= self.rows_every
+            # Counting every table is the one costly query: only the leader (or a server
+            # with no sync at all) counts, and followers read the leader's last counts.
+            with_rows = now - self._rows_at >= self.rows_every and (self.is_leader or self.sync is None)
             st = State(at=now, rows=self.state.rows)
             try:
                 db = await asyncio.to_thread(self._read_db, with_rows)
@@ -145,6 +155,7 @@ class Monitor:
                 return st
             if with_rows:
                 self._rows_at = now
+            if isinstance(db["rows"], dict):
                 st.rows = db["rows"]
             st.last_event_id = db["last_event_id"]
             st.backlog = len(db["backlog"])

@@ -59,6 +59,7 @@ def test_two_servers_on_one_postgresql_have_one_leader_and_fail_over(
         assert "sgcache_sync_leader 0.0" in metrics
         # The follower reports the shared lag from the leader's record of the site's log.
         wait_for(lambda: status(follower)["state"]["lag_ids"] is not None, what="follower knows the lag")
+        wait_for(lambda: status(follower)["state"]["rows"].get("Shot"), what="follower shows the leader's counts")
         assert httpx.get(follower.url + "/readyz").status_code == 200
 
         sg = site.sg()
