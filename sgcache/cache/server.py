@@ -85,6 +85,11 @@ class Supervisor:
         self.procs: list[Any] = []
         self.stopping = False
 
+    async def _prepare(self) -> None:
+        """Set the cache up once (an empty database gets its tables) before workers race to."""
+        svc = await CacheService.open(self.config)
+        await svc.aclose()
+
     def _start(self, sock: socket.socket) -> Any:
         p = self.ctx.Process(target=_worker, args=(self.config, sock), name="sgcache-worker", daemon=False)
         p.start()
@@ -94,6 +99,7 @@ class Supervisor:
         self.stopping = True
 
     def run(self) -> None:
+        asyncio.run(self._prepare())
         sock = uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket()  # type: ignore[arg-type]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
