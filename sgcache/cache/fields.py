@@ -16,6 +16,12 @@ from sqlalchemy.sql.type_api import TypeEngine
 from ..schema import FieldSchema
 
 
+#: Bumped whenever a class below changes its columns or their contents (2: casefold instead
+#: of lower; `__ci` shadows on short codes and tag lists). A database written under another
+#: layout must be rebuilt (drop it, `sgcache scan --full`); the store should record and check it.
+LAYOUT_VERSION = 2
+
+
 def fold(value: str) -> str:
     """Case folding used for every case-insensitive text comparison and sort.
 
