@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..logs import scrub
 from ..protocol import errors
 from ..protocol.values import parse_datetime
 from .metrics import Metrics
@@ -150,7 +151,7 @@ class Monitor:
                 db = await asyncio.to_thread(self._read_db, with_rows)
             except Exception as e:
                 self.metrics.sample_errors.inc()
-                st.error = f"database: {type(e).__name__}: {e}"[:300]
+                st.error = scrub(f"database: {type(e).__name__}: {e}")[:300]  # shown on the page
                 self.state = st
                 return st
             if with_rows:
@@ -172,7 +173,7 @@ class Monitor:
                     await asyncio.to_thread(self._write_edges, edges)
                 except errors.Fault as e:
                     st.site_ok = False
-                    st.error = f"site: {e.message}"[:300]
+                    st.error = scrub(f"site: {e.message}")[:300]
                     self.metrics.sample_errors.inc()
                     edges = {}
             if edges and now - float(edges.get("sampled_at") or 0) <= EDGES_MAX_AGE:
