@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         script = {"script_name": mock.script_name, "script_key": mock.script_key}
         auths = [script, dict(script, sudo_as_login="admin")]
         rss_idle = _proc_status(server.pid)
+        load_before = common.loadavg()
 
         per = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
         start_at = time.monotonic() + 2.0
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                           "second_half_max": round(max(mid, default=0) / 1024, 1),
                           "end": round(rss_end["VmRSS"] / 1024, 1), "peak": round(rss_end["VmHWM"] / 1024, 1)},
         "server_cpu_s_per_s": round(cpu / measured, 2),
+        # other work on the machine competes for the same cores: read the numbers with this
+        "loadavg_before_after": [load_before, common.loadavg()],
         "machine": common.machine(),
     }
     path = common.write_result(args.name, out)
