@@ -22,7 +22,7 @@ from .servers import Primed, post_raw, rpc, serve
 
 PASSWORD = "pw-Rob-9c1e77d2"
 LOGIN = "robustness.user"
-TTL = 2.0
+TTL = 3.0
 STALE_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 BAD_KEY = "not-the-key-0b7e11c94a"
 READ_FROM_CACHE = ("Shot", [["code", "contains", "0"]], ["code", "sg_status_list"])
