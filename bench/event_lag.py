@@ -2,8 +2,9 @@
 cache serves the new value, with `sgcache serve` at its default poll interval.
 
 Each sample updates one Shot's description on the mock site, then reads the cache's
-database through the read engine every 5 ms until the new value is there. Writes are
-spaced by a random 0-1 s so they land anywhere in the poll cycle.
+database through the read engine every 5 ms until the new value is there. Each write
+waits a random 0..poll-interval after the previous one became visible (which happens
+right after a poll), so writes land uniformly over the poll cycle.
 
     python bench/event_lag.py --samples 100
     python bench/event_lag.py --samples 100 --db-url postgresql+psycopg://...
@@ -49,7 +50,7 @@ def main() -> None:
         rng = random.Random(3)
         lags: list[float] = []
         for k in range(args.samples):
-            time.sleep(rng.random())
+            time.sleep(rng.uniform(0, poll_interval))
             sid = rng.choice(shots)
             value = f"lag sample {k} {time.time()}"
             sg.update("Shot", sid, {"description": value})

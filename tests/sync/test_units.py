@@ -103,3 +103,13 @@ def test_retention_and_truncation_trigger_a_rescan(store: Store, lo: int, hi: in
     w.rescan = fake_rescan  # type: ignore[method-assign]
     asyncio.run(w.check_retention())
     assert bool(why) is rescan, why
+
+
+def test_backlog_takes_missing_ids_fills_them_late_and_expires_them(store: Store) -> None:
+    w = EventWatcher(store, EdgeSite(1, 1), refresher=None, config=Config(backlog_ttl=300))  # type: ignore[arg-type]
+    last, backlog = w._advance([{"id": 3}, {"id": 6}], 1, {}, now=1000.0)
+    assert (last, sorted(backlog)) == (6, [2, 4, 5])
+    last, backlog = w._advance([{"id": 4}, {"id": 7}], last, backlog, now=1100.0)  # 4 committed late
+    assert (last, sorted(backlog)) == (7, [2, 5]) and w.stats["gaps_filled"] == 1
+    assert sorted(w._expire(dict(backlog), now=1299.0)) == [2, 5]
+    assert w._expire(dict(backlog), now=1301.0) == {} and w.stats["gaps_expired"] == 2
