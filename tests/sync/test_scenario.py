@@ -118,3 +118,21 @@ def test_scans_catch_retirements_that_leave_updated_at_alone(mock: MockProcess, 
     cache.ctrl("scan")
     assert view.one("Asset", asset["id"], ["code", "shots"]) == site_one(site, "Asset", asset["id"], ["code", "shots"])
     assert "retired-set" in {r["ref"] for r in logged(view, "scan")}
+
+
+def test_write_through_batch(mock: MockProcess, cache: CacheEnv, view: CacheView) -> None:
+    """Every request of a passthrough `batch` is in the cache when the response returns."""
+    import shotgun_api3
+    client = shotgun_api3.Shotgun(cache.serve(), script_name=mock.script_name, api_key=mock.script_key)
+    site = mock.sg()
+    victim = site.find_one("Task", [["entity", "is", {"type": "Shot", "id": 3}]], ["id"])
+    out = client.batch([
+        {"request_type": "create", "entity_type": "Task",
+         "data": {"content": "batched", "entity": {"type": "Shot", "id": 3}, "project": {"type": "Project", "id": 1}}},
+        {"request_type": "update", "entity_type": "Shot", "entity_id": 3, "data": {"description": "batched"}},
+        {"request_type": "delete", "entity_type": "Task", "entity_id": victim["id"]},
+    ])
+    new = out[0]["id"]
+    for etype, eid in (("Task", new), ("Shot", 3), ("Task", victim["id"])):
+        check(site, view, [(etype, eid)], "batch")
+    assert view.one("Task", victim["id"])["__retired"] is True
