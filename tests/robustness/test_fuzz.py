@@ -119,6 +119,21 @@ plausible_reads = st.fixed_dictionaries({
              "include_archived_projects": st.booleans(),
              "return_paging_info_without_counts": st.booleans()})
 
+SUMMARY_TYPES = ["record_count", "count", "sum", "maximum", "minimum", "average", "earliest", "latest",
+                 "percentage", "status_percentage", "status_list", "checked", "unchecked", "median", ""]
+GROUP_TYPES = ["exact", "entitytype", "firstletter", "tens", "hundreds", "day", "week", "month", "quarter",
+               "year", "clustered_date", "bogus"]
+plausible_summaries = st.fixed_dictionaries({
+    "type": st.just("Shot"),
+    "summaries": st.lists(st.fixed_dictionaries({"field": st.sampled_from(SHOT_FIELDS),
+                                                 "type": st.sampled_from(SUMMARY_TYPES)},
+                                                optional={"value": scalars}), min_size=1, max_size=3),
+    "filters": plausible_filters,
+}, optional={"grouping": st.lists(st.fixed_dictionaries({
+    "field": st.sampled_from(SHOT_FIELDS), "type": st.sampled_from(GROUP_TYPES),
+    "direction": st.sampled_from(["asc", "desc"])}), max_size=2),
+    "include_archived_projects": st.booleans()})
+
 OTHER_METHODS = ["summarize", "schema_read", "schema_field_read", "schema_entity_read", "text_search",
                  "note_thread_contents", "info", "get_session_token", "nonexistent", "READ", ""]
 WRITES = ["create", "update", "delete", "revive", "batch", "schema_field_create", "schema_field_delete"]
@@ -135,7 +150,8 @@ def requests(auth: dict[str, str]) -> st.SearchStrategy[bytes]:
 
     reads = st.builds(lambda a, p: envelope("read", [a, p]),
                       st.sampled_from([auth, auth, auth, dict(auth, sudo_as_login="admin")]) | auths, read_params)
-    local = st.builds(lambda p: envelope("read", [auth, p]), plausible_reads)
+    local = st.builds(lambda p: envelope("read", [auth, p]), plausible_reads) | st.builds(
+        lambda p: envelope("summarize", [auth, p]), plausible_summaries)
     others = st.builds(lambda m, a, p: envelope(m, [a, p]), st.sampled_from(OTHER_METHODS) | st.text(max_size=10),
                        auths, read_params | json_values)
     writes = st.builds(lambda m, p: envelope(m, [refused, p]), st.sampled_from(WRITES), json_values | read_params)
