@@ -3,7 +3,9 @@
 Every serving process samples the database every few seconds (event position,
 backlog, scans, rebuilds, rows per type). Only the sync leader's sampler asks the site
 for the end of its event log, and records the answer in the database; every other
-process (followers, `--no-sync` servers) reads it from there. So any process behind
+process (followers, `--no-sync` servers) reads it from there (if the leader is an
+`sgcache events` process with no sampler, a syncing follower that finds the record
+stale asks in its place). So any process behind
 the balancer reports the lag of the one cache they all serve, and the site sees one
 extra small read every few seconds however many processes run. With no leader
 anywhere (every server `--no-sync`), the lag is unknown and `/readyz` of a `--no-sync`
@@ -18,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -165,7 +168,11 @@ class Monitor:
             st.last_rebuild = db["last_rebuild"]
             st.primed = bool(st.scans.get("full"))
             edges = db["site_events"] if isinstance(db["site_events"], dict) else {}
-            if self.is_leader:  # only the leader asks the site; everyone else reads its answer
+            stale = now - float(edges.get("sampled_at") or 0) > 2 * self.interval + random.uniform(0, self.interval)
+            # The leader asks the site; everyone else reads its answer from the database. When
+            # the leader does not serve (`sgcache events` leads), a syncing follower that finds
+            # the answer stale asks in its place: still about one site read per interval.
+            if self.is_leader or (self.sync is not None and stale):
                 try:
                     newest, first_pending = await self._site_edges(st.last_event_id)
                     edges = {"newest_id": newest, "first_pending_at": first_pending,

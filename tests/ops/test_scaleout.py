@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -11,7 +13,7 @@ import httpx
 import pytest
 
 from ..cache.dbs import new_db_url
-from ..e2e.harness import Cache, Site, start_cache
+from ..e2e.harness import Cache, Site, cache_env, sgcache, start_cache
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -98,3 +100,24 @@ def test_workers_share_one_port(site: Site, tmp_path: Path) -> None:
     finally:
         c.stop()
     assert c.proc is not None and c.proc.returncode == 0, "the supervisor stops its workers cleanly"
+
+
+def test_a_server_follows_the_lag_when_sgcache_events_leads(site: Site, tmp_path: Path) -> None:
+    """`sgcache events` (no HTTP, no sampler) holds the lock; the server still knows the lag."""
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    env = cache_env(site, url, tmp_path, SGCACHE_POLL_INTERVAL="0.5")
+    assert sgcache(env, "scan", "--full").returncode == 0
+    events = subprocess.Popen([sys.executable, "-m", "sgcache.cli", "events"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # let it take the leader lock first
+        c = start_cache(site, url, tmp_path, scan=False, SGCACHE_POLL_INTERVAL="0.5")
+        try:
+            wait_for(lambda: status(c)["state"]["lag_ids"] is not None, what="lag known")
+            assert status(c)["leader"] is False
+            assert httpx.get(c.url + "/readyz").status_code == 200
+        finally:
+            c.stop()
+    finally:
+        events.terminate()
+        events.wait(10)
