@@ -91,7 +91,9 @@ class ReadEngine:
         self._local.n = n
         a = self._aliases.get((etype, n))
         if a is None:
-            a = self._aliases[(etype, n)] = self.store[etype].table.alias(f"t{n}")
+            a = self.store[etype].table.alias(f"t{n}")
+            a.c  # build the column proxies before another thread can see the alias
+            self._aliases[(etype, n)] = a
         return a
 
     # -- entry point -------------------------------------------------------------

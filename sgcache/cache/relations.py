@@ -373,6 +373,13 @@ def support_markdown() -> str:
               "last field; filters go through single and multi-entity links (any match), return",
               "fields and sorts through single-entity links (a return field through a multi-entity",
               "link is null, as on the site; a sort through one is passed through).", ""]
+    from .summarize import GROUP_TYPES, MAX_ROWS, SUMMARY_TYPES
+    lines += ["## summarize", "",
+              "Answered locally for every summary type (" + ", ".join(f"`{t}`" for t in sorted(SUMMARY_TYPES))
+              + ") and grouping type (" + ", ".join(f"`{t}`" for t in sorted(GROUP_TYPES)) + "), with the",
+              "filters above, except: fields that are not cached, url/serializable fields, `minimum`,",
+              "`maximum`, `earliest`, `latest` and `status_list` over links or tag lists, paths through",
+              f"multi-entity links, and more than {MAX_ROWS:,} matching records: those pass through.", ""]
     return "\n".join(lines)
 
 
