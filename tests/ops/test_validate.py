@@ -109,6 +109,20 @@ def test_data_with_filters_fields_and_paging(site: Site, store: Store) -> None:
     assert rep.ok and rep.compared == 3
 
 
+def test_data_compares_retired_entities_on_request(site: Site, store: Store) -> None:
+    retired = site.sg().find("Task", [], ["content"], retired_only=True)
+    assert retired, "the demo studio has retired tasks"
+    t = store["Task"].table
+    with store.engine.begin() as conn:
+        conn.execute(update(t).where(t.c.id == retired[0]["id"]).values(content="x", content__ci="x"))
+    [rep] = run(validate_data, site, store, ["Task"], fields=["content"], retired=True, settle=0)
+    assert rep.compared == len(retired)
+    assert [(d.entity_id, d.cache) for d in rep.diffs] == [(retired[0]["id"], "x")]
+    [rep] = run(validate_data, site, store, ["Task"], fields=["content"], retired=True, settle=0, do_repair=True)
+    [rep] = run(validate_data, site, store, ["Task"], fields=["content"], retired=True, settle=0)
+    assert rep.ok, rep.to_json()
+
+
 def test_the_cli_exits_non_zero_on_a_mismatch_and_repairs(site: Site, env: dict[str, str], store: Store,
                                                          backend: str) -> None:
     if backend != "sqlite":
