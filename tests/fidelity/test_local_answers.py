@@ -82,3 +82,27 @@ def test_reads_marked_local_never_reach_the_site(world: World) -> None:
         assert forwarded == [], "reads marked 'answered locally' were passed through"
     for params, mine in zip(reads, answers):
         assert mine == world.call(world.site.url, "read", params), params
+
+
+def test_summaries_of_every_type_and_grouping_never_reach_the_site(world: World) -> None:
+    from sgcache.cache.summarize import GROUP_TYPES, SUMMARY_TYPES
+    fields = {"record_count": "id", "count": "entity", "sum": "duration", "maximum": "est_in_mins",
+              "minimum": "sg_progress", "average": "duration", "earliest": "start_date", "latest": "due_date",
+              "percentage": "milestone", "status_percentage": "sg_status_list", "status_list": "sg_status_list",
+              "checked": "milestone", "unchecked": "milestone"}
+    by = {"exact": "sg_status_list", "entitytype": "entity", "firstletter": "content"}
+    requests = []
+    for kind in sorted(GROUP_TYPES):
+        field = by.get(kind) or ("due_date" if kind in ("day", "week", "month", "quarter", "year",
+                                                        "clustered_date", "oneday", "fivedays") else "duration")
+        requests.append({"type": "Task", "filters": [["project", "is", {"type": "Project", "id": 1}]],
+                         "summaries": [{"field": fields[s], "type": s} for s in sorted(SUMMARY_TYPES)],
+                         "grouping": [{"field": field, "type": kind, "direction": "desc"},
+                                      {"field": "step", "type": "exact", "direction": "asc"}]})
+    assert set(fields) == SUMMARY_TYPES
+    before = world.upstream_reads("summarize")
+    answers = [world.call(world.cache.url, "summarize", p) for p in requests]
+    assert world.upstream_reads("summarize") == before, "a summary marked 'answered locally' was passed through"
+    for params, mine in zip(requests, answers):
+        assert "fault" not in mine
+        assert mine == world.call(world.site.url, "summarize", params), params
