@@ -37,3 +37,17 @@ def test_random_summaries_match_the_site(world: World) -> None:
     for reason, n in world.passthrough_reasons.most_common(30):
         print(f"{n:6d}  {reason}")
     assert forwarded <= 0.6 * sent[0], "most summaries the test sends should be answered locally"
+
+
+def test_random_summaries_on_the_real_site_schema_match(site_world: World) -> None:
+    from .conftest import SEEDED_TYPES
+    gen = Gen(site_world, [t for t in SEEDED_TYPES if t in site_world.schema])
+
+    @examples(50)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        params = data.draw(gen.summarize())
+        note(json.dumps(params, ensure_ascii=False))
+        site, cache = site_world.both("summarize", params)
+        assert cache == site, json.dumps(params, ensure_ascii=False)
+    check()
