@@ -5,6 +5,10 @@ Task creates linked to Shots with their back-reference events, Shot updates) whi
 watcher runs; then the watcher, positioned before the burst, catches up with
 `catch_up()` and is timed. Afterwards the cached rows are compared with the site.
 
+`--replay` also measures the cache's own side: every site response of the live run is
+recorded, and a second cache (primed identically) catches up against the recording,
+served from memory, so the site's time drops out.
+
     python bench/event_apply.py --events 50000                       # SQLite
     python bench/event_apply.py --events 50000 --db-url postgresql+psycopg://...
 """
@@ -13,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import uuid
 import random
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,10 +65,33 @@ def burst(mock, n_events: int, seed: int = 1) -> int:  # type: ignore[no-untyped
     return last - start
 
 
-async def catch_up(cache: CacheEnv) -> tuple[int, float]:
+class Recorder(httpx.AsyncHTTPTransport):
+    """Pass requests to the site and keep each response body, keyed by request body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[bytes, bytes] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await super().handle_async_request(request)
+        body = await resp.aread()
+        self.bodies[request.content] = body
+        return httpx.Response(resp.status_code, headers=resp.headers, content=body)
+
+
+def replayer(bodies: dict[bytes, bytes]) -> httpx.MockTransport:
+    async def handle(request: httpx.Request) -> httpx.Response:
+        body = bodies.get(await request.aread())
+        if body is None:
+            raise RuntimeError("replay: a request the live run did not make")
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+    return httpx.MockTransport(handle)
+
+
+async def catch_up(cache: CacheEnv, transport: Any = None) -> tuple[int, float]:
     from sgcache.cache.service import CacheService
     from sgcache.cache.sync import SyncLoop
-    svc = await CacheService.open(cache.config, create=False)
+    svc = await CacheService.open(cache.config, create=False, transport=transport)
     try:
         loop = SyncLoop(svc)
         await loop.watcher.start()
@@ -69,6 +100,19 @@ async def catch_up(cache: CacheEnv) -> tuple[int, float]:
         return n, time.perf_counter() - t0
     finally:
         await svc.aclose()
+
+
+def second_db(url: str, data: Path) -> str:
+    """A second empty database next to the first one."""
+    if not url.startswith("postgresql"):
+        return f"sqlite:///{data}/replay.sqlite"
+    import sqlalchemy as sa
+    name = "sgbench_replay_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
 
 
 async def position(cache: CacheEnv) -> None:
@@ -88,20 +132,35 @@ def main() -> None:
     ap.add_argument("--db-url", default="", help="default: SQLite in a temp dir")
     ap.add_argument("--out", default="event_apply")
     ap.add_argument("--no-compare", action="store_true")
+    ap.add_argument("--rules", default="", help="a rules file choosing the cached types/fields")
+    ap.add_argument("--replay", action="store_true", help="also time the cache side alone (see above)")
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="sgb-", dir="/tmp"))
     mock = start_mock("--demo", str(args.demo))
     try:
-        cache = CacheEnv(mock, args.db_url or f"sqlite:///{data}/cache.sqlite", data)
+        env = {"SGCACHE_RULES": str(Path(args.rules).resolve())} if args.rules else {}
+        cache = CacheEnv(mock, args.db_url or f"sqlite:///{data}/cache.sqlite", data, extra_env=env)
         cache.prime()
         asyncio.run(position(cache))
+        twin = None
+        if args.replay:
+            twin = CacheEnv(mock, second_db(cache.db_url, data), data, extra_env=env)
+            twin.prime()
+            asyncio.run(position(twin))
         t0 = time.perf_counter()
         written = burst(mock, args.events)
         write_s = time.perf_counter() - t0
         print(f"burst: {written} events written in {write_s:.1f}s", flush=True)
-        n, secs = asyncio.run(catch_up(cache))
+        recorder = Recorder() if args.replay else None
+        n, secs = asyncio.run(catch_up(cache, recorder))
         rate = n / secs if secs else 0.0
         print(f"applied {n} events in {secs:.2f}s: {rate:,.0f} events/s", flush=True)
+        replay: dict[str, Any] = {}
+        if twin is not None and recorder is not None:
+            rn, rsecs = asyncio.run(catch_up(twin, replayer(recorder.bodies)))
+            replay = {"events": rn, "seconds": round(rsecs, 3), "events_per_s": round(rn / rsecs, 1)}
+            print(f"cache side alone (site answers replayed from memory): {rn} events in {rsecs:.2f}s: "
+                  f"{rn / rsecs:,.0f} events/s", flush=True)
         diffs: list[str] = []
         if not args.no_compare:
             view = CacheView(cache.db_url)
@@ -111,8 +170,8 @@ def main() -> None:
         backend = "postgresql" if args.db_url.startswith("postgresql") else "sqlite"
         path = write_result(args.out, {
             "benchmark": "event_apply", "backend": backend, "events": n, "seconds": round(secs, 3),
-            "events_per_s": round(rate, 1), "burst_write_seconds": round(write_s, 2),
-            "differences": len(diffs), "loadavg": loadavg(), "machine": machine(),
+            "events_per_s": round(rate, 1), "rules": args.rules or None, "burst_write_seconds": round(write_s, 2),
+            "differences": len(diffs), "cache_side_replay": replay, "loadavg": loadavg(), "machine": machine(),
             "command": " ".join([Path(sys.executable).name, *sys.argv])})
         print(f"wrote {path}")
     finally:
