@@ -102,12 +102,12 @@ async def catch_up(cache: CacheEnv, transport: Any = None) -> tuple[int, float]:
         await svc.aclose()
 
 
-def second_db(url: str, data: Path) -> str:
-    """A second empty database next to the first one."""
+def fresh_db(url: str, data: Path, name: str) -> str:
+    """An empty database: a new SQLite file, or a new database on the given server."""
     if not url.startswith("postgresql"):
-        return f"sqlite:///{data}/replay.sqlite"
+        return f"sqlite:///{data}/{name}.sqlite"
     import sqlalchemy as sa
-    name = "sgbench_replay_" + uuid.uuid4().hex[:8]
+    name = f"sgbench_{name}_" + uuid.uuid4().hex[:8]
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -139,12 +139,12 @@ def main() -> None:
     mock = start_mock("--demo", str(args.demo))
     try:
         env = {"SGCACHE_RULES": str(Path(args.rules).resolve())} if args.rules else {}
-        cache = CacheEnv(mock, args.db_url or f"sqlite:///{data}/cache.sqlite", data, extra_env=env)
+        cache = CacheEnv(mock, fresh_db(args.db_url, data, "live"), data, extra_env=env)
         cache.prime()
         asyncio.run(position(cache))
         twin = None
         if args.replay:
-            twin = CacheEnv(mock, second_db(cache.db_url, data), data, extra_env=env)
+            twin = CacheEnv(mock, fresh_db(args.db_url, data, "replay"), data, extra_env=env)
             twin.prime()
             asyncio.run(position(twin))
         t0 = time.perf_counter()
