@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -270,7 +270,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         return PlainTextResponse("ok\n")
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:

@@ -6,20 +6,25 @@ running totals the status page plots, and writes one log line that names the cal
 (script or user, and `sudo_as_login`) but never a secret. State gauges (lag, backlog,
 rows, scans) are set by the status monitor, which samples the shared database.
 All of it lives in an app-owned registry: no process-global state.
+
+Under `serve --workers N` the supervisor sets prometheus_client's own switch,
+`PROMETHEUS_MULTIPROC_DIR`, for its workers: every worker then answers `/metrics` with
+the sum over all workers (counters, histograms) and the live workers' latest state.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..upstream import Upstream
 
@@ -64,33 +69,19 @@ class PassthroughNote:
     reason: str
 
 
-class UpstreamCollector(Collector):
-    """The upstream client's own call and error counts, read at scrape time."""
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-
-    def collect(self) -> Iterator[Any]:
-        calls = CounterMetricFamily("sgcache_upstream_requests", "calls to the site, by api3 method",
-                                    labels=["method"])
-        for method, n in sorted(dict(self.upstream.calls).items()):
-            calls.add_metric([method], n)
-        yield calls
-        errs = CounterMetricFamily("sgcache_upstream_errors", "failed calls to the site, by kind",
-                                   labels=["kind"])
-        for kind, n in sorted(dict(self.upstream.errors).items()):
-            errs.add_metric([kind], n)
-        yield errs
-        down = GaugeMetricFamily("sgcache_upstream_down", "1 while the site counts as down")
-        down.add_metric([], 1.0 if getattr(self.upstream, "site_down", False) else 0.0)
-        yield down
-
-
 class Metrics:
     """The app's Prometheus registry, request counters and running totals."""
 
-    def __init__(self, upstream: Upstream | None = None, *, recent: int = 50) -> None:
-        r = self.registry = CollectorRegistry()
+    def __init__(self, upstream: Upstream | None = None, *, recent: int = 50,
+                 multiprocess_dir: str | None = None) -> None:
+        mp_dir = multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's switch
+        r = self._own = CollectorRegistry()
+        if mp_dir:  # expose the files every worker writes, not just this process's values
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=mp_dir)
+        else:
+            self.registry = r
+        state = "livemostrecent"  # the same shared state, sampled by every live worker
         self.requests = Counter("sgcache_requests_total", "api3 requests by method, outcome and passthrough reason",
                                 ["method", "outcome", "reason"], registry=r)
         self.passthrough = Counter("sgcache_passthrough_total", "reads passed through, by reason",
@@ -99,28 +90,65 @@ class Metrics:
                                  ["method", "outcome"], registry=r, buckets=LATENCY_BUCKETS)
         # Gauges the status monitor sets from the shared database and the site.
         self.event_lag_seconds = Gauge("sgcache_event_lag_seconds",
-                                       "age of the oldest site event not yet applied (0 when caught up)", registry=r)
-        self.event_lag_ids = Gauge("sgcache_event_lag_ids", "site's last event id minus the applied one", registry=r)
-        self.last_event_id = Gauge("sgcache_last_event_id", "last event id applied to the cache", registry=r)
-        self.site_event_id = Gauge("sgcache_site_last_event_id", "the site's newest event id", registry=r)
-        self.backlog = Gauge("sgcache_event_backlog", "event ids skipped in the log and still awaited", registry=r)
-        self.rows = Gauge("sgcache_rows", "cached entities per type", ["entity_type", "state"], registry=r)
+                                       "age of the oldest site event not yet applied (0 when caught up)", registry=r,
+                                       multiprocess_mode=state)
+        self.event_lag_ids = Gauge("sgcache_event_lag_ids", "site's last event id minus the applied one", registry=r,
+                                   multiprocess_mode=state)
+        self.last_event_id = Gauge("sgcache_last_event_id", "last event id applied to the cache", registry=r,
+                                   multiprocess_mode=state)
+        self.site_event_id = Gauge("sgcache_site_last_event_id", "the site's newest event id", registry=r,
+                                   multiprocess_mode=state)
+        self.backlog = Gauge("sgcache_event_backlog", "event ids skipped in the log and still awaited", registry=r,
+                             multiprocess_mode=state)
+        self.rows = Gauge("sgcache_rows", "cached entities per type", ["entity_type", "state"], registry=r,
+                          multiprocess_mode=state)
         self.scan_time = Gauge("sgcache_last_scan_timestamp_seconds", "when the last scan started (epoch)",
-                               ["kind"], registry=r)
+                               ["kind"], registry=r, multiprocess_mode=state)
         self.scan_seconds = Gauge("sgcache_last_scan_duration_seconds", "how long the last scan took",
-                                  ["kind"], registry=r)
-        self.leader = Gauge("sgcache_sync_leader", "1 if this process runs the sync", registry=r)
-        self.ready = Gauge("sgcache_ready", "1 when primed and the lag is under the threshold", registry=r)
-        self.rebuilding = Gauge("sgcache_rebuilding", "1 while a type is being rebuilt", ["entity_type"], registry=r)
+                                  ["kind"], registry=r, multiprocess_mode=state)
+        self.leader = Gauge("sgcache_sync_leader", "1 if this process (any worker, under --workers) runs the sync",
+                            registry=r, multiprocess_mode="livemax")
+        self.ready = Gauge("sgcache_ready", "1 when primed and the lag is under the threshold", registry=r,
+                           multiprocess_mode=state)
+        self.rebuilding = Gauge("sgcache_rebuilding", "1 while a type is being rebuilt", ["entity_type"], registry=r,
+                                multiprocess_mode=state)
+        self.upstream_calls = Counter("sgcache_upstream_requests_total", "calls to the site, by api3 method",
+                                      ["method"], registry=r)
+        self.upstream_errors = Counter("sgcache_upstream_errors_total", "failed calls to the site, by kind",
+                                       ["kind"], registry=r)
+        self.upstream_down = Gauge("sgcache_upstream_down", "1 while the site counts as down", registry=r,
+                                   multiprocess_mode="livemax")
         self.sample_errors = Counter("sgcache_status_sample_errors_total", "failed state samples", registry=r)
-        if upstream is not None:
-            r.register(UpstreamCollector(upstream))
+        self.upstream = upstream
+        self._seen_calls: dict[str, int] = {}
+        self._seen_errors: dict[str, int] = {}
+        self._upstream_lock = threading.Lock()
         # Running totals for the status page's request-rate plot.
         self.total = 0
         self.served = 0
         self.passed = 0
         self.recent: deque[PassthroughNote] = deque(maxlen=recent)
         self.log = logging.getLogger("sgcache.access")
+
+    def sync_upstream(self) -> None:
+        """Carry the upstream client's own call/error counts into the (multiprocess-safe) counters."""
+        up = self.upstream
+        if up is None:
+            return
+        with self._upstream_lock:
+            for counts, seen, counter in ((up.calls, self._seen_calls, self.upstream_calls),
+                                          (up.errors, self._seen_errors, self.upstream_errors)):
+                for key, n in list(dict(counts).items()):
+                    delta = n - seen.get(key, 0)
+                    if delta > 0:
+                        counter.labels(key).inc(delta)
+                    seen[key] = n
+            self.upstream_down.set(1 if getattr(up, "site_down", False) else 0)
+
+    def exposition(self) -> bytes:
+        """The text `/metrics` answers."""
+        self.sync_upstream()
+        return generate_latest(self.registry)
 
     def observe(self, method: str, outcome: str, seconds: float, *, reason: str | None = None,
                 entity_type: str | None = None, auth: Mapping[str, Any] | None = None,

@@ -3,7 +3,9 @@
 `--workers N` binds the listening socket once and runs N worker processes that share
 it (the kernel hands each connection to one of them). Each worker is a whole server
 with its own sync loop; the leader lock lets exactly one of them (across every host on
-the same database) apply events and scans. A worker that dies is restarted.
+the same database) apply events and scans. A worker that dies is restarted. Workers
+share their Prometheus metrics through a directory (prometheus_client's multiprocess
+mode), so any worker's `/metrics` counts the requests of all of them.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from typing import Any, AsyncIterator
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from ..config import Config
 from .app import create_app
@@ -100,6 +105,10 @@ class Supervisor:
 
     def run(self) -> None:
         asyncio.run(self._prepare())
+        # prometheus_client's multiprocess switch, inherited by the spawned workers: every
+        # worker then answers /metrics for all of them.
+        metrics_dir = tempfile.mkdtemp(prefix="sgcache-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         sock = uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket()  # type: ignore[arg-type]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -112,6 +121,7 @@ class Supervisor:
                 for i, p in enumerate(self.procs):
                     if not p.is_alive() and not self.stopping:
                         log.warning("worker %d exited with %s; restarting it", p.pid, p.exitcode)
+                        mark_process_dead(p.pid, metrics_dir)
                         time.sleep(self.restart_delay)
                         self.procs[i] = self._start(sock)
         finally:
@@ -125,3 +135,4 @@ class Supervisor:
                     p.kill()
                     p.join(5)
             sock.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -208,6 +208,7 @@ class Monitor:
 
     def _publish(self, st: State) -> None:
         m = self.metrics
+        m.sync_upstream()  # keeps this worker's share current even if no scrape reaches it
         if st.lag_seconds is not None:
             m.event_lag_seconds.set(st.lag_seconds)
         if st.lag_ids is not None:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..cache.dbs import new_db_url
 from ..e2e.harness import Cache, Site, cache_env, sgcache, start_cache
@@ -95,7 +96,16 @@ def test_workers_share_one_port(site: Site, tmp_path: Path) -> None:
             while len(seen) < 2 and time.monotonic() < deadline:
                 seen.update(ex.map(pid, range(40)))
         assert len(seen) == 2, seen
-        assert c.sg(site).find("Shot", [], ["code"])  # and both answer api3
+
+        def read_once(_: int) -> int:  # a new client, so a new connection, each time
+            return len(c.sg(site).find("Shot", [], ["code"]))
+        with cf.ThreadPoolExecutor(4) as ex:
+            assert all(ex.map(read_once, range(20)))
+        for _ in range(4):  # whichever worker answers, it counts the reads of both
+            served = [s.value for fam in text_string_to_metric_families(httpx.get(c.url + "/metrics").text)
+                      for s in fam.samples if s.name == "sgcache_requests_total"
+                      and s.labels == {"method": "read", "outcome": "served", "reason": ""}]
+            assert served == [20.0], served
         wait_for(lambda: any(status(c)["leader"] for _ in range(10)), what="a leader among the workers")
     finally:
         c.stop()
