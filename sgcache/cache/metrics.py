@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -81,7 +81,7 @@ class Metrics:
             MultiProcessCollector(self.registry, path=mp_dir)
         else:
             self.registry = r
-        state = "livemostrecent"  # the same shared state, sampled by every live worker
+        state: Literal["livemostrecent"] = "livemostrecent"  # the same shared state, sampled by every worker
         self.requests = Counter("sgcache_requests_total", "api3 requests by method, outcome and passthrough reason",
                                 ["method", "outcome", "reason"], registry=r)
         self.passthrough = Counter("sgcache_passthrough_total", "reads passed through, by reason",

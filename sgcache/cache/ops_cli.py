@@ -1,7 +1,8 @@
 """Operations verbs of the `sgcache` command: validate and rebuild (thin wrappers).
 
 Exit codes, for cron and CI: 0 the cache matches the site; 1 differences were found
-(with `--repair`, they were repaired and a re-check is clean); 2 differences remain.
+(with `--repair`, they were repaired and a re-check is clean); 2 differences remain,
+or the check could not run (no cache, site unreachable).
 """
 
 from __future__ import annotations
@@ -22,11 +23,30 @@ from .cli import build_config, common, setup_logging
 async def _opened(config: Config) -> AsyncIterator[Any]:
     """An existing cache (never creates one: validating an empty database is a mistake)."""
     from .service import CacheService
-    svc = await CacheService.open(config, create=False)
+    try:
+        svc = await CacheService.open(config, create=False)
+    except RuntimeError as e:  # no cache in this database yet
+        raise _CannotRun(str(e)) from None
     try:
         yield svc
     finally:
         await svc.aclose()
+
+
+class _CannotRun(click.ClickException):
+    """The check could not run at all (no cache, site unreachable): exit 2, like remaining differences."""
+
+    exit_code = 2
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    from ..protocol import errors
+    try:
+        return asyncio.run(coro)
+    except errors.Fault as e:
+        raise _CannotRun(f"the site answered: {e.message}") from None
+    except ValueError as e:  # an unknown type, bad filters
+        raise click.UsageError(str(e)) from None
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
@@ -40,7 +60,7 @@ def _finish(reports: list[Any], text: str, as_json: bool,
     ok = all(r.ok for r in reports)
     still_bad: list[Any] = []
     if not ok and recheck is not None:
-        still_bad = [r for r in asyncio.run(recheck()) if not r.ok]
+        still_bad = [r for r in _run(recheck()) if not r.ok]
     if as_json:
         click.echo(json.dumps({"ok": ok, "reports": [r.to_json() for r in reports],
                                "still_differing": [r.to_json() for r in still_bad]}, indent=1, default=str))
@@ -73,7 +93,7 @@ def validate_counts_cmd(types: tuple[str, ...], repair: bool, settle: float, as_
     async def run(do_repair: bool) -> list[Any]:
         async with _opened(config) as svc:
             return await validate_counts(svc.store, svc.upstream, wanted, settle=settle, do_repair=do_repair)
-    reports = asyncio.run(run(repair))
+    reports = _run(run(repair))
     bad = [r.entity_type for r in reports if not r.ok]
 
     async def recheck() -> list[Any]:
@@ -112,7 +132,7 @@ def validate_data_cmd(types: tuple[str, ...], filters_json: str | None, fields_o
     async def run(types_: list[str] | None, do_repair: bool) -> list[Any]:
         async with _opened(config) as svc:
             return await validate_data(svc.store, svc.upstream, types_, do_repair=do_repair, **opts)
-    reports = asyncio.run(run(wanted, repair))
+    reports = _run(run(wanted, repair))
     bad = [r.entity_type for r in reports if not r.ok]
     _finish(reports, format_data(reports), as_json, (lambda: run(bad, False)) if repair else None)
 
@@ -136,10 +156,7 @@ def rebuild(types: tuple[str, ...], grace: float, clear: bool, **kw: Any) -> Non
                 await asyncio.to_thread(clear_marks, svc.store, wanted)
                 return None
             return await run_rebuild(svc.store, svc.upstream, wanted, grace=grace, page_size=config.page_size)
-    try:
-        res = asyncio.run(run())
-    except ValueError as e:
-        raise click.UsageError(str(e))
+    res = _run(run())
     if res is None:
         click.echo(f"cleared rebuild marks of {', '.join(wanted)}")
         return
