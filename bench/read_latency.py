@@ -190,11 +190,11 @@ def prepare_cache(mock: common.Mock, args: argparse.Namespace, work: Path) -> tu
     env = common.cache_env(mock, args.db_url, data_dir, rules)
     st = Path(args.state).stat()
     # the database layout is the store's, fields' and scan's business: re-prime when they change
-    layout = subprocess.run(["git", "log", "-1", "--format=%H", "--", "sgcache/cache/store.py",
-                             "sgcache/cache/fields.py", "sgcache/cache/scan.py"], cwd=common.REPO,
-                            capture_output=True, text=True).stdout.strip()
+    # (their content, committed or not, since the tree may hold uncommitted edits)
+    layout = hashlib.sha1(b"".join((common.REPO / "sgcache" / "cache" / f).read_bytes()
+                                   for f in ("store.py", "fields.py", "scan.py"))).hexdigest()
     key = {"state": str(args.state), "size": st.st_size, "mtime": st.st_mtime, "db_url": args.db_url,
-           "rules": None if args.all_types else RULES, "layout_commit": layout}
+           "rules": None if args.all_types else RULES, "layout": layout}
     marker = data_dir / "primed.json"
     reuse = (not args.rescan and args.db_url is None and marker.exists()
              and json.loads(marker.read_text())["key"] == key)
@@ -202,7 +202,7 @@ def prepare_cache(mock: common.Mock, args: argparse.Namespace, work: Path) -> tu
         scan = json.loads(marker.read_text())["scan"]
         scan["reused"] = True
         return env, scan
-    if data_dir.exists() and args.db_url is None:
+    if args.db_url is None and data_dir.exists():
         shutil.rmtree(data_dir)
         data_dir.mkdir(parents=True)
         if rules:
