@@ -33,7 +33,7 @@ LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 #: Passthrough reasons -> low-cardinality metric labels, first match wins. Reasons are
 #: free text from the read engine; the label set is read off this table.
 REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label, rx in [
-    ("not_ready", r"being backfilled|being rebuilt|not ready"),
+    ("not_ready", r"being backfilled|being rebuilt|not ready|not primed"),
     ("uncached_type", r"^uncached entity type"),
     ("uncached_field", r"^uncached field"),
     ("time_relative", r"^time-relative"),

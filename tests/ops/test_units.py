@@ -16,6 +16,7 @@ from sgcache.cache.validate import wire_filters
     ("uncached field Shot.sg_x in return_fields", "uncached_field"),
     ("field Shot.code is still being backfilled", "not_ready"),
     ("entity type Shot, Task is being rebuilt", "not_ready"),
+    ("entity type Shot is not primed by a full scan yet", "not_ready"),
     ("time-relative relation in_last is answered by the site", "time_relative"),
     ("relation name_contains on tag_list is not answered locally", "relation"),
     ("link target type CustomEntity09 of Shot.x is not cached", "link_target"),
