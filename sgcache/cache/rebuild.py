@@ -29,7 +29,7 @@ from ..protocol.values import format_datetime, utcnow
 from ..schema import Schema
 from ..upstream import Upstream
 from .read import Passthrough
-from .scan import return_fields_for
+from .scan import PRIMED, return_fields_for
 from .store import Store
 
 log = logging.getLogger("sgcache.rebuild")
@@ -52,25 +52,36 @@ class Readiness:
         self.ttl = ttl
         self.clock = clock
         self._busy: frozenset[str] = frozenset()
+        self._unprimed: frozenset[str] = frozenset(store.entities)
         self._at = -1e9
         self._lock = threading.Lock()
 
     def rebuilding(self) -> frozenset[str]:
+        self._refresh()
+        return self._busy
+
+    def unprimed(self) -> frozenset[str]:
+        """Types whose full scan never completed: an empty table is not an answer."""
+        self._refresh()
+        return self._unprimed
+
+    def _refresh(self) -> None:
         if self.clock() - self._at < self.ttl:
-            return self._busy
+            return
         with self._lock:
             if self.clock() - self._at >= self.ttl:
                 try:
                     with self.store.engine.connect() as conn:
                         marks = self.store.get_state(conn, REBUILDING) or {}
+                        primed = self.store.get_state(conn, PRIMED) or []
                     self._busy = frozenset(marks)
+                    self._unprimed = frozenset(self.store.entities) - frozenset(primed)
                 except Exception:  # keep the last answer; the read itself will report the database
                     log.warning("could not read rebuild marks", exc_info=True)
                 self._at = self.clock()
-        return self._busy
 
     def is_ready(self, entity_type: str, field_name: str) -> bool:
-        return entity_type not in self.rebuilding()
+        return entity_type not in self.rebuilding() and entity_type not in self.unprimed()
 
 
 def involved_types(schema: Schema, params: dict[str, Any]) -> set[str]:
@@ -124,10 +135,15 @@ class RebuildGate:
 
     def __call__(self, params: Any) -> None:
         busy = self.readiness.rebuilding()
-        if busy and isinstance(params, dict):
-            hit = involved_types(self.schema(), params) & busy
+        unprimed = self.readiness.unprimed()
+        if (busy or unprimed) and isinstance(params, dict):
+            involved = involved_types(self.schema(), params)
+            hit = involved & busy
             if hit:
                 raise Passthrough(f"entity type {', '.join(sorted(hit))} is being rebuilt")
+            hit = involved & unprimed
+            if hit:
+                raise Passthrough(f"entity type {', '.join(sorted(hit))} is not primed by a full scan yet")
 
 
 # -- the rebuilding side ---------------------------------------------------------------------

@@ -83,7 +83,8 @@ async def full_scan(upstream: Upstream, store: Store, types: Iterable[str] | Non
         res.rows[etype] = await _load(upstream, store, etype, _project_filter(store, etype, projects),
                                       progress, page_size)
     res.seconds = time.monotonic() - t0
-    await asyncio.to_thread(_record, store, res, started)
+    # A project-restricted scan holds only part of each type: it primes nothing.
+    await asyncio.to_thread(_record, store, res, started, [] if projects else list(res.rows))
     log.info("full scan: %d rows in %.1fs", sum(res.rows.values()), res.seconds)
     return res
 
@@ -116,8 +117,23 @@ def _get_state(store: Store, key: str) -> Any:
         return store.get_state(conn, key)
 
 
-def _record(store: Store, res: ScanResult, started: dt.datetime) -> None:
+#: State key: entity types whose full scan completed; only those are served locally.
+PRIMED = "primed_types"
+
+
+def primed_types(store: Store) -> set[str]:
+    return set(_get_state(store, PRIMED) or [])
+
+
+def _record(store: Store, res: ScanResult, started: dt.datetime, primed: list[str] | None = None) -> None:
     with store.engine.begin() as conn:
-        store.set_state(conn, "scan_since", format_datetime(started))
+        done = set(store.get_state(conn, PRIMED) or []) | set(primed or [])
+        if primed:
+            store.set_state(conn, PRIMED, sorted(done))
+        # Interval scans start from the oldest point every primed type is current at: a
+        # full scan of some types must not skip changes to the others.
+        covered_all = set(primed or []) >= set(store.entities)
+        if res.kind != "full" or covered_all or store.get_state(conn, "scan_since") is None:
+            store.set_state(conn, "scan_since", format_datetime(started))
         store.set_state(conn, f"last_{res.kind}_scan", {
             "started_at": res.started_at, "seconds": round(res.seconds, 3), "rows": res.rows})

@@ -13,7 +13,11 @@ from ..schema import Schema, load_rules
 from ..upstream import Upstream
 from .auth import AuthVerifier
 from .read import ReadEngine
+from .fields import LAYOUT_VERSION
 from .store import Store, make_engine
+
+#: State key recording the storage layout a database was created with.
+LAYOUT_KEY = "layout_version"
 
 log = logging.getLogger("sgcache")
 
@@ -71,9 +75,20 @@ class CacheService:
             schema = choose_schema(config, site)
             store = Store(engine, schema)
             store.create()
+            with engine.begin() as conn:
+                store.set_state(conn, LAYOUT_KEY, LAYOUT_VERSION)
             log.info("created cache for %d entity types", len(schema.entities))
         else:
             store = Store(engine, schema)
+            with engine.connect() as conn:
+                layout = store.get_state(conn, LAYOUT_KEY)
+            if layout != LAYOUT_VERSION:
+                engine.dispose()
+                await upstream.aclose()
+                raise RuntimeError(
+                    f"this cache database has storage layout {layout}, this sgcache needs "
+                    f"{LAYOUT_VERSION}: drop the database (or delete the SQLite file) and run "
+                    "`sgcache scan --full` to rebuild it")
         return cls(config, store, upstream)
 
     async def aclose(self) -> None:

@@ -106,3 +106,23 @@ def test_schema_dump_filter_and_a_narrow_cache(site: Site, tmp_path: Path) -> No
         assert site.stats()["requests"].get("read", 0) == 2  # Task is not cached: passed through
     finally:
         c.stop()
+
+
+def test_types_without_a_completed_full_scan_are_passed_through(site: Site, tmp_path: Path) -> None:
+    """An empty or half-loaded table is not an answer: unprimed types go to the site."""
+    from .harness import cache_env
+    db = f"sqlite:///{tmp_path / 'partial.sqlite'}"
+    res = sgcache(cache_env(site, db, tmp_path), "scan", "--full", "--types", "Sequence,Project,HumanUser,ApiUser")
+    assert res.returncode == 0, res.stderr
+    c = start_cache(site, db, tmp_path, "--no-sync", scan=False)
+    try:
+        sg = c.sg(site)
+        sg.find_one("Sequence", [], ["code"])
+        site.reset_stats()
+        assert sg.find("Sequence", [], ["code"]) == site.sg().find("Sequence", [], ["code"])
+        assert site.stats()["requests"].get("read", 0) == 1  # primed: served locally
+        site.reset_stats()
+        assert sg.find("Shot", [], ["code"]) == site.sg().find("Shot", [], ["code"])
+        assert site.stats()["requests"].get("read", 0) == 2  # Shot never scanned: passed through
+    finally:
+        c.stop()
