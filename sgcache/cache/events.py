@@ -153,12 +153,10 @@ class EventWatcher:
                 before = await self._edge("desc", [
                     {"path": "created_at", "relation": "less_than", "values": [scan_started_before(started)]}])
                 first = await self._edge("asc")
-                if before is None and first is not None:
-                    # Everything before the scan is gone: events right after it may be too.
-                    await self.rescan("the log no longer reaches back to the last full scan")
-                    return
-                start = before["id"] if before else 0
-                await asyncio.to_thread(self._commit, start, {})
+                # No event before the scan: replay the log from its start (retention is
+                # checked on the next pass: if the oldest id is not 1 it was trimmed).
+                start = before["id"] if before else (first["id"] - 1 if first else 0)
+                await asyncio.to_thread(self._commit, start, await self._recent_gaps(start))
                 log.info("event watcher starts after event %d (before the last full scan)", start)
             else:
                 await self.rescan("no event position and no full scan recorded")
@@ -182,9 +180,35 @@ class EventWatcher:
         self.stats["rescans"] += 1
         last = await self._edge("desc")
         start = last["id"] if last else 0
+        gaps = await self._recent_gaps(start)
         await full_scan(self.upstream, self.store)
-        await asyncio.to_thread(self._commit, start, {})
+        await asyncio.to_thread(self._commit, start, gaps)
         log.warning("rescan done; following events after %d", start)
+
+    async def _recent_gaps(self, start: int, window: int = 1000) -> dict[int, float]:
+        """Ids up to `start` missing from the log now: they may still commit (trap 2), so
+        they start in the backlog rather than being skipped with everything before `start`."""
+        if start <= 0:
+            return {}
+        lo = max(0, start - window)
+        seen: set[int] = set()
+        after = lo
+        while True:
+            res = await self.upstream.call("read", {
+                "type": ET, "return_fields": ["id"],
+                "filters": {"logical_operator": "and", "conditions": [
+                    {"path": "id", "relation": "greater_than", "values": [after]},
+                    {"path": "id", "relation": "less_than", "values": [start + 1]}]},
+                "sorts": [{"field_name": "id", "direction": "asc"}],
+                "paging": {"entities_per_page": self.page_size, "current_page": 1},
+                "return_only": "active", "return_paging_info_without_counts": True})
+            ids = [e["id"] for e in res.get("entities") or []]
+            seen.update(ids)
+            if len(ids) < self.page_size:
+                break
+            after = ids[-1]
+        now = time.time()
+        return {i: now for i in range(lo + 1, start + 1) if i not in seen}
 
     def _commit(self, last_id: int, backlog: dict[int, float]) -> None:
         with self.store.engine.begin() as conn:

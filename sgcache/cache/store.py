@@ -27,6 +27,8 @@ CACHED_AT = "_cached_at"
 EVENT_ID = "_event_id"
 #: Microseconds (epoch) when the fetch that wrote the row started: a later fetch wins.
 VERSION = "_version"
+#: PostgreSQL writes of more rows than this go through COPY.
+COPY_MIN_ROWS = 50
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
@@ -265,7 +267,10 @@ class Store:
                     multi[fname][int(rec["id"])] = rec[fname] or []
         for shape, rows in by_shape.items():
             # Without an explicit flag, new rows are active and existing rows keep theirs.
-            conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
+            if self.dialect == "postgresql" and len(rows) > COPY_MIN_ROWS:
+                self._copy_upsert(conn, et.table, shape, rows, guarded=version is not None)
+            else:
+                conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
         if version is not None and multi:
             mine = self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v}, version)
             multi = defaultdict(dict, {f: {i: v for i, v in vals.items() if i in mine}
@@ -292,17 +297,41 @@ class Store:
                     continue
                 seen.add(key)
                 rows.append({"parent_id": pid, "idx": len(seen) - 1, "child_type": key[0], "child_id": key[1]})
-        if rows and self.dialect == "postgresql" and len(rows) > 50:
+        if rows and self.dialect == "postgresql" and len(rows) > COPY_MIN_ROWS:
             self._copy_rows(conn, t, ["parent_id", "idx", "child_type", "child_id"], rows)
         elif rows:
             conn.execute(t.insert(), rows)
 
-    def _copy_rows(self, conn: Connection, table: Table, cols: list[str], rows: list[dict[str, Any]]) -> None:
+    def _copy_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
+                     guarded: bool) -> None:
+        """PostgreSQL bulk upsert: COPY into a temporary table, then one INSERT .. SELECT ..
+        ON CONFLICT; the same result as `_upsert_stmt`, without a statement per row."""
+        prep = self.engine.dialect.identifier_preparer
+        target = prep.format_table(table)
+        tmp = prep.quote(f"_sgcache_tmp_{table.name}"[:63])
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {tmp} "
+                             f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")  # follows ALTERs
+        conn.exec_driver_sql(f"DELETE FROM {tmp}")
+        self._copy_rows(conn, table, list(cols), _last_per_id(rows), into=tmp)
+        names = ", ".join(prep.quote(c) for c in cols)
+        sets = ", ".join(f"{prep.quote(c)} = EXCLUDED.{prep.quote(c)}" for c in cols if c != "id")
+        sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM {tmp} ON CONFLICT (id) DO "
+        if not sets:
+            sql += "NOTHING"
+        else:
+            sql += f"UPDATE SET {sets}"
+            if guarded:
+                v = prep.quote(VERSION)
+                sql += f" WHERE {target}.{v} IS NULL OR {target}.{v} <= EXCLUDED.{v}"
+        conn.exec_driver_sql(sql)
+
+    def _copy_rows(self, conn: Connection, table: Table, cols: list[str], rows: list[dict[str, Any]],
+                   into: str | None = None) -> None:
         """Bulk insert with COPY in the caller's transaction (psycopg's executemany sends a
-        statement per row, several times slower for the link lists of a sync batch)."""
+        statement per row, several times slower for the rows of a sync batch)."""
         dbapi = conn.connection.dbapi_connection
         prep = self.engine.dialect.identifier_preparer
-        sql = f"COPY {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) FROM STDIN"
+        sql = f"COPY {into or prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) FROM STDIN"
         with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
             for r in rows:
                 copy.write_row([r[c] for c in cols])
@@ -353,6 +382,11 @@ class Store:
         for active, n in rows:
             out["active" if active else "retired"] += n
         return out
+
+
+def _last_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per id (the last): one INSERT .. ON CONFLICT may not touch a row twice."""
+    return list({r["id"]: r for r in rows}.values())
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:

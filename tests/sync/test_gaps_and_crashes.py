@@ -111,4 +111,5 @@ def test_soak_sigkill_watcher(faulty: MockProcess, cache: CacheEnv, view: CacheV
     time.sleep(DELAY + 0.3)
     cache.ctrl("poll")
     status = cache.ctrl("poll")
-    assert compare_all(faulty, view, limit=20) == [], status
+    diffs = compare_all(faulty, view, limit=0)
+    assert diffs == [], (len(diffs), sorted({d.split()[0] for d in diffs}), diffs[:5], status)
