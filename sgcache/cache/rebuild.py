@@ -249,6 +249,8 @@ async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, gra
             for t in wanted:
                 marks.pop(t, None)
             store.set_state(conn, REBUILDING, marks)
+            # A whole type re-read from the site is as good as a full scan of it.
+            store.set_state(conn, PRIMED, sorted(set(store.get_state(conn, PRIMED) or []) | set(wanted)))
             store.set_state(conn, LAST_REBUILD, {"types": wanted, "started_at": res.started_at,
                                                  "seconds": round(res.seconds, 3), "rows": res.rows,
                                                  "removed": res.removed})

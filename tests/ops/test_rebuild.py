@@ -14,8 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, update
 
-from sgcache.cache.rebuild import Readiness, RebuildGate, mark_rebuilding, clear_marks, involved_types
+from sgcache.cache.rebuild import Readiness, RebuildGate, clear_marks, involved_types, mark_rebuilding, rebuild
 from sgcache.cache.read import Passthrough
+from sgcache.cache.scan import PRIMED, primed_types
 from sgcache.cache.store import Store, make_engine
 from sgcache.cache.validate import validate_counts, validate_data
 from sgcache.upstream import Upstream
@@ -153,4 +154,27 @@ def test_the_gate_passes_through_only_what_involves_the_rebuilt_type(db_url: str
         gate({"type": "Asset", "return_fields": ["code"]})  # not involved: no Passthrough
     finally:
         clear_marks(store, ["Shot"])
+        engine.dispose()
+
+
+def test_a_rebuild_primes_a_type_that_never_had_a_full_scan(site: Site, db_url: str, cache: Cache) -> None:
+    engine = make_engine(db_url)
+    schema = Store.recorded_schema(engine)
+    assert schema is not None
+    store = Store(engine, schema)
+    with engine.begin() as conn:
+        store.set_state(conn, PRIMED, sorted(set(store.get_state(conn, PRIMED)) - {"Asset"}))
+
+    async def go() -> Any:
+        up = Upstream(site.url, script_name=site.script_name, script_key=site.script_key)
+        try:
+            return await rebuild(store, up, ["Asset"], grace=0)
+        finally:
+            await up.aclose()
+    try:
+        res = asyncio.run(go())
+        assert res.rows["Asset"] == len(site.sg().find("Asset", [], ["id"])) + \
+            len(site.sg().find("Asset", [], ["id"], retired_only=True))
+        assert "Asset" in primed_types(store)
+    finally:
         engine.dispose()
