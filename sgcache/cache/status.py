@@ -36,6 +36,7 @@ from ..logs import scrub
 from ..protocol import errors
 from ..protocol.values import parse_datetime
 from .metrics import Metrics
+from .scan import PRIMED
 from .service import CacheService
 
 log = logging.getLogger("sgcache.status")
@@ -80,6 +81,7 @@ class State:
     scans: dict[str, Any] = field(default_factory=dict)
     rebuilding: dict[str, Any] = field(default_factory=dict)
     last_rebuild: dict[str, Any] | None = None
+    unprimed: list[str] = field(default_factory=list)
     rows: dict[str, dict[str, int]] = field(default_factory=dict)
     site_ok: bool = True
     error: str | None = None
@@ -114,6 +116,7 @@ class Monitor:
             out["rebuilding"] = store.get_state(conn, "rebuilding") or {}
             out["site_events"] = store.get_state(conn, SITE_EVENTS)
             out["last_rebuild"] = store.get_state(conn, "last_rebuild")
+            out["primed"] = store.get_state(conn, PRIMED) or []
             out["rows"] = None
             if with_rows:
                 out["rows"] = {t: store.counts(conn, t) for t in store.entities}
@@ -166,7 +169,9 @@ class Monitor:
             st.scans = {k: v for k, v in db["scans"].items() if v}
             st.rebuilding = db["rebuilding"]
             st.last_rebuild = db["last_rebuild"]
-            st.primed = bool(st.scans.get("full"))
+            # Served locally: the types whose full scan (or rebuild) completed.
+            st.primed = bool(db["primed"])
+            st.unprimed = sorted(set(self.service.store.entities) - set(db["primed"]))
             edges = db["site_events"] if isinstance(db["site_events"], dict) else {}
             stale = now - float(edges.get("sampled_at") or 0) > 2 * self.interval + random.uniform(0, self.interval)
             # The leader asks the site; everyone else reads its answer from the database. When
@@ -271,7 +276,7 @@ class Monitor:
         if not st.at:
             why.append("no state sampled yet")
         if not st.primed:
-            why.append("no full scan recorded")
+            why.append("no type primed by a full scan yet")
         if self.sync is None and st.lag_seconds is None:
             pass  # `--no-sync` and no leader anywhere: freshness is someone else's job
         elif st.last_event_id is None:

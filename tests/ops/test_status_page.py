@@ -137,6 +137,7 @@ def test_the_status_page_shows_site_lag_counts_scans_reasons_and_plots(
     assert any(r[1] == "Shot" and "time-relative" in r[2] for r in reasons), reasons
 
     assert "rebuilding: Version (loading)" in dom.text["rebuilding"]
+    assert "not primed" not in dom.text["rebuilding"]  # the full scan primed every type
     lines = {a["data-series"]: int(a["data-points"]) for tag, a in dom.elements
              if tag == "polyline" and "data-series" in a}
     assert lines["lag"] >= 2 and lines["total"] >= 2 and lines["served"] >= 2 and lines["passthrough"] >= 2
