@@ -27,12 +27,23 @@ def store(backend: str, tmp_path: Path) -> Iterator[Store]:
         engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def plain_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """For pieces that never touch the database (one SQLite store, not per backend)."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('plain') / 'c.sqlite'}")
+    s = Store(engine, build_schema())
+    s.create()
+    yield s
+    engine.dispose()
+
+
 def ev(i: int, event_type: str, **meta: Any) -> dict[str, Any]:
     return {"id": i, "event_type": event_type, "attribute_name": meta.get("attribute_name"),
             "entity": None, "meta": meta}
 
 
-def test_plan_uses_meta_not_entity_and_skips_noise(store: Store) -> None:
+def test_plan_uses_meta_not_entity_and_skips_noise(plain_store: Store) -> None:
+    store = plain_store
     events = [
         ev(1, "Shotgun_Shot_New", type="new_entity", entity_type="Shot", entity_id=5),
         ev(2, "Shotgun_Shot_Change", attribute_name="code", entity_type="Shot", entity_id=5, in_create=True),
@@ -92,9 +103,9 @@ class EdgeSite:
     (60, 100, 50, True),   # retention dropped 51..59
     (1, 40, 50, True),     # the log ends before our position: truncated or reset
 ])
-def test_retention_and_truncation_trigger_a_rescan(store: Store, lo: int, hi: int, last: int,
+def test_retention_and_truncation_trigger_a_rescan(plain_store: Store, lo: int, hi: int, last: int,
                                                     rescan: bool) -> None:
-    w = EventWatcher(store, EdgeSite(lo, hi), refresher=None, config=Config())  # type: ignore[arg-type]
+    w = EventWatcher(plain_store, EdgeSite(lo, hi), refresher=None, config=Config())  # type: ignore[arg-type]
     w.last_id = last
     why: list[str] = []
 
@@ -105,8 +116,8 @@ def test_retention_and_truncation_trigger_a_rescan(store: Store, lo: int, hi: in
     assert bool(why) is rescan, why
 
 
-def test_backlog_takes_missing_ids_fills_them_late_and_expires_them(store: Store) -> None:
-    w = EventWatcher(store, EdgeSite(1, 1), refresher=None, config=Config(backlog_ttl=300))  # type: ignore[arg-type]
+def test_backlog_takes_missing_ids_fills_them_late_and_expires_them(plain_store: Store) -> None:
+    w = EventWatcher(plain_store, EdgeSite(1, 1), refresher=None, config=Config(backlog_ttl=300))  # type: ignore[arg-type]
     last, backlog = w._advance([{"id": 3}, {"id": 6}], 1, {}, now=1000.0)
     assert (last, sorted(backlog)) == (6, [2, 4, 5])
     last, backlog = w._advance([{"id": 4}, {"id": 7}], last, backlog, now=1100.0)  # 4 committed late
