@@ -147,11 +147,14 @@ def scan(full: bool, types: str | None, projects: str | None, **kw: Any) -> None
 @click.option("--workers", default=1, show_default=True, type=int)
 @click.option("--no-sync", is_flag=True, help="Serve only; no event watcher or interval scans.")
 @click.option("--json-logs", is_flag=True, help="Structured JSON log lines.")
-def serve(host: str | None, port: int | None, workers: int, no_sync: bool, json_logs: bool, **kw: Any) -> None:
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe level logged.")
+def serve(host: str | None, port: int | None, workers: int, no_sync: bool, json_logs: bool, log_level: str,
+          **kw: Any) -> None:
     """Serve the api3 protocol from the cache, passing through what it cannot answer."""
     config = build_config(kw, host=host, port=port, log_json=json_logs or None,
                           watch_events=False if no_sync else None)
-    setup_logging(config.log_json)
+    setup_logging(config.log_json, getattr(logging, log_level.upper()))
     from .server import run_server
     run_server(config, workers=workers)
 

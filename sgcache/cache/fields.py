@@ -19,7 +19,7 @@ from ..schema import FieldSchema
 #: Bumped whenever a class below changes its columns or their contents (2: casefold instead
 #: of lower; `__ci` shadows on short codes and tag lists). A database written under another
 #: layout must be rebuilt (drop it, `sgcache scan --full`); the store should record and check it.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 def fold(value: str) -> str:
@@ -242,6 +242,15 @@ _BY_TYPE: dict[str, type[FieldType]] = {
 }
 
 
+#: Secrets the site stores in ordinary-typed fields: never copied into the cache, so
+#: reads that ask for them always go to the site and its permission checks.
+SECRET_FIELDS: frozenset[tuple[str, str]] = frozenset({
+    ("ApiUser", "salted_password"),
+})
+
+
 def field_type(fs: FieldSchema) -> FieldType:
-    """The storage class for a field; unknown data types are never cached."""
+    """The storage class for a field; unknown data types and secrets are never cached."""
+    if (fs.entity_type, fs.name) in SECRET_FIELDS:
+        return UncachedField(fs)
     return _BY_TYPE.get(fs.data_type, UncachedField)(fs)

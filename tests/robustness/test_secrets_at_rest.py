@@ -3,20 +3,17 @@
 The AuthVerifier keeps salted hashes only (test_units.py). The synced data must not
 hold secrets either: the site's ApiUser `salted_password` ("Application Key") is a text
 field, so a cache that stores it would hand every script key to any caller who may
-read ApiUser. Known gap, to be fixed where fields are chosen (sgcache/cache/fields.py:
-never cache ApiUser.salted_password, like password fields), hence the xfail.
+read ApiUser; sgcache/cache/fields.py keeps it (like password fields) out of the cache.
 """
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from ..e2e.harness import Site
 from .servers import Primed
 
 
-@pytest.mark.xfail(reason="ApiUser.salted_password is cached as text (sgcache/cache/fields.py)", strict=False)
 def test_no_script_key_in_the_cache_database(site: Site, primed: Primed) -> None:
     engine = sa.create_engine(primed.db_url)
     try:
