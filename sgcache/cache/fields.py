@@ -17,8 +17,8 @@ from ..schema import FieldSchema
 
 
 #: Bumped whenever a class below changes its columns or their contents (2: casefold instead
-#: of lower; `__ci` shadows on short codes and tag lists). A database written under another
-#: layout must be rebuilt (drop it, `sgcache scan --full`); the store should record and check it.
+#: of lower; `__ci` shadows on short codes and tag lists; 3: secrets never stored). A database
+#: written under another layout is refused at open (CacheService.open) and must be rebuilt.
 LAYOUT_VERSION = 3
 
 
