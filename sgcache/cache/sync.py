@@ -455,6 +455,12 @@ class SyncLoop:
                 await control.start()
                 try:
                     await self._lead(lock)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # e.g. the site is down while taking over: try again
+                    self.stats["errors"] += 1
+                    log.warning("sync leader start failed: %s", e, exc_info=not isinstance(e, errors.Fault))
+                    await asyncio.sleep(min(self.config.poll_interval, 2.0))
                 finally:
                     self.is_leader = False
                     await control.stop()

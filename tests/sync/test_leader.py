@@ -44,3 +44,16 @@ def test_follower_takes_over_when_the_leader_dies(mock: MockProcess, cache: Cach
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["pid"] == st["pid"]
     assert view.one("Shot", 1, ["description"]) == site_one(sg, "Shot", 1, ["description"])
+
+
+def test_leader_survives_a_site_outage_while_taking_over(mock: MockProcess, cache: CacheEnv,
+                                                          view: CacheView) -> None:
+    mock.set_faults(outage=2.5)  # every request answers 503 for 2.5 s
+    proc = cache.start("events")
+    time.sleep(2.7)
+    assert proc.poll() is None
+    sg = mock.sg()
+    sg.update("Shot", 2, {"description": "after the outage"})
+    cache.ctrl("poll")
+    assert view.one("Shot", 2, ["description"]) == site_one(sg, "Shot", 2, ["description"])
+    assert "sync leader start failed" in cache.log("events")
