@@ -228,13 +228,13 @@ class EventWatcher:
         assert self.last_id is not None
         total = 0
         last_id, backlog = self.last_id, self._expire(dict(self.backlog), time.time())
-        page: asyncio.Future[list[dict[str, Any]]] = asyncio.ensure_future(self._read_page(last_id, backlog))
+        page: asyncio.Future[tuple[list[dict[str, Any]], bool]] = \
+            asyncio.ensure_future(self._read_page(last_id, backlog))
         writing: asyncio.Future[None] | None = None
         try:
             while True:
-                events = await page
+                events, full = await page
                 last_id, backlog = self._advance(events, last_id, backlog, time.time())
-                full = len(events) >= self.page_size
                 if full:
                     page = asyncio.ensure_future(self._read_page(last_id, backlog))
                 job = await self._prepare(events, last_id, backlog)
@@ -261,10 +261,10 @@ class EventWatcher:
             await self.start()
         assert self.last_id is not None
         backlog = self._expire(dict(self.backlog), time.time())
-        events = await self._read_page(self.last_id, backlog)
+        events, full = await self._read_page(self.last_id, backlog)
         last_id, backlog = self._advance(events, self.last_id, backlog, time.time())
         await self._apply(events, last_id, backlog)
-        return len(events), len(events) >= self.page_size
+        return len(events), full
 
     def _expire(self, backlog: dict[int, float], now: float) -> dict[int, float]:
         for i, t in list(backlog.items()):
@@ -274,19 +274,30 @@ class EventWatcher:
                 log.info("event %d never appeared within %.0fs; giving up on it", i, self.config.backlog_ttl)
         return backlog
 
-    async def _read_page(self, after: int, backlog: dict[int, float]) -> list[dict[str, Any]]:
-        """Events after `after`, plus any backlog ids that have appeared since, by id."""
-        conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [after]}]
-        waiting = sorted(backlog)[:self.page_size]
-        if waiting:
-            conds.append({"path": "id", "relation": "in", "values": waiting})
-        res = await self.upstream.call("read", {
-            "type": ET, "return_fields": self.fields,
-            "filters": {"logical_operator": "or", "conditions": conds},
-            "sorts": [{"field_name": "id", "direction": "asc"}],
-            "paging": {"entities_per_page": self.page_size, "current_page": 1},
-            "return_only": "active", "return_paging_info_without_counts": True})
-        return [e for e in res.get("entities") or [] if isinstance(e.get("id"), int)]
+    async def _read_page(self, after: int, backlog: dict[int, float]) -> tuple[list[dict[str, Any]], bool]:
+        """Events after `after` (one page), plus every backlog id that has appeared since.
+
+        The whole backlog is asked for each time: ids that never fill (rolled back) pile up
+        until they expire, and must not crowd out ids that are only late.
+        """
+        def query(cond: dict[str, Any], limit: int) -> Any:
+            return self.upstream.call("read", {
+                "type": ET, "return_fields": self.fields,
+                "filters": {"logical_operator": "and", "conditions": [cond]},
+                "sorts": [{"field_name": "id", "direction": "asc"}],
+                "paging": {"entities_per_page": limit, "current_page": 1},
+                "return_only": "active", "return_paging_info_without_counts": True})
+
+        waiting = sorted(backlog)
+        calls = [query({"path": "id", "relation": "greater_than", "values": [after]}, self.page_size)]
+        calls += [query({"path": "id", "relation": "in", "values": waiting[i:i + self.page_size]},
+                        self.page_size) for i in range(0, len(waiting), self.page_size)]
+        results = await asyncio.gather(*calls)
+        page = [e for e in results[0].get("entities") or [] if isinstance(e.get("id"), int)]
+        late = [e for r in results[1:] for e in r.get("entities") or [] if isinstance(e.get("id"), int)]
+        # Late ids first (all below `after`), then the page: `_advance` relies on id order,
+        # and "full" is judged on the page alone.
+        return sorted(late, key=lambda e: e["id"]) + page, len(page) >= self.page_size
 
     def _advance(self, events: list[dict[str, Any]], last_id: int, backlog: dict[int, float],
                  now: float) -> tuple[int, dict[int, float]]:

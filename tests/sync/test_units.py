@@ -124,3 +124,27 @@ def test_backlog_takes_missing_ids_fills_them_late_and_expires_them(plain_store:
     assert (last, sorted(backlog)) == (7, [2, 5]) and w.stats["gaps_filled"] == 1
     assert sorted(w._expire(dict(backlog), now=1299.0)) == [2, 5]
     assert w._expire(dict(backlog), now=1301.0) == {} and w.stats["gaps_expired"] == 2
+
+
+class LogSite:
+    """A log whose visible ids are `visible`: answers `id > n` and `id in [...]` reads."""
+
+    def __init__(self, visible: set[int]) -> None:
+        self.visible = visible
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        cond = params["filters"]["conditions"][0]
+        if cond["relation"] == "greater_than":
+            ids = sorted(i for i in self.visible if i > cond["values"][0])
+        else:
+            ids = sorted(i for i in self.visible if i in set(cond["values"]))
+        n = params["paging"]["entities_per_page"]
+        return {"entities": [{"type": "EventLogEntry", "id": i, "event_type": "x"} for i in ids[:n]]}
+
+
+def test_a_late_id_is_found_behind_many_that_never_fill(plain_store: Store) -> None:
+    never = {i: 0.0 for i in range(1, 1200)}  # rolled back: they pile up until they expire
+    w = EventWatcher(plain_store, LogSite({1500, 1600, 1601}), refresher=None,  # type: ignore[arg-type]
+                     config=Config())
+    events, full = asyncio.run(w._read_page(1600, {**never, 1500: 0.0}))
+    assert [e["id"] for e in events] == [1500, 1601] and not full
