@@ -145,7 +145,7 @@ def scan(full: bool, types: str | None, projects: str | None, **kw: Any) -> None
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default 8010).")
 @click.option("--workers", default=1, show_default=True, type=int)
-@click.option("--no-sync", is_flag=True, help="Serve only; no event watcher or interval scans.")
+@click.option("--no-sync", is_flag=True, help="No event watcher or interval scans here (write-through still runs).")
 @click.option("--json-logs", is_flag=True, help="Structured JSON log lines.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe level logged.")

@@ -39,11 +39,12 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None,
     svc = await CacheService.open(config)
     # Reads involving a type that `sgcache rebuild` is re-importing go to the site.
     svc.read_gate = RebuildGate(Readiness(svc.store), lambda: svc.store.schema)  # type: ignore[attr-defined]
-    sync = SyncLoop(svc) if config.watch_events else None
+    # Write-through runs in every server; the event watcher and scans only when syncing.
+    sync = SyncLoop(svc)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(sync.run()) if sync else None
+        task = asyncio.create_task(sync.run()) if config.watch_events else None
         try:
             yield
         finally:
@@ -53,8 +54,9 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None,
                     await task
             await svc.aclose()
 
-    app = create_app(svc, lifespan=lifespan, on_write=sync.on_write if sync else None)
-    app.state.monitor.sync = sync  # leadership shows on /status and /metrics
+    app = create_app(svc, lifespan=lifespan, on_write=sync.on_write)
+    if config.watch_events:
+        app.state.monitor.sync = sync  # leadership shows on /status and /metrics
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_config=None,
                                            access_log=False, timeout_keep_alive=75))
     log.info("sgcache serving http://%s:%d for %s (pid %d)", config.host, config.port, config.shotgun_url,

@@ -13,6 +13,7 @@ from ..schema import Schema, load_rules
 from ..upstream import Upstream
 from .auth import AuthVerifier
 from .read import ReadEngine
+from .schema_sync import reader_for
 from .fields import LAYOUT_VERSION
 from .store import Store, make_engine
 
@@ -55,7 +56,7 @@ class CacheService:
         self.config = config
         self.store = store
         self.upstream = upstream
-        self.reader = ReadEngine(store)
+        self.reader: ReadEngine = reader_for(store)  # knows fields still being backfilled
         self.auth = AuthVerifier(upstream, ttl=config.auth_ttl, grace=config.auth_grace,
                                  allow_scripts=config.allow_scripts, allow_logins=config.allow_logins)
 
