@@ -275,10 +275,11 @@ class ReadEngine:
         target = self.alias(hop.to_type)
         inner = self._through(target, path, i + 1, leaf)
         if isinstance(ft, EntityField):
-            sub = select(literal(1)).select_from(target).where(
-                outer.c[ft.name + "__type"] == hop.to_type, outer.c[ft.name + "__id"] == target.c.id,
-                target.c[ACTIVE], inner)
-        elif isinstance(ft, MultiEntityField):
+            # An uncorrelated IN lets SQLite (and PostgreSQL) start from the few matching
+            # targets and use the link index, instead of probing every outer row.
+            return and_(outer.c[ft.name + "__type"] == hop.to_type, outer.c[ft.name + "__id"].in_(
+                select(target.c.id).where(target.c[ACTIVE], inner)))
+        if isinstance(ft, MultiEntityField):
             a = self.store[hop.from_type].assoc[ft.name].alias()
             sub = select(literal(1)).select_from(a.join(target, a.c.child_id == target.c.id)).where(
                 a.c.parent_id == outer.c.id, a.c.child_type == hop.to_type, target.c[ACTIVE], inner)

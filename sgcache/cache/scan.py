@@ -85,6 +85,7 @@ async def full_scan(upstream: Upstream, store: Store, types: Iterable[str] | Non
     res.seconds = time.monotonic() - t0
     # A project-restricted scan holds only part of each type: it primes nothing.
     await asyncio.to_thread(_record, store, res, started, [] if projects else list(res.rows))
+    await asyncio.to_thread(analyze, store)
     log.info("full scan: %d rows in %.1fs", sum(res.rows.values()), res.seconds)
     return res
 
@@ -110,6 +111,14 @@ async def interval_scan(upstream: Upstream, store: Store, progress: Progress | N
     res.seconds = time.monotonic() - t0
     await asyncio.to_thread(_record, store, res, started)
     return res
+
+
+def analyze(store: Store) -> None:
+    """Refresh the planner's statistics after bulk loads: without them SQLite walks the
+    low-selectivity `_active` index instead of starting from a selective filter."""
+    from sqlalchemy import text
+    with store.engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
 
 
 def _get_state(store: Store, key: str) -> Any:
