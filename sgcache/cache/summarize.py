@@ -17,7 +17,6 @@ summary's `value`, case-insensitively); `status_percentage` of records with stat
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,18 +25,13 @@ from sqlalchemy.engine import Connection
 
 from ..protocol import errors
 from ..protocol.filters import FieldPath, parse_filters, resolve_path
+from ..protocol.grouping import (EMPTY, GROUP_TYPES, SUMMARY_TYPES, Group, link_group, scalar_group,
+                                 tag_groups)
 from .fields import (BoolField, DateField, DateTimeField, EntityField, FieldType, FloatField, IntField,
                      MultiEntityField, StringField, TagListField, TextField, fold)
 from .read import Passthrough, ReadEngine, _Query
 from .store import ACTIVE
 
-SUMMARY_TYPES = frozenset({"record_count", "count", "sum", "maximum", "minimum", "average", "earliest",
-                           "latest", "percentage", "status_percentage", "status_list", "checked",
-                           "unchecked"})
-BUCKETS = {"tens": 10, "hundreds": 100, "thousands": 1000, "tensofthousands": 10_000,
-           "hundredsofthousands": 100_000, "millions": 1_000_000}
-DATE_GROUPS = frozenset({"day", "week", "month", "quarter", "year", "clustered_date", "oneday", "fivedays"})
-GROUP_TYPES = frozenset({"exact", "entitytype", "firstletter"} | set(BUCKETS) | DATE_GROUPS)
 KNOWN_PARAMS = frozenset({"type", "summaries", "filters", "grouping", "include_archived_projects"})
 SCALAR = (TextField, StringField, IntField, FloatField, BoolField, DateField, DateTimeField)
 #: Above this many matching records the site is asked (Python aggregation stays cheap).
@@ -274,53 +268,14 @@ def _summary_value(v: Any) -> Any:
     return v
 
 
-def _keys(kind: str, v: Any) -> list[tuple[Any, Any, Any]]:
+def _keys(kind: str, v: Any) -> list[Group]:
     """(sort key, group_value, group_name) of the group(s) a value falls in."""
     if isinstance(v, Link) or (isinstance(v, list) and v and isinstance(v[0], Link)):
         links = _live(v)
-        if not links:
-            return [(None, None, "")]
-        res = []
-        for link in links:
-            if kind == "entitytype":
-                res.append((link.type, link.type, link.type))
-            elif kind == "firstletter":
-                c = str(link.name or "")[:1].upper()
-                res.append((c, c, c))
-            else:
-                res.append(((fold(str(link.name or "")), link.type, link.id),
-                            {"type": link.type, "id": link.id, "name": link.name, "valid": "valid"}, link.name))
-        return res
+        return [link_group(kind, x.type, x.id, x.name) for x in links] if links else [EMPTY]
     if isinstance(v, list):  # tag names (or an empty multi-entity list)
-        return [(fold(t), t, t) for t in v] if v else [(None, None, "")]
-    if v is None:
-        return [(None, None, "")]
-    if kind in BUCKETS and isinstance(v, (int, float)) and not isinstance(v, bool):
-        size = BUCKETS[kind]
-        lo = int(v // size) * size
-        return [(lo, lo, f"{lo} - {lo + size - 1}")]
-    if kind in DATE_GROUPS and isinstance(v, str) and len(v) >= 10:
-        try:
-            d = dt.date.fromisoformat(v[:10])
-        except ValueError:
-            return [(v, v, v)]
-        if kind == "week":
-            s = (d - dt.timedelta(days=d.weekday())).isoformat()
-        elif kind == "month":
-            s = d.strftime("%Y-%m")
-        elif kind == "quarter":
-            s = f"{d.year} Q{(d.month - 1) // 3 + 1}"
-        elif kind == "year":
-            s = str(d.year)
-        else:
-            s = d.isoformat()
-        return [(s, s, s)]
-    if kind == "firstletter" and isinstance(v, str):
-        c = v[:1].upper()
-        return [(c, c, c)]
-    if isinstance(v, str):
-        return [(fold(v), v, v)]
-    return [(v, v, str(v))]
+        return tag_groups(v)
+    return [scalar_group(kind, v)]
 
 
 def _fold(v: Any) -> Any:

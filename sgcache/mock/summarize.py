@@ -16,19 +16,14 @@ Choices where the site is not documented (the cache matches these):
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Callable
 
 from ..protocol import errors
 from ..protocol.filters import FieldPath
+from ..protocol.grouping import (EMPTY, GROUP_TYPES, SUMMARY_TYPES, Group, link_group, scalar_group,
+                                 tag_groups)
 from .query import MULTI, Engine, empty_value, fold
 
-SUMMARY_TYPES = ("record_count", "count", "sum", "maximum", "minimum", "average", "earliest",
-                 "latest", "percentage", "status_percentage", "status_list", "checked", "unchecked")
-BUCKETS = {"tens": 10, "hundreds": 100, "thousands": 1000, "tensofthousands": 10_000,
-           "hundredsofthousands": 100_000, "millions": 1_000_000}
-DATE_GROUPS = ("day", "week", "month", "quarter", "year", "clustered_date", "oneday", "fivedays")
-GROUP_TYPES = ("exact", "entitytype", "firstletter") + tuple(BUCKETS) + DATE_GROUPS
 M = "summarize"
 
 
@@ -109,58 +104,16 @@ class Summarizer:
             out.append(g)
         return out
 
-    def _keys(self, kind: str, fp: FieldPath, v: Any) -> list[tuple[Any, Any, Any]]:
+    def _keys(self, kind: str, fp: FieldPath, v: Any) -> list[Group]:
         """(sort key, group_value, group_name) of the group(s) a value falls in."""
         dtype = fp.field.data_type
         if dtype == "entity" or dtype in MULTI:
             links = self.engine.links(v)
-            if not links:
-                return [(None, None, "")]
-            res = []
-            for l in links:
-                name = self.engine.name_of(l["type"], l["id"])
-                if kind == "entitytype":
-                    res.append((l["type"], l["type"], l["type"]))
-                elif kind == "firstletter":
-                    c = (str(name or "")[:1]).upper()
-                    res.append((c, c, c))
-                else:
-                    res.append(((fold(str(name or "")), l["type"], l["id"]),
-                                {"type": l["type"], "id": l["id"], "name": name, "valid": "valid"},
-                                name))
-            return res
+            return [link_group(kind, l["type"], l["id"], self.engine.name_of(l["type"], l["id"]))
+                    for l in links] if links else [EMPTY]
         if dtype == "tag_list":
-            return [(fold(t), t, t) for t in v] if v else [(None, None, "")]
-        if v is None:
-            return [(None, None, "")]
-        if kind in BUCKETS and isinstance(v, (int, float)) and not isinstance(v, bool):
-            size = BUCKETS[kind]
-            lo = int(v // size) * size
-            return [(lo, lo, f"{lo} - {lo + size - 1}")]
-        if kind in DATE_GROUPS and isinstance(v, str) and len(v) >= 10:
-            try:
-                d = dt.date.fromisoformat(v[:10])
-            except ValueError:
-                return [(v, v, v)]
-            if kind == "week":
-                s = (d - dt.timedelta(days=d.weekday())).isoformat()
-            elif kind == "month":
-                s = d.strftime("%Y-%m")
-            elif kind == "quarter":
-                s = f"{d.year} Q{(d.month - 1) // 3 + 1}"
-            elif kind == "year":
-                s = str(d.year)
-            else:
-                s = d.isoformat()
-            return [(s, s, s)]
-        if kind == "firstletter" and isinstance(v, str):
-            c = v[:1].upper()
-            return [(c, c, c)]
-        if isinstance(v, str):
-            return [(fold(v), v, v)]
-        if isinstance(v, (dict, list)):
-            return [(repr(v), v, str(v))]
-        return [(v, v, str(v))]
+            return tag_groups(v or [])
+        return [scalar_group(kind, v)]
 
 
 def _summary(kind: str, value: Any, vals: list[Any], present: list[Any]) -> Any:

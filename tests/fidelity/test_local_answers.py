@@ -99,7 +99,7 @@ def test_summaries_of_every_type_and_grouping_never_reach_the_site(world: World)
                          "summaries": [{"field": fields[s], "type": s} for s in sorted(SUMMARY_TYPES)],
                          "grouping": [{"field": field, "type": kind, "direction": "desc"},
                                       {"field": "step", "type": "exact", "direction": "asc"}]})
-    assert set(fields) == SUMMARY_TYPES
+    assert set(fields) == set(SUMMARY_TYPES)
     before = world.upstream_reads("summarize")
     answers = [world.call(world.cache.url, "summarize", p) for p in requests]
     assert world.upstream_reads("summarize") == before, "a summary marked 'answered locally' was passed through"
