@@ -20,13 +20,14 @@ import math
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from sgcache.launch import free_port, read_mock_banner, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 #: Results go to the checkout the benchmark was started from, unless told otherwise (a
@@ -38,33 +39,8 @@ PY = sys.executable
 #: ~10.45 entities per shot subtree (sgcache/mock/demo.py `_PER_SHOT`): ~100,000 shots.
 DEFAULT_SIZE = 1_045_000
 
-_BANNER_RE = re.compile(r"^sgcache-mock:\s+(.*)$")
-
 
 # -- processes -------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    """Wait until `info` answers HTTP 200 at url (raising if proc dies first)."""
-    import httpx
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.post(url + "/api3/json", json={"method_name": "info", "params": []},
-                          timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
 
 def stop(proc: subprocess.Popen[Any] | None, timeout: float = 60.0) -> None:
     """Terminate one process we started (SIGTERM, then SIGKILL)."""
@@ -116,26 +92,13 @@ def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: fl
     t0 = time.monotonic()
     err = open(log, "a") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
-    assert proc.stdout is not None
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mock site exited with code {proc.returncode}")
-            continue
-        m = _BANNER_RE.match(line.strip())
-        if m:
-            info = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
-            wait_http(info["url"], timeout=max(deadline - time.monotonic(), 1), proc=proc)
-            mock = Mock(info["url"], info["admin"], info["script_name"], info["script_key"], proc,
-                        time.monotonic() - t0, generated)
-            if generated:
-                import httpx
-                httpx.post(mock.admin_url + "/save", timeout=600)
-            return mock
-    proc.kill()
-    raise RuntimeError("mock site did not start in time")
+    info = read_mock_banner(proc, timeout)
+    mock = Mock(info["url"], info["admin"], info["script_name"], info["script_key"], proc,
+                time.monotonic() - t0, generated)
+    if generated:
+        import httpx
+        httpx.post(mock.admin_url + "/save", timeout=600)
+    return mock
 
 
 def cache_env(mock: Mock, db_url: str | None, data_dir: Path, rules: Path | None) -> dict[str, str]:

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from ..config import load_config
-
-_BANNER_RE = re.compile(r"^sgcache-mock:\s+(.*)$")
-
+from ..launch import read_mock_banner, wait_http
 
 def start_mock(port: int, size: int, *, extra: list[str] | None = None,
                timeout: float = 120.0) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -27,33 +21,7 @@ def start_mock(port: int, size: int, *, extra: list[str] | None = None,
     cmd = [sys.executable, "-m", "sgcache.cli", "mock", "--host", "127.0.0.1", "--port", str(port),
            "--demo", str(size), *(extra or [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1)
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mock site exited with code {proc.returncode}")
-            continue
-        m = _BANNER_RE.match(line.strip())
-        if m:
-            info = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
-            _wait_http(info.get("url", f"http://127.0.0.1:{port}"), deadline)
-            return proc, info
-    proc.kill()
-    raise RuntimeError("mock site did not start in time")
-
-
-def _wait_http(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.post(url + "/api3/json", json={"method_name": "info", "params": []}, timeout=2)
-            if r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in time")
+    return proc, read_mock_banner(proc, timeout)
 
 
 def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool) -> int:
@@ -114,7 +82,7 @@ def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
             logging.getLogger("sgcache.demo").exception("serving the demo failed")
 
     threading.Thread(target=serve, daemon=True).start()
-    _wait_http(cache_url, time.monotonic() + 30)
+    wait_http(cache_url, 30)
     sg = shotgun_api3.Shotgun(cache_url, script_name=info["script_name"], api_key=info["script_key"])
     shots = sg.find("Shot", [], ["code", "sg_sequence"], limit=5)
     click.echo(f"demo check: read {len(shots)} shots through the cache, e.g. {shots[:1]}")
