@@ -97,15 +97,20 @@ class ReadEngine:
         return a
 
     # -- entry point -------------------------------------------------------------
-    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+    def cached_type(self, params: Any, known: frozenset[str], method: str) -> str:
+        """The request's entity type, if the params are ones we understand and it is cached."""
         if not isinstance(params, dict):
             raise Passthrough("params not a dict")
-        extra = set(params) - KNOWN_PARAMS
+        extra = set(params) - known
         if extra:
-            raise Passthrough(f"unsupported read params: {', '.join(sorted(map(str, extra)))}")
+            raise Passthrough(f"unsupported {method} params: {', '.join(sorted(map(str, extra)))}")
         etype = params.get("type")
         if not isinstance(etype, str) or etype not in self.store:
             raise Passthrough(f"uncached entity type {etype!r}")
+        return etype
+
+    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+        etype = self.cached_type(params, KNOWN_PARAMS, "read")
         try:
             group = parse_filters(self.schema, etype, params.get("filters"))
             return_fields = self._return_fields(etype, params.get("return_fields"))
@@ -120,7 +125,6 @@ class ReadEngine:
         if not isinstance(include_archived, bool):
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
 
-        et = self.store[etype]
         root = self.alias(etype, fresh=True)
         q = _Query(self, etype, root, root)
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]

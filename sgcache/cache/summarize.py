@@ -60,14 +60,7 @@ class Summarizer:
         self.schema = reader.schema
 
     def summarize(self, conn: Connection, params: Any) -> dict[str, Any]:
-        if not isinstance(params, dict):
-            raise Passthrough("params not a dict")
-        extra = set(params) - KNOWN_PARAMS
-        if extra:
-            raise Passthrough(f"unsupported summarize params: {', '.join(sorted(map(str, extra)))}")
-        etype = params.get("type")
-        if not isinstance(etype, str) or etype not in self.store:
-            raise Passthrough(f"uncached entity type {etype!r}")
+        etype = self.reader.cached_type(params, KNOWN_PARAMS, "summarize")
         summaries = params.get("summaries") or []
         grouping = params.get("grouping") or []
         if not isinstance(summaries, list) or not isinstance(grouping, list):
@@ -105,7 +98,7 @@ class Summarizer:
         for fp in [spec[3] for spec in specs] + [g[2] for g in groups]:
             if fp.text not in loaders:
                 loaders[fp.text] = (self._plan(q, fp), fp)
-        id_label = q.label(root.c.id)
+        q.label(root.c.id)  # every row carries its id
         count = conn.execute(select(func.count()).select_from(root).where(*where)).scalar_one()
         if count > MAX_ROWS:
             raise Passthrough(f"summarize over {count} records")
