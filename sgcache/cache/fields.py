@@ -8,6 +8,7 @@ the target's table at read time, so renaming a Shot never leaves stale links beh
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
@@ -71,8 +72,9 @@ class FieldType:
         """Column values of a row (mapping) -> wire value."""
         return row[self.name]
 
-    @property
+    @cached_property
     def column_names(self) -> list[str]:
+        # Cached: building the Column objects costs more than a primary-key read.
         return [c.name for c in self.columns()]
 
 

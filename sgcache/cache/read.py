@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import (ColumnElement, and_, case, exists, false, func, literal, not_, or_,
+from sqlalchemy import (ColumnElement, and_, bindparam, case, exists, false, func, literal, not_, or_,
                         select, true)
 from sqlalchemy.engine import Connection
 
@@ -32,6 +32,8 @@ KNOWN_PARAMS = frozenset({
     "include_archived_projects",
 })
 MAX_PAGE = 5000
+#: Read plans kept per engine (one per type + return fields + sorts asked for).
+MAX_PLANS = 2000
 #: Storage classes the engine sorts on locally (others pass the read through).
 SORTABLE = (TextField, StringField, BoolField, EntityField, IntField, FloatField, DateField, DateTimeField)
 
@@ -51,6 +53,31 @@ class _LinkCols:
     type_col: str
     id_col: str
     names: dict[str, tuple[str, str]]  # target type -> (name label, active label)
+
+
+@dataclass
+class _Plan:
+    """The part of a read's SELECT that does not depend on filter values (see `_plan`)."""
+
+    root: Any
+    from_clause: Any
+    columns: list[Any]
+    renderers: list[tuple[str, Callable[..., Any]]]
+    order: list[Any]
+    id_label: str
+    n_aliases: int  # aliases t0..tn are the plan's; filters number theirs after
+    by_id: dict[tuple[str, bool], Any] = field(default_factory=dict)
+
+
+def _id_is(group: Group) -> int | None:
+    """N if the filters are exactly `id is N` (an integer), else None."""
+    if group.op != "and" or len(group.conditions) != 1:
+        return None
+    c = group.conditions[0]
+    if (isinstance(c, Condition) and not c.path.hops and c.path.field.name == "id" and c.relation == "is"
+            and len(c.values) == 1 and type(c.values[0]) is int):
+        return c.values[0]
+    return None
 
 
 @dataclass
@@ -83,6 +110,8 @@ class ReadEngine:
         # table, which costs more than running a typical query. Numbered per request.
         self._aliases: dict[tuple[str, int], Any] = {}
         self._local = threading.local()
+        self._plans: dict[Any, _Plan] = {}
+        self._plans_lock = threading.Lock()
 
     def alias(self, etype: str, fresh: bool = False) -> Any:
         """The next alias of `etype`'s table for the statement being built (fresh=True: a
@@ -113,8 +142,7 @@ class ReadEngine:
         etype = self.cached_type(params, KNOWN_PARAMS, "read")
         try:
             group = parse_filters(self.schema, etype, params.get("filters"))
-            return_fields = self._return_fields(etype, params.get("return_fields"))
-            sorts = self._sorts(etype, params.get("sorts"))
+            plan = self._plan(etype, params.get("return_fields"), params.get("sorts"))
         except errors.Fault as e:  # the site's own message is authoritative
             raise Passthrough(f"invalid request, site decides: {e.message}") from None
         per_page, page = self._paging(params.get("paging"))
@@ -124,45 +152,96 @@ class ReadEngine:
         include_archived = params.get("include_archived_projects", True)
         if not isinstance(include_archived, bool):
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
+        want_count = bool(params.get("return_paging_info"))
 
-        root = self.alias(etype, fresh=True)
-        q = _Query(self, etype, root, root)
+        pk = _id_is(group)
+        if pk is not None and page == 1 and not want_count:  # the commonest call of all
+            stmt = plan.by_id.get((return_only, include_archived))
+            if stmt is None:
+                stmt = plan.by_id[(return_only, include_archived)] = self._by_id_stmt(
+                    plan, etype, return_only, include_archived)
+            rows = conn.execute(stmt, {"pk": pk}).mappings().all()
+            return {"entities": self._render(conn, plan, etype, rows), "paging_info": {"has_next_page": False}}
+
+        root = plan.root
+        self._local.n = plan.n_aliases  # filter aliases never collide with the plan's joins
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
         where.append(self._group(group, root, etype))
         if include_archived is False:
             where.append(self._not_archived(root, etype))
-
-        renderers = [(name, self._plan_field(q, path)) for name, path in return_fields]
-        order = []
-        for path, direction in sorts:
-            for col in self._sort_cols(q, path):
-                order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
-        order.append(root.c.id.asc())
-
-        id_label = q.label(root.c.id)
-        stmt = select(*q.columns).select_from(q.from_clause).where(*where).order_by(*order)
+        stmt = select(*plan.columns).select_from(plan.from_clause).where(*where).order_by(*plan.order)
         stmt = stmt.limit(per_page + 1).offset((page - 1) * per_page)
         rows = conn.execute(stmt).mappings().all()
         has_next = len(rows) > per_page
-        rows = rows[:per_page]
-
-        entities = []
-        multi_jobs: list[tuple[dict[str, Any], str, Callable[..., Any]]] = []
-        for row in rows:
-            ent: dict[str, Any] = {"type": etype, "id": row[id_label]}
-            for name, render in renderers:
-                ent[name] = render(row, ent, name, multi_jobs)
-            entities.append(ent)
-        self._fill_multi(conn, multi_jobs)
+        entities = self._render(conn, plan, etype, rows[:per_page])
 
         # The site always reports has_next_page; the counts only when asked (old protocol).
         paging_info: dict[str, Any] = {"has_next_page": has_next}
-        if params.get("return_paging_info"):
+        if want_count:
             count_stmt = select(func.count()).select_from(root).where(*where)
             total = conn.execute(count_stmt).scalar_one()
             paging_info.update(entity_count=total, current_page=page, entities_per_page=per_page,
                                page_count=-(-total // per_page))
         return {"entities": entities, "paging_info": paging_info}
+
+    def _plan(self, etype: str, fields: Any, sorts: Any) -> "_Plan":
+        """What to select, join and sort for these return fields and sorts, built once.
+
+        Planning (resolving paths, choosing columns and joins) costs more than running a
+        small query, and a pipeline asks the same shapes over and over: plans are kept
+        per (type, return fields, sorts), the values of the filters being left out.
+        """
+        try:
+            key: Any = (etype, tuple(fields) if isinstance(fields, list) else fields,
+                        tuple(tuple(sorted(s.items())) if isinstance(s, dict) else s for s in sorts)
+                        if isinstance(sorts, list) else sorts)
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable value somewhere: plan it, don't keep it
+            key, plan = None, None
+        if plan is not None:
+            return plan
+        return_fields = self._return_fields(etype, fields)
+        sort_paths = self._sorts(etype, sorts)
+        root = self.alias(etype, fresh=True)
+        q = _Query(self, etype, root, root)
+        renderers = [(name, self._plan_field(q, path)) for name, path in return_fields]
+        order = []
+        for path, direction in sort_paths:
+            for col in self._sort_cols(q, path):
+                order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+        order.append(root.c.id.asc())
+        id_label = q.label(root.c.id)
+        plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n)
+        if key is not None:
+            with self._plans_lock:
+                if len(self._plans) >= MAX_PLANS:
+                    self._plans.pop(next(iter(self._plans)))
+                self._plans[key] = plan
+        return plan
+
+    def _by_id_stmt(self, plan: "_Plan", etype: str, return_only: str, include_archived: bool) -> Any:
+        """The plan's SELECT for one id, as a reusable statement with a bound `pk`: no
+        sort or limit needed for at most one row, and SQLAlchemy compiles it only once."""
+        root = plan.root
+        self._local.n = plan.n_aliases
+        where = [root.c[ACTIVE] == (return_only == "active"), root.c.id == bindparam("pk")]
+        if include_archived is False:
+            where.append(self._not_archived(root, etype))
+        return select(*plan.columns).select_from(plan.from_clause).where(*where)
+
+    def _render(self, conn: Connection, plan: "_Plan", etype: str, rows: Any) -> list[dict[str, Any]]:
+        """Rows of the plan's SELECT -> the site's entity dicts (multi-entity fields loaded after)."""
+        entities = []
+        multi_jobs: list[tuple[dict[str, Any], str, Callable[..., Any]]] = []
+        id_label = plan.id_label
+        for row in rows:
+            ent: dict[str, Any] = {"type": etype, "id": row[id_label]}
+            for name, render in plan.renderers:
+                ent[name] = render(row, ent, name, multi_jobs)
+            entities.append(ent)
+        if multi_jobs:
+            self._fill_multi(conn, multi_jobs)
+        return entities
 
     # -- request parts ------------------------------------------------------------
     def _return_fields(self, etype: str, fields: Any) -> list[tuple[str, FieldPath]]:
