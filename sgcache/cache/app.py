@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,6 +28,7 @@ from ..protocol import errors
 from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavailable_message
 from .auth import identity
 from .metrics import Metrics
+from .point_reads import PointReads
 from .read import Passthrough
 from .summarize import Summarizer
 from .service import CacheService
@@ -115,6 +117,15 @@ def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     return payload["method_name"], params
 
 
+@dataclass
+class _Call:
+    """What the request log and metrics need to know of one api3 call."""
+
+    method: str = "invalid"
+    outcome: str = "fault"
+    params: list[Any] = field(default_factory=list)
+
+
 def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awaitable[None]] | None = None,
                extra_routes: list[Route] | None = None, lifespan: Any = None) -> Starlette:
     """Build the ASGI app around a CacheService. `on_write` receives passthrough writes."""
@@ -140,23 +151,47 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
-        method, outcome = "invalid", "fault"
-        params: list[Any] = []
-        response: Response | None = None
+        call = _Call()
+        try:
+            response = await handle(request, call)
+        except BaseException:  # cancelled: account for it now, there is no response to follow
+            account(request, call, None, time.perf_counter() - t0)
+            raise
+        dt = time.perf_counter() - t0
+
+        async def after() -> None:
+            account(request, call, response, dt)
+
+        # Counting and the request log line wait until the answer has gone out: they
+        # are the server's bookkeeping, not the caller's latency.
+        response.background = BackgroundTask(after)
+        return response
+
+    def account(request: Request, call: "_Call", response: Response | None, seconds: float) -> None:
+        method, params = call.method, call.params
+        label = method_label(method) if method != "invalid" else method
+        auth = params[0] if params and isinstance(params[0], dict) else None
+        etype = params[1].get("type") if len(params) > 1 and isinstance(params[1], dict) else None
+        metrics.observe(label, call.outcome, seconds, reason=getattr(request.state, "passthrough_reason", None),
+                        entity_type=etype if isinstance(etype, str) else None, auth=auth,
+                        status=response.status_code if response is not None else None)
+
+    async def handle(request: Request, call: "_Call") -> Response:
         try:
             body = await read_body(request, config.max_body_bytes)
             if len(body) <= INLINE_PARSE_BYTES:
-                method, params = parse_payload(body, config.max_json_depth)
+                call.method, call.params = parse_payload(body, config.max_json_depth)
             else:  # seconds of CPU for a big batch: off the event loop, one or two at a time
                 async with big_parses:
-                    method, params = await run_in_threadpool(parse_payload, body, config.max_json_depth)
+                    call.method, call.params = await run_in_threadpool(parse_payload, body, config.max_json_depth)
+            method, params = call.method, call.params
             if method == "info":
-                outcome = "served"
+                call.outcome = "served"
                 return await info(body, request)
             if method in ("read", "summarize") and len(params) == 2 and isinstance(params[1], dict):
-                response, outcome = await read(body, params[0], params[1], request, method)
+                response, call.outcome = await read(body, params[0], params[1], request, method)
                 return response
-            outcome = "passthrough"
+            call.outcome = "passthrough"
             request.state.passthrough_reason = "method"
             response = await forward(body, method, request)
             if on_write is not None and response.status_code == 200:
@@ -168,21 +203,13 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except errors.Fault as f:
             return _fault(f)
         except ClientDisconnect:  # the caller left mid-request: nobody to answer
-            log.debug("client disconnected during %s", method_label(method))
-            outcome = "disconnected"
+            log.debug("client disconnected during %s", method_label(call.method))
+            call.outcome = "disconnected"
             return Response(status_code=400)
         except Exception as e:  # never an HTTP 500: the caller gets a Fault it can read
-            log.exception("internal error answering %s", method_label(method))
+            log.exception("internal error answering %s", method_label(call.method))
             return _fault(errors.Fault(f"sgcache internal error ({type(e).__name__}); "
                                        "the request was not answered."))
-        finally:
-            dt = time.perf_counter() - t0
-            label = method_label(method) if method != "invalid" else method
-            auth = params[0] if params and isinstance(params[0], dict) else None
-            etype = params[1].get("type") if len(params) > 1 and isinstance(params[1], dict) else None
-            metrics.observe(label, outcome, dt, reason=getattr(request.state, "passthrough_reason", None),
-                            entity_type=etype if isinstance(etype, str) else None, auth=auth,
-                            status=response.status_code if response is not None else None)
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request,
                    method: str = "read") -> tuple[Response, str]:
@@ -192,7 +219,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
             await service.auth.check(auth, etype)
-            result = await run_in_threadpool(_read_sync, params, method)
+            result = point_reads.answer(params) if method == "read" else None
+            if result is None:
+                result = await run_in_threadpool(_read_sync, params, method)
         except Passthrough as p:
             log.debug("passthrough %s %.64s: %.300s", method, etype, p.reason)
             request.state.passthrough_reason = p.reason
@@ -213,16 +242,22 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         log.debug("served read %s for %s", etype, identity(auth))
         return _json({"results": result}), "served"
 
-    summarizer = Summarizer(service.reader)
+    point_reads = PointReads(service)
+    summarizers: dict[int, Summarizer] = {}
 
     def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
         gate = getattr(service, "read_gate", None)
         if gate is not None:  # e.g. types being rebuilt: Passthrough
             gate(params)
+        reader = service.reader  # schema changes replace it: use the current one
         with service.store.engine.connect() as conn:
             if method == "summarize":
+                summarizer = summarizers.get(id(reader))
+                if summarizer is None or summarizer.reader is not reader:
+                    summarizers.clear()
+                    summarizer = summarizers[id(reader)] = Summarizer(reader)
                 return summarizer.summarize(conn, params)
-            return service.reader.read(conn, params)
+            return reader.read(conn, params)
 
     info_cache: dict[str, Any] = {}
 
@@ -274,12 +309,15 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:
-        async with monitor.running():
-            if lifespan is None:
-                yield
-            else:
-                async with lifespan(app):
+        try:
+            async with monitor.running():
+                if lifespan is None:
                     yield
+                else:
+                    async with lifespan(app):
+                        yield
+        finally:
+            point_reads.close()
 
     routes = [
         Route("/api3/json", api3, methods=["POST"]),

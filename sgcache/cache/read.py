@@ -66,7 +66,20 @@ class _Plan:
     order: list[Any]
     id_label: str
     n_aliases: int  # aliases t0..tn are the plan's; filters number theirs after
+    multi: bool  # has multi-entity return fields (a second query per page)
     by_id: dict[tuple[str, bool], Any] = field(default_factory=dict)
+
+
+def _plan_key(etype: str, fields: Any, sorts: Any) -> Any:
+    """The plan cache key of a read, or None if its parts are not hashable."""
+    try:
+        key = (etype, tuple(fields) if isinstance(fields, list) else fields,
+               tuple(tuple(sorted(s.items())) if isinstance(s, dict) else s for s in sorts)
+               if isinstance(sorts, list) else sorts)
+        hash(key)
+    except TypeError:  # an unhashable value somewhere: plan it, don't keep it
+        return None
+    return key
 
 
 def _id_is(group: Group) -> int | None:
@@ -191,13 +204,8 @@ class ReadEngine:
         small query, and a pipeline asks the same shapes over and over: plans are kept
         per (type, return fields, sorts), the values of the filters being left out.
         """
-        try:
-            key: Any = (etype, tuple(fields) if isinstance(fields, list) else fields,
-                        tuple(tuple(sorted(s.items())) if isinstance(s, dict) else s for s in sorts)
-                        if isinstance(sorts, list) else sorts)
-            plan = self._plans.get(key)
-        except TypeError:  # an unhashable value somewhere: plan it, don't keep it
-            key, plan = None, None
+        key = _plan_key(etype, fields, sorts)
+        plan = self._plans.get(key) if key is not None else None
         if plan is not None:
             return plan
         return_fields = self._return_fields(etype, fields)
@@ -211,13 +219,42 @@ class ReadEngine:
                 order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
         order.append(root.c.id.asc())
         id_label = q.label(root.c.id)
-        plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n)
+        multi = any(isinstance(self.store[p.hops[-1].to_type if p.hops else etype].fields.get(p.field.name),
+                               MultiEntityField) for _, p in return_fields)
+        plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n, multi)
         if key is not None:
             with self._plans_lock:
                 if len(self._plans) >= MAX_PLANS:
                     self._plans.pop(next(iter(self._plans)))
                 self._plans[key] = plan
         return plan
+
+    def is_point_read(self, params: Any) -> bool:
+        """Whether `read(params)` is a one-row primary-key lookup over an already-built plan
+        with no multi-entity fields: bounded work, cheap enough to run on the event loop.
+        Only the shape is checked here; `read` validates everything as usual."""
+        if not isinstance(params, dict) or params.get("return_paging_info"):
+            return False
+        etype = params.get("type")
+        paging = params.get("paging") or {}
+        if not isinstance(etype, str) or not isinstance(paging, dict) or paging.get("current_page", 1) != 1:
+            return False
+        f = params.get("filters")
+        conds = f.get("conditions") if isinstance(f, dict) and f.get("logical_operator", "and") == "and" else f
+        if not isinstance(conds, list) or len(conds) != 1:
+            return False
+        c = conds[0]
+        if not (isinstance(c, dict) and c.get("path") == "id" and c.get("relation") == "is"):
+            return False
+        values = c.get("values")
+        if not (isinstance(values, list) and len(values) == 1 and type(values[0]) is int):
+            return False
+        key = _plan_key(etype, params.get("return_fields"), params.get("sorts"))
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None or plan.multi:
+            return False
+        include_archived = params.get("include_archived_projects", True)
+        return (params.get("return_only", "active"), include_archived) in plan.by_id
 
     def _by_id_stmt(self, plan: "_Plan", etype: str, return_only: str, include_archived: bool) -> Any:
         """The plan's SELECT for one id, as a reusable statement with a bound `pk`: no

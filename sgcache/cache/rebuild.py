@@ -65,6 +65,10 @@ class Readiness:
         self._refresh()
         return self._unprimed
 
+    def fresh(self) -> bool:
+        """True while the marks need no re-read (callers on the event loop check this)."""
+        return self.clock() - self._at < self.ttl
+
     def _refresh(self) -> None:
         if self.clock() - self._at < self.ttl:
             return
@@ -132,6 +136,10 @@ class RebuildGate:
     def __init__(self, readiness: Readiness, schema: Callable[[], Schema]) -> None:
         self.readiness = readiness
         self.schema = schema
+
+    def fresh(self) -> bool:
+        """True if calling the gate now will not touch the database."""
+        return self.readiness.fresh()
 
     def __call__(self, params: Any) -> None:
         busy = self.readiness.rebuilding()
