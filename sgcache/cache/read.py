@@ -93,6 +93,50 @@ def _id_is(group: Group) -> int | None:
     return None
 
 
+class _SqlitePoint:
+    """A by-id SELECT compiled once for SQLite and run on the driver's own cursor.
+
+    For a one-row answer SQLAlchemy's per-execution machinery costs more than SQLite
+    does; the SQL, the bound values and the result conversions are SQLAlchemy's own,
+    worked out once here.
+    """
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        names = list(compiled.positiontup or ())
+        if names.count("pk") != 1:  # pragma: no cover - the statement is ours
+            raise RuntimeError("a by-id statement binds pk exactly once")
+        fixed = compiled.construct_params({"pk": 0})
+        self.sql = compiled.string
+        self.values = []
+        for n in names:
+            proc = compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)
+            self.values.append(proc(fixed[n]) if proc is not None and n != "pk" else fixed[n])
+        self.pk_at = names.index("pk")
+        pk_proc = compiled.binds["pk"].type.dialect_impl(dialect).bind_processor(dialect)
+        self.pk_proc = pk_proc
+        cols = list(stmt.selected_columns)
+        self.keys = [c.name for c in cols]
+        self.procs = [(i, p) for i, c in enumerate(cols)
+                      if (p := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None]
+
+    def run(self, conn: Connection, pk: int) -> list[dict[str, Any]]:
+        values = list(self.values)
+        values[self.pk_at] = self.pk_proc(pk) if self.pk_proc is not None else pk
+        cur = conn.connection.driver_connection.execute(self.sql, values)
+        try:
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        out = []
+        for row in rows:
+            vals = list(row)
+            for i, proc in self.procs:
+                vals[i] = proc(vals[i])
+            out.append(dict(zip(self.keys, vals)))
+        return out
+
+
 @dataclass
 class _Query:
     """Mutable state while building one read's SELECT."""
@@ -169,11 +213,15 @@ class ReadEngine:
 
         pk = _id_is(group)
         if pk is not None and page == 1 and not want_count:  # the commonest call of all
-            stmt = plan.by_id.get((return_only, include_archived))
-            if stmt is None:
-                stmt = plan.by_id[(return_only, include_archived)] = self._by_id_stmt(
-                    plan, etype, return_only, include_archived)
-            rows = conn.execute(stmt, {"pk": pk}).mappings().all()
+            point = plan.by_id.get((return_only, include_archived))
+            if point is None:
+                stmt = self._by_id_stmt(plan, etype, return_only, include_archived)
+                point = plan.by_id[(return_only, include_archived)] = (
+                    _SqlitePoint(stmt, conn.dialect) if self.store.dialect == "sqlite" else stmt)
+            if isinstance(point, _SqlitePoint):
+                rows = point.run(conn, pk)
+            else:
+                rows = conn.execute(point, {"pk": pk}).mappings().all()
             return {"entities": self._render(conn, plan, etype, rows), "paging_info": {"has_next_page": False}}
 
         root = plan.root

@@ -138,3 +138,70 @@ def test_what_it_cannot_answer_exactly_is_passed_through(reader, loaded_store, p
     with loaded_store.engine.connect() as conn, pytest.raises(Passthrough) as exc:
         reader.read(conn, params)
     assert reason in exc.value.reason
+
+
+# -- plans kept across requests, and the one-row by-id path ---------------------------------
+
+def _all_fields(store: Store, etype: str) -> list[str]:
+    return sorted(store[etype].fields)
+
+
+@pytest.mark.parametrize("etype", ["Shot", "Task", "Version", "HumanUser", "Project"])
+@pytest.mark.parametrize("return_only", ["active", "retired"])
+def test_by_id_answers_exactly_like_the_general_path(reader, loaded_store, demo_records, etype, return_only):
+    """`id is N` takes its own compiled path; it must agree with `id in [N]` (the general
+    path, itself checked against the mock) on every field, for live and retired rows."""
+    if etype not in loaded_store:
+        pytest.skip(f"{etype} not in the built-in schema")
+    fields = _all_fields(loaded_store, etype)
+    rows = [r for t, r in demo_records if t == etype]
+    sample = rows[:: max(1, len(rows) // 12)] + [{"id": 10 ** 9}]  # and one that does not exist
+    for rec in sample:
+        for archived in (True, False):
+            kw: dict[str, Any] = {"return_only": return_only}
+            if not archived and etype != "Project":
+                kw["include_archived_projects"] = False
+            fast = read(reader, loaded_store, etype, F(("id", "is", rec["id"])), fields, **kw)
+            slow = read(reader, loaded_store, etype, F(("id", "in", rec["id"])), fields, **kw)
+            assert fast == slow
+            exists = rec["id"] != 10 ** 9
+            if exists and (return_only == "retired") == bool(rec.get("__retired")) and archived:
+                assert ids(fast) == [rec["id"]]
+
+
+def test_a_kept_plan_never_carries_one_requests_values_into_the_next(reader, loaded_store, demo_records):
+    seqs = active(demo_records, "Sequence")[:3]
+    shots = active(demo_records, "Shot")
+    fields = ["code", "sg_sequence", "sg_sequence.Sequence.code"]
+    order = [{"field_name": "code", "direction": "desc"}]
+    for seq in seqs + seqs:  # the second round reuses the plans of the first
+        res = read(reader, loaded_store, "Shot", F(("sg_sequence.Sequence.code", "is", seq["code"])), fields,
+                   sorts=order)
+        expected = [s for s in shots if (s.get("sg_sequence") or {}).get("id") == seq["id"]]
+        assert ids(res) == [s["id"] for s in sorted(expected, key=lambda s: (s["code"].casefold(), -s["id"]),
+                                                   reverse=True)]
+        assert all(e["sg_sequence.Sequence.code"] == seq["code"] for e in res["entities"])
+    for shot in shots[:5]:
+        res = read(reader, loaded_store, "Shot", F(("id", "is", shot["id"])), fields, sorts=order)
+        assert [e["code"] for e in res["entities"]] == [shot["code"]]
+
+
+def test_only_one_row_reads_over_a_built_plan_count_as_point_reads(reader, loaded_store, demo_records):
+    shot = active(demo_records, "Shot")[0]
+
+    def params(filters: dict[str, Any], fields: list[str], **kw: Any) -> dict[str, Any]:
+        return {"type": "Shot", "filters": filters, "return_fields": fields, "return_only": "active",
+                "paging": {"entities_per_page": 500, "current_page": 1}, **kw}
+
+    by_id = params(F(("id", "is", shot["id"])), ["code", "sg_sequence"])
+    assert not reader.is_point_read(by_id)  # no plan yet: planning is a worker thread's job
+    read(reader, loaded_store, "Shot", by_id["filters"], by_id["return_fields"])
+    assert reader.is_point_read(by_id)
+    assert not reader.is_point_read({**by_id, "filters": F(("id", "is", str(shot["id"])))})
+    assert not reader.is_point_read({**by_id, "filters": F(("id", "in", shot["id"]))})
+    assert not reader.is_point_read({**by_id, "paging": {"entities_per_page": 500, "current_page": 2}})
+    assert not reader.is_point_read({**by_id, "return_paging_info": True})
+    assert not reader.is_point_read({**by_id, "return_only": "retired"})  # that variant not built yet
+    with_multi = params(F(("id", "is", shot["id"])), ["code", "assets"])
+    read(reader, loaded_store, "Shot", with_multi["filters"], with_multi["return_fields"])
+    assert not reader.is_point_read(with_multi)  # a multi-entity field is a second, unbounded query
