@@ -8,14 +8,16 @@ The chosen schema is recorded in `_sgcache_fields` so every process agrees on it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import (BigInteger, Boolean, Column, Engine, Index, Integer, MetaData,
-                        String, Table, Text, create_engine, true, delete, event, func, or_, select,
-                        update)
+from sqlalchemy import (BigInteger, Boolean, Column, ColumnElement, Engine, Index, Integer, MetaData,
+                        String, Table, Text, any_, bindparam, cast, create_engine, true, delete, event,
+                        func, or_, select, update)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
@@ -154,6 +156,7 @@ class Store:
         self.entities: dict[str, EntityTable] = {
             etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
         }
+        self._tmp_names: dict[str, str] = {}  # table -> its staging table (`_copy_upsert`)
 
     @property
     def dialect(self) -> str:
@@ -221,6 +224,18 @@ class Store:
         if res.rowcount == 0:
             conn.execute(t.insert().values(key=key, value=payload))
 
+    def ids_in(self, column: Any, ids: list[int]) -> ColumnElement[bool]:
+        """`column IN ids` that stays cheap for hundreds of ids.
+
+        On PostgreSQL the ids go as ONE array parameter (`= ANY('{1,2,..}')`): psycopg
+        rewrites every placeholder of a query in Python, which made a 500-id IN list cost
+        more than running it. SQLite binds placeholders in C, so it keeps the IN list.
+        """
+        if self.dialect == "postgresql":
+            literal = "{" + ",".join(str(int(i)) for i in ids) + "}"
+            return column == any_(cast(bindparam(None, literal, type_=Text()), ARRAY(BigInteger())))
+        return column.in_(ids)
+
     # -- writes ------------------------------------------------------------------
     def _upsert_stmt(self, table: Table, cols: Iterable[str], guarded: bool = False) -> Any:
         if self.dialect == "postgresql":
@@ -281,22 +296,25 @@ class Store:
 
     def replace_links(self, conn: Connection, entity_type: str, field_name: str,
                       values: dict[int, list[Any]]) -> None:
-        """Replace whole multi-entity lists, de-duplicated, keeping the site's order."""
+        """Replace whole multi-entity lists, de-duplicated, keeping the site's order.
+
+        Only lists that differ from the stored ones are rewritten: a refresh re-stores
+        every list of every touched entity, and most of them are unchanged, so reading
+        them back is far cheaper than deleting and re-inserting them (index upkeep).
+        """
         t = self.entities[entity_type].assoc[field_name]
-        ids = list(values)
-        for chunk in _chunks(ids, 500):
-            conn.execute(delete(t).where(t.c.parent_id.in_(chunk)))
-        rows = []
-        for pid, links in values.items():
-            seen: set[tuple[str, int]] = set()
-            for link in links:
-                if not isinstance(link, dict) or link.get("id") is None or not link.get("type"):
-                    continue
-                key = (link["type"], int(link["id"]))
-                if key in seen:
-                    continue
-                seen.add(key)
-                rows.append({"parent_id": pid, "idx": len(seen) - 1, "child_type": key[0], "child_id": key[1]})
+        wanted = {pid: _link_keys(links) for pid, links in values.items()}
+        stored: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for chunk in _chunks(sorted(wanted), 500):
+            for pid, ct, cid in conn.execute(select(t.c.parent_id, t.c.child_type, t.c.child_id)
+                                             .where(self.ids_in(t.c.parent_id, chunk))
+                                             .order_by(t.c.parent_id, t.c.idx)):
+                stored[pid].append((ct, cid))
+        changed = [pid for pid, keys in wanted.items() if stored.get(pid, []) != keys]
+        for chunk in _chunks(sorted(pid for pid in changed if pid in stored), 500):
+            conn.execute(delete(t).where(self.ids_in(t.c.parent_id, chunk)))
+        rows = [{"parent_id": pid, "idx": k, "child_type": ct, "child_id": cid}
+                for pid in changed for k, (ct, cid) in enumerate(wanted[pid])]
         if rows and self.dialect == "postgresql" and len(rows) > COPY_MIN_ROWS:
             self._copy_rows(conn, t, ["parent_id", "idx", "child_type", "child_id"], rows)
         elif rows:
@@ -305,17 +323,24 @@ class Store:
     def _copy_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
                      guarded: bool) -> None:
         """PostgreSQL bulk upsert: COPY into a temporary table, then one INSERT .. SELECT ..
-        ON CONFLICT; the same result as `_upsert_stmt`, without a statement per row."""
+        ON CONFLICT; the same result as `_upsert_stmt`, without a statement per row.
+
+        The temporary table lives as long as the session (ON COMMIT DELETE ROWS empties
+        it): creating and dropping it in every transaction cost catalog writes per batch.
+        Its name carries the target's column signature, so after an ALTER a new one is
+        made. The upsert moves the rows out of it (DELETE .. RETURNING), so a second use
+        in the same transaction starts empty.
+        """
         prep = self.engine.dialect.identifier_preparer
         target = prep.format_table(table)
-        tmp = prep.quote(f"_sgcache_tmp_{table.name}"[:63])
+        tmp = prep.quote(self._tmp_name(table))
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {tmp} "
-                             f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")  # follows ALTERs
-        conn.exec_driver_sql(f"DELETE FROM {tmp}")
+                             f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         self._copy_rows(conn, table, list(cols), _last_per_id(rows), into=tmp)
         names = ", ".join(prep.quote(c) for c in cols)
         sets = ", ".join(f"{prep.quote(c)} = EXCLUDED.{prep.quote(c)}" for c in cols if c != "id")
-        sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM {tmp} ON CONFLICT (id) DO "
+        sql = (f"WITH moved AS (DELETE FROM {tmp} RETURNING {names}) "
+               f"INSERT INTO {target} ({names}) SELECT {names} FROM moved ON CONFLICT (id) DO ")
         if not sets:
             sql += "NOTHING"
         else:
@@ -324,6 +349,15 @@ class Store:
                 v = prep.quote(VERSION)
                 sql += f" WHERE {target}.{v} IS NULL OR {target}.{v} <= EXCLUDED.{v}"
         conn.exec_driver_sql(sql)
+
+    def _tmp_name(self, table: Table) -> str:
+        """The session's staging table for `table`, named after its columns and their types."""
+        name = self._tmp_names.get(table.name)
+        if name is None:
+            sig = ",".join(f"{c.name}:{c.type!r}" for c in table.columns)
+            digest = hashlib.sha1(sig.encode()).hexdigest()[:10]
+            name = self._tmp_names[table.name] = f"_sgcache_tmp_{table.name[:40]}_{digest}"
+        return name
 
     def _copy_rows(self, conn: Connection, table: Table, cols: list[str], rows: list[dict[str, Any]],
                    into: str | None = None) -> None:
@@ -349,14 +383,14 @@ class Store:
         if event_id is not None:
             values[EVENT_ID] = event_id
         for chunk in _chunks(list(ids), 500):
-            conn.execute(update(t).where(t.c.id.in_(chunk)).values(**values))
+            conn.execute(update(t).where(self.ids_in(t.c.id, chunk)).values(**values))
 
     def ids_at_version(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> set[int]:
         """Which of these rows were last written by the fetch of this version."""
         t = self.entities[entity_type].table
         out: set[int] = set()
         for chunk in _chunks(sorted(ids), 500):
-            out.update(conn.execute(select(t.c.id).where(t.c.id.in_(chunk), t.c[VERSION] == version)).scalars())
+            out.update(conn.execute(select(t.c.id).where(self.ids_in(t.c.id, chunk), t.c[VERSION] == version)).scalars())
         return out
 
     def delete_rows(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> int:
@@ -366,12 +400,12 @@ class Store:
         n = 0
         for chunk in _chunks(sorted(ids), 500):
             gone = list(conn.execute(select(t.c.id).where(
-                t.c.id.in_(chunk), or_(t.c[VERSION].is_(None), t.c[VERSION] <= version))).scalars())
+                self.ids_in(t.c.id, chunk), or_(t.c[VERSION].is_(None), t.c[VERSION] <= version))).scalars())
             if not gone:
                 continue
-            conn.execute(delete(t).where(t.c.id.in_(gone)))
+            conn.execute(delete(t).where(self.ids_in(t.c.id, gone)))
             for a in et.assoc.values():
-                conn.execute(delete(a).where(a.c.parent_id.in_(gone)))
+                conn.execute(delete(a).where(self.ids_in(a.c.parent_id, gone)))
             n += len(gone)
         return n
 
@@ -382,6 +416,15 @@ class Store:
         for active, n in rows:
             out["active" if active else "retired"] += n
         return out
+
+
+def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
+    """A multi-entity value as stored: (type, id) in the site's order, first occurrence only."""
+    out: dict[tuple[str, int], None] = {}
+    for link in links:
+        if isinstance(link, dict) and link.get("id") is not None and link.get("type"):
+            out.setdefault((link["type"], int(link["id"])), None)
+    return list(out)
 
 
 def _last_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -183,7 +183,7 @@ class Refresher:
             single = [f for f in fields if isinstance(et.fields[f], EntityField)]
             if single:
                 cols = [et.table.c.id] + [et.table.c[c] for f in single for c in (f + "__type", f + "__id")]
-                for row in conn.execute(select(*cols).where(et.table.c.id.in_(chunk))):
+                for row in conn.execute(select(*cols).where(self.store.ids_in(et.table.c.id, chunk))):
                     s = out.setdefault(row[0], set())
                     for k in range(len(single)):
                         t, v = row[1 + 2 * k], row[2 + 2 * k]
@@ -193,7 +193,7 @@ class Refresher:
                 if f in et.assoc:
                     a = et.assoc[f]
                     for pid, ct, cid in conn.execute(select(a.c.parent_id, a.c.child_type, a.c.child_id)
-                                                     .where(a.c.parent_id.in_(chunk))):
+                                                     .where(self.store.ids_in(a.c.parent_id, chunk))):
                         out.setdefault(pid, set()).add((ct, cid))
         return out
 
