@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -46,9 +47,17 @@ INLINE_PARSE_BYTES = 256 * 1024
 INFO_TTL = 30.0
 
 
+def encode_json(data: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson is several times faster on a 200-entity page; anything
+    it refuses (an integer past 64 bits, say) is encoded by the standard library."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _json(data: Any) -> Response:
-    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
-                    media_type="application/json; charset=utf-8")
+    return Response(encode_json(data), media_type="application/json; charset=utf-8")
 
 
 def _fault(f: errors.Fault) -> Response:
@@ -99,15 +108,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: 19 digits in a row (possibly an integer orjson cannot hold exactly), found by mapping
+#: every digit to "0" and everything else to " " (a C-speed scan, unlike a regex).
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
 def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     """(method_name, params) of an api3 body, or BadRequest saying what is wrong."""
-    try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Invalid JSON in request body.") from None
-    if _too_deep(payload, max_depth):
+    if _LONG_DIGITS in body.translate(_DIGITS):  # orjson would turn an integer past 64 bits into a float
+        payload = _stdlib_loads(body, max_depth)
+    else:
+        try:  # fast path; whatever orjson refuses gets the standard library's exact verdict
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = _stdlib_loads(body, max_depth)
+    # Nesting can be no deeper than the brackets opened (counted in C): walk only then.
+    if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(payload, max_depth):
         raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.")
     if not isinstance(payload, dict) or not isinstance(payload.get("method_name"), str):
         raise BadRequest("Request must be a JSON object with a 'method_name'.")
@@ -115,6 +132,15 @@ def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     if not isinstance(params, list):
         raise BadRequest("'params' must be a list.")
     return payload["method_name"], params
+
+
+def _stdlib_loads(body: bytes, max_depth: int) -> Any:
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Invalid JSON in request body.") from None
 
 
 @dataclass

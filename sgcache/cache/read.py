@@ -82,6 +82,21 @@ def _plan_key(etype: str, fields: Any, sorts: Any) -> Any:
     return key
 
 
+def _raw_id_is(filters: Any) -> int | None:
+    """N if wire filters are exactly `id is N` (one integer), else None; no parsing."""
+    conds = (filters.get("conditions") if isinstance(filters, dict) and filters.get("logical_operator", "and") == "and"
+             else filters)
+    if not isinstance(conds, list) or len(conds) != 1:
+        return None
+    c = conds[0]
+    if not (isinstance(c, dict) and c.get("path") == "id" and c.get("relation") == "is"):
+        return None
+    values = c.get("values")
+    if isinstance(values, list) and len(values) == 1 and type(values[0]) is int:
+        return values[0]
+    return None
+
+
 def _id_is(group: Group) -> int | None:
     """N if the filters are exactly `id is N` (an integer), else None."""
     if group.op != "and" or len(group.conditions) != 1:
@@ -197,8 +212,10 @@ class ReadEngine:
 
     def read(self, conn: Connection, params: Any) -> dict[str, Any]:
         etype = self.cached_type(params, KNOWN_PARAMS, "read")
+        filters = params.get("filters")
+        pk = _raw_id_is(filters)  # `id is N` needs no parsing: it is valid on every type
         try:
-            group = parse_filters(self.schema, etype, params.get("filters"))
+            group = parse_filters(self.schema, etype, filters) if pk is None else None
             plan = self._plan(etype, params.get("return_fields"), params.get("sorts"))
         except errors.Fault as e:  # the site's own message is authoritative
             raise Passthrough(f"invalid request, site decides: {e.message}") from None
@@ -211,7 +228,8 @@ class ReadEngine:
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
         want_count = bool(params.get("return_paging_info"))
 
-        pk = _id_is(group)
+        if group is not None:
+            pk = _id_is(group)
         if pk is not None and page == 1 and not want_count:  # the commonest call of all
             point = plan.by_id.get((return_only, include_archived))
             if point is None:
@@ -224,6 +242,8 @@ class ReadEngine:
                 rows = conn.execute(point, {"pk": pk}).mappings().all()
             return {"entities": self._render(conn, plan, etype, rows), "paging_info": {"has_next_page": False}}
 
+        if group is None:
+            group = parse_filters(self.schema, etype, filters)
         root = plan.root
         self._local.n = plan.n_aliases  # filter aliases never collide with the plan's joins
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
@@ -287,15 +307,7 @@ class ReadEngine:
         paging = params.get("paging") or {}
         if not isinstance(etype, str) or not isinstance(paging, dict) or paging.get("current_page", 1) != 1:
             return False
-        f = params.get("filters")
-        conds = f.get("conditions") if isinstance(f, dict) and f.get("logical_operator", "and") == "and" else f
-        if not isinstance(conds, list) or len(conds) != 1:
-            return False
-        c = conds[0]
-        if not (isinstance(c, dict) and c.get("path") == "id" and c.get("relation") == "is"):
-            return False
-        values = c.get("values")
-        if not (isinstance(values, list) and len(values) == 1 and type(values[0]) is int):
+        if _raw_id_is(params.get("filters")) is None:
             return False
         key = _plan_key(etype, params.get("return_fields"), params.get("sorts"))
         plan = self._plans.get(key) if key is not None else None
@@ -604,6 +616,14 @@ class ReadEngine:
         if isinstance(ft, EntityField):
             return self._plan_link(q, table, ft, present)
         labels = {c: q.label(table.c[c]) for c in ft.column_names}
+        if type(ft).from_db is FieldType.from_db:  # stored as sent: the column is the value
+            label = labels[ft.name]
+
+            def render_plain(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
+                if present is not None and row[present] is None:
+                    return None
+                return row[label]
+            return render_plain
 
         def render(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
             if present is not None and row[present] is None:
