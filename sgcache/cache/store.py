@@ -8,15 +8,15 @@ The chosen schema is recorded in `_sgcache_fields` so every process agrees on it
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import time
 from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import (BigInteger, Boolean, Column, ColumnElement, Engine, Index, Integer, MetaData,
+from sqlalchemy import (BigInteger, Boolean, Column, ColumnElement, Engine, Float, Index, Integer, MetaData,
                         String, Table, Text, any_, bindparam, cast, create_engine, true, delete, event,
-                        func, or_, select, update)
+                        column, func, literal, or_, select, union_all, update)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
@@ -29,8 +29,6 @@ CACHED_AT = "_cached_at"
 EVENT_ID = "_event_id"
 #: Microseconds (epoch) when the fetch that wrote the row started: a later fetch wins.
 VERSION = "_version"
-#: PostgreSQL writes of more rows than this go through COPY.
-COPY_MIN_ROWS = 50
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
@@ -118,6 +116,9 @@ class EntityTable:
             for ix in ft.indexes(self.table):
                 if ix.table is None:
                     self.table.append_constraint(ix)  # pragma: no cover
+        #: field -> its wire-to-columns conversion, for the fields stored in this table
+        #: (row_for runs for every row a sync writes: no per-field type checks there)
+        self._to_db = {f: ft.to_db for f, ft in self.fields.items() if not isinstance(ft, MultiEntityField)}
         self.assoc: dict[str, Table] = {}
         for fname, ft in self.fields.items():
             if isinstance(ft, MultiEntityField):
@@ -137,10 +138,11 @@ class EntityTable:
     def row_for(self, record: dict[str, Any]) -> dict[str, Any]:
         """Column values for the scalar/entity fields present in a wire record."""
         row: dict[str, Any] = {"id": int(record["id"])}
+        to_db = self._to_db
         for fname, value in record.items():
-            ft = self.fields.get(fname)
-            if ft is not None and not isinstance(ft, MultiEntityField):
-                row.update(ft.to_db(value))
+            conv = to_db.get(fname)
+            if conv is not None:
+                row.update(conv(value))
         return row
 
 
@@ -156,7 +158,8 @@ class Store:
         self.entities: dict[str, EntityTable] = {
             etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
         }
-        self._tmp_names: dict[str, str] = {}  # table -> its staging table (`_copy_upsert`)
+        #: PostgreSQL bulk statements by shape (`_json_upsert`, `insert_rows`)
+        self._stmts: dict[tuple[Any, ...], Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -264,6 +267,7 @@ class Store:
         et = self.entities[entity_type]
         now = format_datetime(utcnow())
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        shapes: dict[tuple[str, ...], tuple[str, ...]] = {}  # key order -> sorted (sorted once)
         multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         n = 0
         for rec in records:
@@ -276,99 +280,136 @@ class Store:
                 row[EVENT_ID] = event_id
             if version is not None:
                 row[VERSION] = version
-            by_shape[tuple(sorted(row))].append(row)
+            keys = tuple(row)
+            shape = shapes.get(keys)
+            if shape is None:
+                shape = shapes[keys] = tuple(sorted(keys))
+            by_shape[shape].append(row)
             for fname in et.assoc:
                 if fname in rec:
                     multi[fname][int(rec["id"])] = rec[fname] or []
+        written: set[int] | None = set() if self.dialect == "postgresql" else None
         for shape, rows in by_shape.items():
             # Without an explicit flag, new rows are active and existing rows keep theirs.
-            if self.dialect == "postgresql" and len(rows) > COPY_MIN_ROWS:
-                self._copy_upsert(conn, et.table, shape, rows, guarded=version is not None)
+            if written is not None:
+                written |= self._json_upsert(conn, et.table, shape, rows, guarded=version is not None)
             else:
                 conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
         if version is not None and multi:
-            mine = self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v}, version)
+            # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked).
+            mine = written if written is not None else \
+                self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v}, version)
             multi = defaultdict(dict, {f: {i: v for i, v in vals.items() if i in mine}
                                        for f, vals in multi.items()})
-        for fname, values in multi.items():
-            self.replace_links(conn, entity_type, fname, values)
+        self.replace_links_many(conn, entity_type, multi)
         return n
 
     def replace_links(self, conn: Connection, entity_type: str, field_name: str,
                       values: dict[int, list[Any]]) -> None:
-        """Replace whole multi-entity lists, de-duplicated, keeping the site's order.
+        """Replace whole multi-entity lists, de-duplicated, keeping the site's order."""
+        self.replace_links_many(conn, entity_type, {field_name: values})
+
+    def replace_links_many(self, conn: Connection, entity_type: str,
+                           multi: dict[str, dict[int, list[Any]]]) -> None:
+        """`replace_links` for several fields of one type at once.
 
         Only lists that differ from the stored ones are rewritten: a refresh re-stores
-        every list of every touched entity, and most of them are unchanged, so reading
-        them back is far cheaper than deleting and re-inserting them (index upkeep).
+        every list of every touched entity and most are unchanged, so comparing them
+        (one query for all fields) is far cheaper than deleting and re-inserting them.
         """
-        t = self.entities[entity_type].assoc[field_name]
-        wanted = {pid: _link_keys(links) for pid, links in values.items()}
-        stored: dict[int, list[tuple[str, int]]] = defaultdict(list)
-        for chunk in _chunks(sorted(wanted), 500):
-            for pid, ct, cid in conn.execute(select(t.c.parent_id, t.c.child_type, t.c.child_id)
-                                             .where(self.ids_in(t.c.parent_id, chunk))
-                                             .order_by(t.c.parent_id, t.c.idx)):
-                stored[pid].append((ct, cid))
-        changed = [pid for pid, keys in wanted.items() if stored.get(pid, []) != keys]
-        for chunk in _chunks(sorted(pid for pid in changed if pid in stored), 500):
-            conn.execute(delete(t).where(self.ids_in(t.c.parent_id, chunk)))
-        rows = [{"parent_id": pid, "idx": k, "child_type": ct, "child_id": cid}
-                for pid in changed for k, (ct, cid) in enumerate(wanted[pid])]
-        if rows and self.dialect == "postgresql" and len(rows) > COPY_MIN_ROWS:
-            self._copy_rows(conn, t, ["parent_id", "idx", "child_type", "child_id"], rows)
-        elif rows:
-            conn.execute(t.insert(), rows)
+        et = self.entities[entity_type]
+        wanted = {f: {pid: _link_keys(links) for pid, links in vals.items()} for f, vals in multi.items() if vals}
+        if not wanted:
+            return
+        stored = self._link_signatures(conn, et, {f: sorted(w) for f, w in wanted.items()})
+        for fname, lists in wanted.items():
+            t = et.assoc[fname]
+            have = stored.get(fname, {})
+            changed = [pid for pid, keys in lists.items() if have.get(pid, "") != _signature(keys)]
+            for chunk in _chunks(sorted(pid for pid in changed if pid in have), 500):
+                conn.execute(delete(t).where(self.ids_in(t.c.parent_id, chunk)))
+            self.insert_rows(conn, t, [{"parent_id": pid, "idx": k, "child_type": ct, "child_id": cid}
+                                       for pid in sorted(changed) for k, (ct, cid) in enumerate(lists[pid])])
 
-    def _copy_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
-                     guarded: bool) -> None:
-        """PostgreSQL bulk upsert: COPY into a temporary table, then one INSERT .. SELECT ..
-        ON CONFLICT; the same result as `_upsert_stmt`, without a statement per row.
+    def _link_signatures(self, conn: Connection, et: EntityTable,
+                         ids: dict[str, list[int]]) -> dict[str, dict[int, str]]:
+        """field -> parent id -> its stored list as `_signature` text (absent: empty list).
 
-        The temporary table lives as long as the session (ON COMMIT DELETE ROWS empties
-        it): creating and dropping it in every transaction cost catalog writes per batch.
-        Its name carries the target's column signature, so after an ALTER a new one is
-        made. The upsert moves the rows out of it (DELETE .. RETURNING), so a second use
-        in the same transaction starts empty.
+        PostgreSQL aggregates each list itself, all fields in one UNION ALL: one row per
+        parent instead of one per link, and one round trip per type.
         """
-        prep = self.engine.dialect.identifier_preparer
-        target = prep.format_table(table)
-        tmp = prep.quote(self._tmp_name(table))
-        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {tmp} "
-                             f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        self._copy_rows(conn, table, list(cols), _last_per_id(rows), into=tmp)
-        names = ", ".join(prep.quote(c) for c in cols)
-        sets = ", ".join(f"{prep.quote(c)} = EXCLUDED.{prep.quote(c)}" for c in cols if c != "id")
-        sql = (f"WITH moved AS (DELETE FROM {tmp} RETURNING {names}) "
-               f"INSERT INTO {target} ({names}) SELECT {names} FROM moved ON CONFLICT (id) DO ")
-        if not sets:
-            sql += "NOTHING"
-        else:
-            sql += f"UPDATE SET {sets}"
-            if guarded:
-                v = prep.quote(VERSION)
-                sql += f" WHERE {target}.{v} IS NULL OR {target}.{v} <= EXCLUDED.{v}"
-        conn.exec_driver_sql(sql)
+        out: dict[str, dict[int, str]] = defaultdict(dict)
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import aggregate_order_by
+            parts = []
+            for fname, pids in ids.items():
+                t = et.assoc[fname]
+                link = t.c.child_type + literal(":") + cast(t.c.child_id, Text())
+                parts.append(select(literal(fname).label("f"), t.c.parent_id,
+                                    func.string_agg(link, aggregate_order_by(literal(","), t.c.idx)))
+                             .where(self.ids_in(t.c.parent_id, pids)).group_by(t.c.parent_id))
+            for fname, pid, sig in conn.execute(union_all(*parts) if len(parts) > 1 else parts[0]):
+                out[fname][pid] = sig
+            return out
+        for fname, pids in ids.items():
+            t = et.assoc[fname]
+            lists: dict[int, list[tuple[str, int]]] = defaultdict(list)
+            for chunk in _chunks(pids, 500):
+                for pid, ct, cid in conn.execute(select(t.c.parent_id, t.c.child_type, t.c.child_id)
+                                                 .where(self.ids_in(t.c.parent_id, chunk))
+                                                 .order_by(t.c.parent_id, t.c.idx)):
+                    lists[pid].append((ct, cid))
+            out[fname] = {pid: _signature(keys) for pid, keys in lists.items()}
+        return out
 
-    def _tmp_name(self, table: Table) -> str:
-        """The session's staging table for `table`, named after its columns and their types."""
-        name = self._tmp_names.get(table.name)
-        if name is None:
-            sig = ",".join(f"{c.name}:{c.type!r}" for c in table.columns)
-            digest = hashlib.sha1(sig.encode()).hexdigest()[:10]
-            name = self._tmp_names[table.name] = f"_sgcache_tmp_{table.name[:40]}_{digest}"
-        return name
+    def insert_rows(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Plain bulk INSERT of rows with the same keys: one statement on PostgreSQL (see
+        `_json_rows`), executemany on SQLite (its driver binds rows in C)."""
+        if not rows:
+            return
+        if self.dialect != "postgresql":
+            conn.execute(table.insert(), rows)
+            return
+        cols = tuple(rows[0])
+        key = ("insert", table.name, cols)
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            src = self._json_rows(table, cols)
+            stmt = self._stmts[key] = table.insert().from_select(list(cols), select(*(src.c[c] for c in cols)))
+        conn.execute(stmt, {"rows": _json_param(rows)})
 
-    def _copy_rows(self, conn: Connection, table: Table, cols: list[str], rows: list[dict[str, Any]],
-                   into: str | None = None) -> None:
-        """Bulk insert with COPY in the caller's transaction (psycopg's executemany sends a
-        statement per row, several times slower for the rows of a sync batch)."""
-        dbapi = conn.connection.dbapi_connection
-        prep = self.engine.dialect.identifier_preparer
-        sql = f"COPY {into or prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) FROM STDIN"
-        with dbapi.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
-            for r in rows:
-                copy.write_row([r[c] for c in cols])
+    def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
+                     guarded: bool) -> set[int]:
+        """PostgreSQL bulk upsert in ONE statement, the same result as `_upsert_stmt`.
+
+        The rows travel as one JSON parameter expanded by `json_to_recordset`: one round
+        trip per batch (no staging table, no COPY), a statement whose shape is fixed (so
+        compiled and prepared once), the parsing done by the server, and RETURNING says
+        which rows were written (the `_version` guard may leave some alone).
+        """
+        key = ("upsert", table.name, cols, guarded)
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            from sqlalchemy.dialects.postgresql import insert
+            src = self._json_rows(table, cols)
+            ins = insert(table).from_select(list(cols), select(*(src.c[c] for c in cols)))
+            set_ = {c: ins.excluded[c] for c in cols if c != "id"}
+            if not set_:
+                stmt = ins.on_conflict_do_nothing(index_elements=["id"])
+            else:
+                where = or_(table.c[VERSION].is_(None), table.c[VERSION] <= ins.excluded[VERSION]) \
+                    if guarded else None
+                stmt = ins.on_conflict_do_update(index_elements=["id"], set_=set_, where=where)
+            stmt = self._stmts[key] = stmt.returning(table.c.id)
+        # One INSERT .. ON CONFLICT may not touch a row twice: the last record of an id wins.
+        return set(conn.execute(stmt, {"rows": _json_param(_last_per_id(rows))}).scalars())
+
+    @staticmethod
+    def _json_rows(table: Table, cols: tuple[str, ...]) -> Any:
+        """`json_to_recordset(:rows) AS r(col type, ..)`: the rows of one JSON parameter."""
+        from sqlalchemy.dialects.postgresql import JSON
+        return func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON())).table_valued(
+            *(column(c, _plain_type(table.c[c].type)) for c in cols)).render_derived(name="r", with_types=True)
 
     def get_links(self, conn: Connection, entity_type: str, field_name: str, parent_id: int) -> list[dict[str, Any]]:
         t = self.entities[entity_type].assoc[field_name]
@@ -416,6 +457,37 @@ class Store:
         for active, n in rows:
             out["active" if active else "retired"] += n
         return out
+
+
+def _plain_type(col_type: Any) -> Any:
+    """The type a JSON value is read as for a column (no collation: the INSERT assigns it)."""
+    if isinstance(col_type, Boolean):
+        return Boolean()
+    if isinstance(col_type, Integer):  # BigInteger is an Integer
+        return BigInteger()
+    if isinstance(col_type, Float):
+        return Float()
+    return Text()
+
+
+def _json_param(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON text; NaN/infinity have no JSON form, so they travel as strings
+    that PostgreSQL's float input reads back ('NaN', 'Infinity', '-Infinity')."""
+    try:
+        return json.dumps(rows, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps([{k: _finite(v) for k, v in r.items()} for r in rows], ensure_ascii=False)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return v
+
+
+def _signature(keys: list[tuple[str, int]]) -> str:
+    """A stored list as comparable text (type names never contain ':' or ',')."""
+    return ",".join(f"{t}:{i}" for t, i in keys)
 
 
 def _link_keys(links: list[Any]) -> list[tuple[str, int]]:

@@ -31,7 +31,7 @@ from ..upstream import Upstream
 from .fields import EntityField, MultiEntityField
 from .scan import SCAN_OVERLAP, full_scan, return_fields_for
 from .service import CacheService
-from .store import ACTIVE, COPY_MIN_ROWS, Store
+from .store import ACTIVE, Store
 
 log = logging.getLogger("sgcache.sync")
 
@@ -295,10 +295,7 @@ class Refresher:
             for etype, recs in (extra or {}).items():
                 if etype in self.store and recs:
                     self.store.upsert(conn, etype, recs, active=True, version=applied.version)
-            if log_rows and self.store.dialect == "postgresql" and len(log_rows) > COPY_MIN_ROWS:
-                self.store._copy_rows(conn, self.store.log_table, list(log_rows[0]), log_rows)
-            elif log_rows:
-                conn.execute(self.store.log_table.insert(), log_rows)
+            self.store.insert_rows(conn, self.store.log_table, log_rows)
             if in_txn is not None:
                 in_txn(conn)
 
