@@ -6,11 +6,8 @@ can quote what it was given; every finished line is scrubbed before it is writte
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import logging.handlers
-import queue
 import re
 import time
 from typing import Any
@@ -67,45 +64,14 @@ class ScrubbingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-class _Handoff(logging.handlers.QueueHandler):
-    """Hands records to its writer thread with the message already merged (arguments may
-    change after the call returns) and the exception info kept for the formatter."""
-
-    def __init__(self, target: logging.Handler) -> None:
-        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        super().__init__(q)
-        self.listener = logging.handlers.QueueListener(q, target, respect_handler_level=True)
-        self.listener.start()
-        self._running = True
-        atexit.register(self.close)
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        try:
-            record.msg = record.getMessage()
-        except Exception:  # a bad format string must not lose the line or raise
-            record.msg = f"{record.msg!r} {record.args!r}"
-        record.args = ()
-        return record
-
-    def close(self) -> None:
-        if self._running:  # stop() writes out whatever is still queued
-            self._running = False
-            self.listener.stop()
-        super().close()
-
-
 def configure(json_logs: bool = False, level: int | str = logging.INFO) -> None:
-    """Log to stderr from a writer thread: the server logs a line per request, and
-    scrubbing, formatting and writing it should not hold up the event loop."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-        if isinstance(h, _Handoff):
-            h.close()
     handler = logging.StreamHandler()
     handler.addFilter(_ScrubFilter())
     handler.setFormatter(JsonFormatter() if json_logs else
                          ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(_Handoff(handler))
+    root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
