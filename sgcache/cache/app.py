@@ -245,7 +245,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
             await service.auth.check(auth, etype)
-            result = point_reads.answer(params) if method == "read" else None
+            result = await point_reads.answer(params) if method == "read" else None
             if result is None:
                 result = await run_in_threadpool(_read_sync, params, method)
         except Passthrough as p:
@@ -343,7 +343,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                     async with lifespan(app):
                         yield
         finally:
-            point_reads.close()
+            await point_reads.aclose()
 
     routes = [
         Route("/api3/json", api3, methods=["POST"]),

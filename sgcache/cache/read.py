@@ -108,48 +108,83 @@ def _id_is(group: Group) -> int | None:
     return None
 
 
-class _SqlitePoint:
-    """A by-id SELECT compiled once for SQLite and run on the driver's own cursor.
+@dataclass
+class _Request:
+    """A validated read: its type, filters (parsed unless `id is N`), plan and paging."""
 
-    For a one-row answer SQLAlchemy's per-execution machinery costs more than SQLite
-    does; the SQL, the bound values and the result conversions are SQLAlchemy's own,
-    worked out once here.
+    etype: str
+    filters: Any
+    group: Group | None
+    pk: int | None
+    plan: _Plan
+    per_page: int
+    page: int
+    return_only: str
+    include_archived: bool
+    want_count: bool
+
+
+class _Point:
+    """A by-id SELECT compiled once and run on the driver's own cursor.
+
+    For a one-row answer SQLAlchemy's per-execution machinery costs more than the
+    database does; the SQL, the bound values and the result conversions are
+    SQLAlchemy's own, worked out once here. PostgreSQL's result conversions depend on
+    the column types the server reports, so they are settled on the first run.
     """
 
     def __init__(self, stmt: Any, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
-        names = list(compiled.positiontup or ())
-        if names.count("pk") != 1:  # pragma: no cover - the statement is ours
-            raise RuntimeError("a by-id statement binds pk exactly once")
-        fixed = compiled.construct_params({"pk": 0})
+        self.dialect = dialect
         self.sql = compiled.string
-        self.values = []
-        for n in names:
-            proc = compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)
-            self.values.append(proc(fixed[n]) if proc is not None and n != "pk" else fixed[n])
-        self.pk_at = names.index("pk")
-        pk_proc = compiled.binds["pk"].type.dialect_impl(dialect).bind_processor(dialect)
-        self.pk_proc = pk_proc
-        cols = list(stmt.selected_columns)
-        self.keys = [c.name for c in cols]
-        self.procs = [(i, p) for i, c in enumerate(cols)
-                      if (p := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None]
+        fixed = compiled.construct_params({"pk": 0})
+        values: dict[str, Any] = {}
+        for name, value in fixed.items():
+            proc = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            values[name] = proc(value) if proc is not None and name != "pk" else value
+        self.pk_proc = compiled.binds["pk"].type.dialect_impl(dialect).bind_processor(dialect)
+        self.positional = [*compiled.positiontup] if compiled.positional else None
+        if self.positional is not None and self.positional.count("pk") != 1:  # pragma: no cover
+            raise RuntimeError("a by-id statement binds pk exactly once")
+        self.values = values
+        self.columns = list(stmt.selected_columns)
+        self.keys = [c.name for c in self.columns]
+        self.procs: list[tuple[int, Any]] | None = None
 
-    def run(self, conn: Connection, pk: int) -> list[dict[str, Any]]:
-        values = list(self.values)
-        values[self.pk_at] = self.pk_proc(pk) if self.pk_proc is not None else pk
-        cur = conn.connection.driver_connection.execute(self.sql, values)
-        try:
-            rows = cur.fetchall()
-        finally:
-            cur.close()
+    def params(self, pk: int) -> Any:
+        pk_value = self.pk_proc(pk) if self.pk_proc is not None else pk
+        if self.positional is None:
+            return {**self.values, "pk": pk_value}
+        return [pk_value if n == "pk" else self.values[n] for n in self.positional]
+
+    def rows(self, raw: list[Any], description: Any) -> list[dict[str, Any]]:
+        procs = self.procs
+        if procs is None:
+            procs = self.procs = [
+                (i, p) for i, (c, d) in enumerate(zip(self.columns, description))
+                if (p := c.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])) is not None]
         out = []
-        for row in rows:
+        for row in raw:
             vals = list(row)
-            for i, proc in self.procs:
+            for i, proc in procs:
                 vals[i] = proc(vals[i])
             out.append(dict(zip(self.keys, vals)))
         return out
+
+    def run(self, conn: Connection, pk: int) -> list[dict[str, Any]]:
+        """On a SQLAlchemy connection (its driver connection, in its transaction)."""
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            cur.execute(self.sql, self.params(pk))
+            return self.rows(cur.fetchall(), cur.description)
+        finally:
+            cur.close()
+
+    async def run_async(self, aconn: Any, pk: int) -> list[dict[str, Any]]:
+        """On a psycopg AsyncConnection."""
+        async with aconn.cursor() as cur:
+            await cur.execute(self.sql, self.params(pk))
+            return self.rows(await cur.fetchall(), cur.description)
 
 
 @dataclass
@@ -210,7 +245,8 @@ class ReadEngine:
             raise Passthrough(f"uncached entity type {etype!r}")
         return etype
 
-    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+    def _request(self, params: Any) -> "_Request":
+        """Validate a read's params and find (or build) its plan; Passthrough if not ours."""
         etype = self.cached_type(params, KNOWN_PARAMS, "read")
         filters = params.get("filters")
         pk = _raw_id_is(filters)  # `id is N` needs no parsing: it is valid on every type
@@ -226,24 +262,42 @@ class ReadEngine:
         include_archived = params.get("include_archived_projects", True)
         if not isinstance(include_archived, bool):
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
-        want_count = bool(params.get("return_paging_info"))
-
         if group is not None:
             pk = _id_is(group)
-        if pk is not None and page == 1 and not want_count:  # the commonest call of all
-            point = plan.by_id.get((return_only, include_archived))
-            if point is None:
-                stmt = self._by_id_stmt(plan, etype, return_only, include_archived)
-                point = plan.by_id[(return_only, include_archived)] = (
-                    _SqlitePoint(stmt, conn.dialect) if self.store.dialect == "sqlite" else stmt)
-            if isinstance(point, _SqlitePoint):
-                rows = point.run(conn, pk)
-            else:
-                rows = conn.execute(point, {"pk": pk}).mappings().all()
+        return _Request(etype, filters, group, pk, plan, per_page, page, return_only, include_archived,
+                        bool(params.get("return_paging_info")))
+
+    def point(self, params: Any, dialect: Any) -> "tuple[_Point, int, _Request]":
+        """A point read's compiled statement and id (see is_point_read), validated as `read`
+        would; run it with `_Point.run`/`run_async`, then `render_point` the rows."""
+        req = self._request(params)
+        if req.pk is None or req.page != 1 or req.want_count:  # pragma: no cover - is_point_read said so
+            raise Passthrough("not a point read")
+        return self._point(req, dialect), req.pk, req
+
+    def render_point(self, req: "_Request", rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if req.plan.multi:  # pragma: no cover - is_point_read refuses these
+            raise Passthrough("multi-entity fields need a connection")
+        return {"entities": self._render(None, req.plan, req.etype, rows), "paging_info": {"has_next_page": False}}
+
+    def _point(self, req: "_Request", dialect: Any) -> "_Point":
+        key = (req.return_only, req.include_archived)
+        point = req.plan.by_id.get(key)
+        if point is None:
+            stmt = self._by_id_stmt(req.plan, req.etype, req.return_only, req.include_archived)
+            point = req.plan.by_id[key] = _Point(stmt, dialect)
+        return point
+
+    def read(self, conn: Connection, params: Any) -> dict[str, Any]:
+        req = self._request(params)
+        etype, plan, group, per_page, page = req.etype, req.plan, req.group, req.per_page, req.page
+        return_only, include_archived, want_count = req.return_only, req.include_archived, req.want_count
+        if req.pk is not None and page == 1 and not want_count:  # the commonest call of all
+            rows = self._point(req, conn.dialect).run(conn, req.pk)
             return {"entities": self._render(conn, plan, etype, rows), "paging_info": {"has_next_page": False}}
 
         if group is None:
-            group = parse_filters(self.schema, etype, filters)
+            group = parse_filters(self.schema, etype, req.filters)
         root = plan.root
         self._local.n = plan.n_aliases  # filter aliases never collide with the plan's joins
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
@@ -326,7 +380,7 @@ class ReadEngine:
             where.append(self._not_archived(root, etype))
         return select(*plan.columns).select_from(plan.from_clause).where(*where)
 
-    def _render(self, conn: Connection, plan: "_Plan", etype: str, rows: Any) -> list[dict[str, Any]]:
+    def _render(self, conn: Connection | None, plan: "_Plan", etype: str, rows: Any) -> list[dict[str, Any]]:
         """Rows of the plan's SELECT -> the site's entity dicts (multi-entity fields loaded after)."""
         entities = []
         multi_jobs: list[tuple[dict[str, Any], str, Callable[..., Any]]] = []
@@ -337,6 +391,7 @@ class ReadEngine:
                 ent[name] = render(row, ent, name, multi_jobs)
             entities.append(ent)
         if multi_jobs:
+            assert conn is not None, "plans with multi-entity fields are rendered with a connection"
             self._fill_multi(conn, multi_jobs)
         return entities
 

@@ -1,9 +1,14 @@
-"""One-row reads answered on the event loop (SQLite): same answers, fresh data, safe fallbacks."""
+"""One-row reads answered without a worker thread: same answers, fresh data, safe fallbacks.
+
+SQLite reads run inline on the loop; PostgreSQL reads on psycopg's asyncio connections.
+"""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
+
+import asyncio
 
 import pytest
 
@@ -11,6 +16,8 @@ from sgcache.cache.point_reads import PointReads
 from sgcache.cache.read import Passthrough, ReadEngine
 from sgcache.cache.store import Store, make_engine
 from sgcache.mock.builtin_schema import build_schema
+
+from .dbs import BACKENDS, new_db_url
 
 
 def _params(shot_id: int) -> dict[str, Any]:
@@ -33,21 +40,37 @@ class Gate:
             raise Passthrough(f"entity type {params['type']} is being rebuilt")
 
 
-@pytest.fixture
-def setup(tmp_path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
-    store = Store(engine, build_schema())
-    store.create()
-    with engine.begin() as conn:
-        store.upsert(conn, "Sequence", [{"id": 1, "code": "SQ1"}])
-        store.upsert(conn, "Shot", [{"id": 7, "code": "sh007", "sg_status_list": "ip",
-                                     "sg_sequence": {"type": "Sequence", "id": 1}}])
-    gate = Gate()
-    svc = SimpleNamespace(store=store, reader=ReadEngine(store), read_gate=gate)
-    points = PointReads(svc)
-    yield svc, points, gate
-    points.close()
-    engine.dispose()
+class Answers:
+    """PointReads driven from one event loop, as the server does."""
+
+    def __init__(self, points: PointReads) -> None:
+        self.points = points
+        self.loop = asyncio.new_event_loop()
+
+    def answer(self, params: Any) -> Any:
+        return self.loop.run_until_complete(self.points.answer(params))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.points.aclose())
+        self.loop.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def setup(request, tmp_path):  # type: ignore[no-untyped-def]
+    for url in new_db_url(request.param, tmp_path):
+        engine = make_engine(url)
+        store = Store(engine, build_schema())
+        store.create()
+        with engine.begin() as conn:
+            store.upsert(conn, "Sequence", [{"id": 1, "code": "SQ1"}])
+            store.upsert(conn, "Shot", [{"id": 7, "code": "sh007", "sg_status_list": "ip",
+                                         "sg_sequence": {"type": "Sequence", "id": 1}}])
+        gate = Gate()
+        svc = SimpleNamespace(store=store, reader=ReadEngine(store), read_gate=gate)
+        points = Answers(PointReads(svc))
+        yield svc, points, gate
+        points.close()
+        engine.dispose()
 
 
 def _threaded(svc: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -80,11 +103,13 @@ def test_point_read_respects_the_rebuild_gate_and_leaves_stale_marks_to_a_thread
     assert points.answer(_params(7)) is None
 
 
-def test_a_busy_database_sends_the_read_to_a_thread_instead_of_raising(setup, monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_busy_sqlite_database_sends_the_read_to_a_thread_instead_of_raising(setup, monkeypatch):  # type: ignore[no-untyped-def]
     import sqlite3
 
     from sqlalchemy.exc import OperationalError
     svc, points, _ = setup
+    if svc.store.dialect != "sqlite":
+        pytest.skip("SQLite's busy timeout")
     _threaded(svc, _params(7))
     real = svc.reader.read
 
@@ -96,8 +121,23 @@ def test_a_busy_database_sends_the_read_to_a_thread_instead_of_raising(setup, mo
     assert points.answer(_params(7))["entities"][0]["code"] == "sh007"  # the connection is still good
 
 
-def test_postgresql_stores_never_read_on_the_loop() -> None:
-    store = SimpleNamespace(dialect="postgresql")
-    reader = SimpleNamespace(is_point_read=lambda p: True)
-    points = PointReads(SimpleNamespace(store=store, reader=reader, read_gate=None))
+def test_a_broken_postgresql_connection_is_dropped_and_the_read_goes_to_a_thread(setup):  # type: ignore[no-untyped-def]
+    svc, points, _ = setup
+    if svc.store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's asyncio connections")
+    _threaded(svc, _params(7))
+    assert points.answer(_params(7)) is not None
+    (aconn,) = points.points._pg_idle
+    with svc.store.engine.connect() as conn:  # the server ends that session under us
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({aconn.info.backend_pid})")
     assert points.answer(_params(7)) is None
+    assert points.points._pg_idle == []
+    assert points.answer(_params(7))["entities"][0]["code"] == "sh007"  # a new connection
+
+
+def test_other_databases_always_use_the_thread_pool() -> None:
+    store = SimpleNamespace(dialect="mysql")
+    reader = SimpleNamespace(is_point_read=lambda p: True)
+    points = Answers(PointReads(SimpleNamespace(store=store, reader=reader, read_gate=None)))
+    assert points.answer(_params(7)) is None
+    points.close()
