@@ -77,6 +77,11 @@ class FieldType:
         # Cached: building the Column objects costs more than a primary-key read.
         return [c.name for c in self.columns()]
 
+    @cached_property
+    def value_columns(self) -> list[str]:
+        """The columns `from_db` reads: not the `__ci` shadows kept for filters and sorts."""
+        return [c for c in self.column_names if c != self.name + "__ci"]
+
 
 class FoldedField(FieldType):
     """Text-like values with a case-folded `<field>__ci` shadow for comparisons and sorts."""

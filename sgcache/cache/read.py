@@ -670,7 +670,7 @@ class ReadEngine:
             return render_multi
         if isinstance(ft, EntityField):
             return self._plan_link(q, table, ft, present)
-        labels = {c: q.label(table.c[c]) for c in ft.column_names}
+        labels = {c: q.label(table.c[c]) for c in ft.value_columns}
         if type(ft).from_db is FieldType.from_db:  # stored as sent: the column is the value
             label = labels[ft.name]
 
