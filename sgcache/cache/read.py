@@ -157,11 +157,11 @@ class _Point:
             return {**self.values, "pk": pk_value}
         return [pk_value if n == "pk" else self.values[n] for n in self.positional]
 
-    def rows(self, raw: list[Any], description: Any) -> list[dict[str, Any]]:
+    def rows(self, raw: list[Any], cur: Any) -> list[dict[str, Any]]:
         procs = self.procs
-        if procs is None:
+        if procs is None:  # the cursor's description is built anew on each access: once
             procs = self.procs = [
-                (i, p) for i, (c, d) in enumerate(zip(self.columns, description))
+                (i, p) for i, (c, d) in enumerate(zip(self.columns, cur.description))
                 if (p := c.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])) is not None]
         out = []
         for row in raw:
@@ -176,7 +176,7 @@ class _Point:
         cur = conn.connection.driver_connection.cursor()
         try:
             cur.execute(self.sql, self.params(pk))
-            return self.rows(cur.fetchall(), cur.description)
+            return self.rows(cur.fetchall(), cur)
         finally:
             cur.close()
 
@@ -184,7 +184,7 @@ class _Point:
         """On a psycopg AsyncConnection."""
         async with aconn.cursor() as cur:
             await cur.execute(self.sql, self.params(pk))
-            return self.rows(await cur.fetchall(), cur.description)
+            return self.rows(await cur.fetchall(), cur)
 
 
 @dataclass
