@@ -89,8 +89,8 @@ def _raw_id_is(filters: Any) -> int | None:
     if not isinstance(conds, list) or len(conds) != 1:
         return None
     c = conds[0]
-    if not (isinstance(c, dict) and c.get("path") == "id" and c.get("relation") == "is"):
-        return None
+    if not (isinstance(c, dict) and c.get("path") == "id" and c.get("relation") == "is") or "conditions" in c:
+        return None  # (a dict with conditions is a group, whatever else it holds)
     values = c.get("values")
     if isinstance(values, list) and len(values) == 1 and type(values[0]) is int:
         return values[0]

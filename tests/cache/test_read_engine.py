@@ -202,6 +202,11 @@ def test_only_one_row_reads_over_a_built_plan_count_as_point_reads(reader, loade
     assert not reader.is_point_read({**by_id, "paging": {"entities_per_page": 500, "current_page": 2}})
     assert not reader.is_point_read({**by_id, "return_paging_info": True})
     assert not reader.is_point_read({**by_id, "return_only": "retired"})  # that variant not built yet
+    other = active(demo_records, "Shot")[1]["id"]
+    group_too = F({**by_id["filters"]["conditions"][0], "conditions": [{"path": "id", "relation": "is",
+                                                                       "values": [other]}]})
+    assert not reader.is_point_read({**by_id, "filters": group_too})  # a group, whatever else it holds
+    assert ids(read(reader, loaded_store, "Shot", group_too)) == [other]
     with_multi = params(F(("id", "is", shot["id"])), ["code", "assets"])
     read(reader, loaded_store, "Shot", with_multi["filters"], with_multi["return_fields"])
     assert not reader.is_point_read(with_multi)  # a multi-entity field is a second, unbounded query
