@@ -124,8 +124,7 @@ class EventWatcher:
             self.backlog = {int(k): float(v) for k, v in (self.store.get_state(conn, BACKLOG) or {}).items()}
 
     def _save(self, conn: Connection, last_id: int, backlog: dict[int, float]) -> None:
-        self.store.set_state(conn, LAST_ID, last_id)
-        self.store.set_state(conn, BACKLOG, {str(k): v for k, v in sorted(backlog.items())})
+        self.store.set_states(conn, {LAST_ID: last_id, BACKLOG: {str(k): v for k, v in sorted(backlog.items())}})
 
     def _get_state(self, key: str) -> Any:
         with self.store.engine.connect() as conn:

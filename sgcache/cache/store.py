@@ -227,6 +227,18 @@ class Store:
         if res.rowcount == 0:
             conn.execute(t.insert().values(key=key, value=payload))
 
+    def set_states(self, conn: Connection, values: dict[str, Any]) -> None:
+        """Several `set_state`s in one statement (an upsert): the event watcher saves its
+        position and backlog with every batch, and each round trip counts there."""
+        if not values:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(self.state_table).values([{"key": k, "value": json.dumps(v)} for k, v in values.items()])
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}))
+
     def ids_in(self, column: Any, ids: list[int]) -> ColumnElement[bool]:
         """`column IN ids` that stays cheap for hundreds of ids.
 
