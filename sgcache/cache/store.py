@@ -304,7 +304,8 @@ class Store:
         for shape, rows in by_shape.items():
             # Without an explicit flag, new rows are active and existing rows keep theirs.
             if written is not None:
-                written |= self._json_upsert(conn, et.table, shape, rows, guarded=version is not None)
+                written |= self._json_upsert(conn, et.table, shape, rows, guarded=version is not None,
+                                             returning=bool(multi) and version is not None)
             else:
                 conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
         if version is not None and multi:
@@ -391,15 +392,16 @@ class Store:
         conn.execute(stmt, {"rows": _json_param(rows)})
 
     def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
-                     guarded: bool) -> set[int]:
+                     guarded: bool, returning: bool = True) -> set[int]:
         """PostgreSQL bulk upsert in ONE statement, the same result as `_upsert_stmt`.
 
         The rows travel as one JSON parameter expanded by `json_to_recordset`: one round
         trip per batch (no staging table, no COPY), a statement whose shape is fixed (so
         compiled and prepared once), the parsing done by the server, and RETURNING says
-        which rows were written (the `_version` guard may leave some alone).
+        which rows were written (the `_version` guard may leave some alone), when asked:
+        only links need it (empty set otherwise).
         """
-        key = ("upsert", table.name, cols, guarded)
+        key = ("upsert", table.name, cols, guarded, returning)
         stmt = self._stmts.get(key)
         if stmt is None:
             from sqlalchemy.dialects.postgresql import insert
@@ -412,9 +414,10 @@ class Store:
                 where = or_(table.c[VERSION].is_(None), table.c[VERSION] <= ins.excluded[VERSION]) \
                     if guarded else None
                 stmt = ins.on_conflict_do_update(index_elements=["id"], set_=set_, where=where)
-            stmt = self._stmts[key] = stmt.returning(table.c.id)
+            stmt = self._stmts[key] = stmt.returning(table.c.id) if returning else stmt
         # One INSERT .. ON CONFLICT may not touch a row twice: the last record of an id wins.
-        return set(conn.execute(stmt, {"rows": _json_param(_last_per_id(rows))}).scalars())
+        result = conn.execute(stmt, {"rows": _json_param(_last_per_id(rows))})
+        return set(result.scalars()) if returning else set()
 
     @staticmethod
     def _json_rows(table: Table, cols: tuple[str, ...]) -> Any:
@@ -499,11 +502,13 @@ def _finite(v: Any) -> Any:
 
 def _signature(keys: list[tuple[str, int]]) -> str:
     """A stored list as comparable text (type names never contain ':' or ',')."""
-    return ",".join(f"{t}:{i}" for t, i in keys)
+    return ",".join([f"{t}:{i}" for t, i in keys]) if keys else ""
 
 
 def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
     """A multi-entity value as stored: (type, id) in the site's order, first occurrence only."""
+    if not links:  # most lists of a refresh are empty
+        return []
     out: dict[tuple[str, int], None] = {}
     for link in links:
         if isinstance(link, dict) and link.get("id") is not None and link.get("type"):
