@@ -23,10 +23,23 @@ _SECRET_RE = re.compile(
 _URL_CREDS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
 
 
+#: Every secret key name contains one of these (case-folded; none has an "i", whose
+#: case-insensitive matches include non-ASCII letters that do not fold to it).
+_SECRET_STEMS = ("key", "pass", "tok", "sess", "secret")
+
+
 def scrub(text: str) -> str:
-    """Mask values of secret-looking keys, and passwords in URLs, in a log line."""
-    text = _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
-    return _URL_CREDS_RE.sub(lambda m: m.group(1) + "***@", text)
+    """Mask values of secret-looking keys, and passwords in URLs, in a log line.
+
+    The regexes cost ~15 us a line; a line without a key stem or a URL cannot match them,
+    and most lines (one per request) have neither, so they are skipped for those.
+    """
+    folded = text.casefold()
+    if any(stem in folded for stem in _SECRET_STEMS):
+        text = _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
+    if "://" in text:
+        text = _URL_CREDS_RE.sub(lambda m: m.group(1) + "***@", text)
+    return text
 
 
 class _ScrubFilter(logging.Filter):

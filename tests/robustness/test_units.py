@@ -232,6 +232,10 @@ def test_unknown_method_names_do_not_grow_counters() -> None:
     ("Cookie: _session_id=abc987; path=/", "abc987"),
     ("postgresql+psycopg://sg:pa55word@db/sg", "pa55word"),
     ("user_password: hunter2", "hunter2"),
+    ("SCRIPT_KEY=s3cr3t", "s3cr3t"),
+    ("user_pa\u017fsword=hunter3", "hunter3"),  # long s: the regex ignores case the Unicode way
+    ("api_\u212aey=zz-top", "zz-top"),  # Kelvin sign K
+    ("sess\u0130on_id=dotted-9", "dotted-9"),  # capital I with dot
 ])
 def test_scrubber_masks_secrets(line: str, secret: str) -> None:
     assert secret not in scrub(line)
