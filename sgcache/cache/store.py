@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
+import orjson
 from sqlalchemy import (BigInteger, Boolean, Column, ColumnElement, Engine, Float, Index, Integer, MetaData,
                         String, Table, Text, any_, bindparam, cast, create_engine, true, delete, event,
                         column, func, literal, or_, select, union_all, update)
@@ -389,7 +390,7 @@ class Store:
         if stmt is None:
             src = self._json_rows(table, cols)
             stmt = self._stmts[key] = table.insert().from_select(list(cols), select(*(src.c[c] for c in cols)))
-        conn.execute(stmt, {"rows": _json_param(rows)})
+        conn.execute(stmt, {"rows": _json_param(table, rows)})
 
     def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
                      guarded: bool, returning: bool = True) -> set[int]:
@@ -416,7 +417,7 @@ class Store:
                 stmt = ins.on_conflict_do_update(index_elements=["id"], set_=set_, where=where)
             stmt = self._stmts[key] = stmt.returning(table.c.id) if returning else stmt
         # One INSERT .. ON CONFLICT may not touch a row twice: the last record of an id wins.
-        result = conn.execute(stmt, {"rows": _json_param(_last_per_id(rows))})
+        result = conn.execute(stmt, {"rows": _json_param(table, _last_per_id(rows))})
         return set(result.scalars()) if returning else set()
 
     @staticmethod
@@ -485,9 +486,21 @@ def _plain_type(col_type: Any) -> Any:
     return Text()
 
 
-def _json_param(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON text; NaN/infinity have no JSON form, so they travel as strings
-    that PostgreSQL's float input reads back ('NaN', 'Infinity', '-Infinity')."""
+def _json_param(table: Table, rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON text, with orjson (several times faster than the standard library
+    for a page of rows) unless a value needs the standard library's exact handling.
+
+    orjson writes NaN/infinity as null without a word, so float columns are checked
+    first; those values (no JSON form) travel as strings that PostgreSQL's float input
+    reads back ('NaN', 'Infinity', '-Infinity'). Integers past 64 bits and lone
+    surrogates make orjson refuse: the standard library then gives its own verdict.
+    """
+    floats = [c.name for c in table.columns if isinstance(c.type, Float) and c.name in rows[0]] if rows else []
+    if not any(isinstance(r[c], float) and not math.isfinite(r[c]) for r in rows for c in floats):
+        try:
+            return orjson.dumps(rows).decode()
+        except (orjson.JSONEncodeError, UnicodeDecodeError):
+            pass
     try:
         return json.dumps(rows, ensure_ascii=False, allow_nan=False)
     except ValueError:
