@@ -8,14 +8,13 @@ Tests swap the httpx transport instead of patching functions.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
 
-from .protocol import errors
+from .protocol import errors, jsoncodec
 
 log = logging.getLogger("sgcache.upstream")
 
@@ -174,13 +173,13 @@ class Upstream:
             plist.append(dict(auth) if auth is not None else self.script_auth)
         if params is not None:
             plist.append(params)
-        body = json.dumps({"method_name": method, "params": plist}, ensure_ascii=False).encode()
+        body = jsoncodec.dumps({"method_name": method, "params": plist})
         resp = await self.post_json(body, method)
         if resp.status_code >= 300:
             raise UpstreamUnavailable(unavailable_message(method, resp.status_code))
         try:
-            data = resp.json()
-        except ValueError as e:
+            data = jsoncodec.loads(resp.content)
+        except (ValueError, RecursionError) as e:
             raise UpstreamUnavailable("The site sent a reply that is not JSON.") from e
         if isinstance(data, dict) and data.get("exception"):
             code = data.get("error_code")

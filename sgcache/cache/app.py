@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -25,7 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from .. import __version__
-from ..protocol import errors
+from ..protocol import errors, jsoncodec
 from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavailable_message
 from .auth import identity
 from .metrics import Metrics
@@ -47,17 +45,8 @@ INLINE_PARSE_BYTES = 256 * 1024
 INFO_TTL = 30.0
 
 
-def encode_json(data: Any) -> bytes:
-    """Compact UTF-8 JSON. orjson is several times faster on a 200-entity page; anything
-    it refuses (an integer past 64 bits, say) is encoded by the standard library."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def _json(data: Any) -> Response:
-    return Response(encode_json(data), media_type="application/json; charset=utf-8")
+    return Response(jsoncodec.dumps(data), media_type="application/json; charset=utf-8")
 
 
 def _fault(f: errors.Fault) -> Response:
@@ -66,10 +55,6 @@ def _fault(f: errors.Fault) -> Response:
 
 class BadRequest(errors.Fault):
     """The request could not be read as an api3 call at all."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -108,21 +93,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-#: 19 digits in a row (possibly an integer orjson cannot hold exactly), found by mapping
-#: every digit to "0" and everything else to " " (a C-speed scan, unlike a regex).
-_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-_LONG_DIGITS = b"0" * 19
-
-
 def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     """(method_name, params) of an api3 body, or BadRequest saying what is wrong."""
-    if _LONG_DIGITS in body.translate(_DIGITS):  # orjson would turn an integer past 64 bits into a float
-        payload = _stdlib_loads(body, max_depth)
-    else:
-        try:  # fast path; whatever orjson refuses gets the standard library's exact verdict
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            payload = _stdlib_loads(body, max_depth)
+    try:
+        payload = jsoncodec.loads(body, allow_constants=False)
+    except RecursionError:
+        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Invalid JSON in request body.") from None
     # Nesting can be no deeper than the brackets opened (counted in C): walk only then.
     if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(payload, max_depth):
         raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.")
@@ -132,15 +110,6 @@ def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
     if not isinstance(params, list):
         raise BadRequest("'params' must be a list.")
     return payload["method_name"], params
-
-
-def _stdlib_loads(body: bytes, max_depth: int) -> Any:
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Invalid JSON in request body.") from None
 
 
 @dataclass
