@@ -238,7 +238,6 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         return _json({"results": result}), "served"
 
     point_reads = PointReads(service)
-    summarizers: dict[int, Summarizer] = {}
 
     def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
         gate = getattr(service, "read_gate", None)
@@ -246,12 +245,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             gate(params)
         reader = service.reader  # schema changes replace it: use the current one
         with service.store.engine.connect() as conn:
-            if method == "summarize":
-                summarizer = summarizers.get(id(reader))
-                if summarizer is None or summarizer.reader is not reader:
-                    summarizers.clear()
-                    summarizer = summarizers[id(reader)] = Summarizer(reader)
-                return summarizer.summarize(conn, params)
+            if method == "summarize":  # a Summarizer only holds references: one per call
+                return Summarizer(reader).summarize(conn, params)
             return reader.read(conn, params)
 
     info_cache: dict[str, Any] = {}

@@ -82,7 +82,7 @@ def _plan_key(etype: str, fields: Any, sorts: Any) -> Any:
     return key
 
 
-def _raw_id_is(filters: Any) -> int | None:
+def _id_is(filters: Any) -> int | None:
     """N if wire filters are exactly `id is N` (one integer), else None; no parsing."""
     conds = (filters.get("conditions") if isinstance(filters, dict) and filters.get("logical_operator", "and") == "and"
              else filters)
@@ -97,20 +97,10 @@ def _raw_id_is(filters: Any) -> int | None:
     return None
 
 
-def _id_is(group: Group) -> int | None:
-    """N if the filters are exactly `id is N` (an integer), else None."""
-    if group.op != "and" or len(group.conditions) != 1:
-        return None
-    c = group.conditions[0]
-    if (isinstance(c, Condition) and not c.path.hops and c.path.field.name == "id" and c.relation == "is"
-            and len(c.values) == 1 and type(c.values[0]) is int):
-        return c.values[0]
-    return None
-
-
 @dataclass
 class _Request:
-    """A validated read: its type, filters (parsed unless `id is N`), plan and paging."""
+    """A validated read: its type, filters (parsed unless exactly `id is N`: then `pk`), plan
+    and paging. Other spellings of one id (a bare value, a legacy list) take the general path."""
 
     etype: str
     filters: Any
@@ -198,6 +188,7 @@ class _Query:
     joins: dict[str, Any] = field(default_factory=dict)  # full path prefix -> alias
     columns: list[Any] = field(default_factory=list)
     n: int = 0
+    multi: bool = False  # a multi-entity field is loaded by a second query
 
     def label(self, col: Any) -> str:
         self.n += 1
@@ -249,7 +240,7 @@ class ReadEngine:
         """Validate a read's params and find (or build) its plan; Passthrough if not ours."""
         etype = self.cached_type(params, KNOWN_PARAMS, "read")
         filters = params.get("filters")
-        pk = _raw_id_is(filters)  # `id is N` needs no parsing: it is valid on every type
+        pk = _id_is(filters)  # `id is N` needs no parsing: it is valid on every type
         try:
             group = parse_filters(self.schema, etype, filters) if pk is None else None
             plan = self._plan(etype, params.get("return_fields"), params.get("sorts"))
@@ -262,8 +253,6 @@ class ReadEngine:
         include_archived = params.get("include_archived_projects", True)
         if not isinstance(include_archived, bool):
             raise Passthrough("include_archived_projects is not a boolean: the site decides")
-        if group is not None:
-            pk = _id_is(group)
         return _Request(etype, filters, group, pk, plan, per_page, page, return_only, include_archived,
                         bool(params.get("return_paging_info")))
 
@@ -341,9 +330,7 @@ class ReadEngine:
                 order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
         order.append(root.c.id.asc())
         id_label = q.label(root.c.id)
-        multi = any(isinstance(self.store[p.hops[-1].to_type if p.hops else etype].fields.get(p.field.name),
-                               MultiEntityField) for _, p in return_fields)
-        plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n, multi)
+        plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n, q.multi)
         if key is not None:
             with self._plans_lock:
                 if len(self._plans) >= MAX_PLANS:
@@ -361,7 +348,7 @@ class ReadEngine:
         paging = params.get("paging") or {}
         if not isinstance(etype, str) or not isinstance(paging, dict) or paging.get("current_page", 1) != 1:
             return False
-        if _raw_id_is(params.get("filters")) is None:
+        if _id_is(params.get("filters")) is None:
             return False
         key = _plan_key(etype, params.get("return_fields"), params.get("sorts"))
         plan = self._plans.get(key) if key is not None else None
@@ -660,6 +647,7 @@ class ReadEngine:
             return lambda row, ent, name, jobs: row[lid]
         if isinstance(ft, MultiEntityField):
             self._targets(ft)
+            q.multi = True
             pid = present or q.label(table.c.id)
 
             def render_multi(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
