@@ -22,8 +22,9 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: Results go to the checkout the benchmark was started from, unless told otherwise (a
 #: clean `git worktree` of a commit is the way to measure while others edit the tree).
 RESULTS = Path(os.environ.get("SGCACHE_BENCH_RESULTS", REPO / "bench" / "results"))
-WORK = Path(os.environ.get("SGCACHE_BENCH_DIR", "/tmp/sgcache-bench"))
+WORK = Path(os.environ.get("SGCACHE_BENCH_DIR", Path(tempfile.gettempdir()) / "sgcache-bench"))
 PY = sys.executable
 
 #: ~10.45 entities per shot subtree (sgcache/mock/demo.py `_PER_SHOT`): ~100,000 shots.
@@ -299,16 +300,24 @@ def machine() -> dict[str, Any]:
                            text=True)
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions, "git": git.stdout.strip(),
-            "sgcache_tree_dirty": bool(dirty.stdout.strip()), "checkout": str(REPO),
+            "sgcache_tree_dirty": bool(dirty.stdout.strip()),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def scrub_paths(text: str) -> str:
+    """Results are committed: one machine's paths (checkout, venv, temp dirs) become `<path>/name`."""
+    return _ABS_PATH.sub(lambda m: "<path>/" + m.group(0).rsplit("/", 1)[-1], text)
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
     """bench/results/<name>.json (pretty, stable key order)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    path.write_text(scrub_paths(text), encoding="utf-8")
     return path
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import uuid
 import random
 import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,8 @@ def replayer(bodies: dict[bytes, bytes]) -> httpx.MockTransport:
 
 
 async def catch_up(cache: CacheEnv, transport: Any = None) -> tuple[int, float]:
-    from sgcache.cache.service import CacheService
-    from sgcache.cache.sync import SyncLoop
+    from sgcache.runtime import CacheService
+    from sgcache.sync.loop import SyncLoop
     svc = await CacheService.open(cache.config, create=False, transport=transport)
     try:
         loop = SyncLoop(svc)
@@ -116,8 +116,8 @@ def fresh_db(url: str, data: Path, name: str) -> str:
 
 
 async def position(cache: CacheEnv) -> None:
-    from sgcache.cache.service import CacheService
-    from sgcache.cache.sync import SyncLoop
+    from sgcache.runtime import CacheService
+    from sgcache.sync.loop import SyncLoop
     svc = await CacheService.open(cache.config, create=False)
     try:
         await SyncLoop(svc).watcher.start()

@@ -191,8 +191,9 @@ def prepare_cache(mock: common.Mock, args: argparse.Namespace, work: Path) -> tu
     st = Path(args.state).stat()
     # the database layout is the store's, fields' and scan's business: re-prime when they change
     # (their content, committed or not, since the tree may hold uncommitted edits)
-    layout = hashlib.sha1(b"".join((common.REPO / "sgcache" / "cache" / f).read_bytes()
-                                   for f in ("store.py", "fields.py", "scan.py"))).hexdigest()
+    layout = hashlib.sha1(b"".join((common.REPO / "sgcache" / f).read_bytes()
+                                   for f in ("store/tables.py", "store/field_types.py",
+                                             "sync/scan.py"))).hexdigest()
     key = {"state": str(args.state), "size": st.st_size, "mtime": st.st_mtime, "db_url": args.db_url,
            "rules": None if args.all_types else RULES, "layout": layout}
     marker = data_dir / "primed.json"

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event  # noqa: E402
 
-from sgcache.cache.read import ReadEngine  # noqa: E402
-from sgcache.cache.store import Store, make_engine  # noqa: E402
 from sgcache.mock.builtin_schema import build_schema  # noqa: E402
 from sgcache.mock.demo import generate  # noqa: E402
+from sgcache.read.engine import ReadEngine  # noqa: E402
+from sgcache.store.tables import Store, make_engine  # noqa: E402
 
 QUERY: dict[str, Any] = {
     "type": "Task",

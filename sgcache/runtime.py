@@ -1,4 +1,9 @@
-"""Wiring: build the cache's parts from a Config, explicitly, with no global state."""
+"""The running cache's parts, opened from a Config: the store, its read engine, the site client.
+
+Every command and server opens one `CacheService` and passes it explicitly (no global
+state). Schema changes swap `store` and `reader` in place, so holders read them at use.
+Sits above `read` and `store`, below `sync` and `serve`.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,18 @@ from typing import Any
 
 import httpx
 
-from ..config import Config
-from ..schema import Schema, load_rules
-from ..upstream import Upstream
-from .auth import AuthVerifier
-from .read import ReadEngine
-from .schema_sync import reader_for
-from .fields import LAYOUT_VERSION
-from .store import Store, make_engine
+from .config import Config
+from .read.engine import ReadEngine, reader_for
+from .schema import Schema, load_rules
+from .store.field_types import LAYOUT_VERSION
+from .store.tables import Store, make_engine
+from .upstream import Upstream, fetch_site_schema, make_upstream
 
 #: State key recording the storage layout a database was created with.
 LAYOUT_KEY = "layout_version"
 
 log = logging.getLogger("sgcache")
 
-
-def make_upstream(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
-    return Upstream(config.shotgun_url, script_name=config.script_name, script_key=config.script_key,
-                    timeout=config.upstream_timeout, connect_timeout=config.upstream_connect_timeout,
-                    transport=transport)
-
-
-async def fetch_site_schema(upstream: Upstream) -> Schema:
-    """The site's whole schema, read with the cache's own script credentials."""
-    schema_read = await upstream.call("schema_read")
-    entity_read = await upstream.call("schema_entity_read")
-    return Schema.from_site(schema_read, entity_read)
 
 
 def choose_schema(config: Config, site: Schema | None) -> Schema:
@@ -57,8 +48,6 @@ class CacheService:
         self.store = store
         self.upstream = upstream
         self.reader: ReadEngine = reader_for(store)  # knows fields still being backfilled
-        self.auth = AuthVerifier(upstream, ttl=config.auth_ttl, grace=config.auth_grace,
-                                 allow_scripts=config.allow_scripts, allow_logins=config.allow_logins)
 
     @classmethod
     async def open(cls, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,

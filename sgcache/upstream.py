@@ -14,7 +14,9 @@ from typing import Any, AsyncIterator, Mapping
 
 import httpx
 
+from .config import Config
 from .protocol import errors, jsoncodec
+from .schema import Schema
 
 log = logging.getLogger("sgcache.upstream")
 
@@ -227,3 +229,17 @@ class Upstream:
         except httpx.HTTPError as e:
             self._failed(type(e).__name__)
             raise UpstreamUnavailable(f"The site could not be reached: {type(e).__name__}.") from e
+
+
+def make_upstream(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
+    """The cache's site client, as the config describes it (`transport` swaps the network in tests)."""
+    return Upstream(config.shotgun_url, script_name=config.script_name, script_key=config.script_key,
+                    timeout=config.upstream_timeout, connect_timeout=config.upstream_connect_timeout,
+                    transport=transport)
+
+
+async def fetch_site_schema(upstream: Upstream) -> Schema:
+    """The site's whole schema, read with the cache's own script credentials."""
+    schema_read = await upstream.call("schema_read")
+    entity_read = await upstream.call("schema_entity_read")
+    return Schema.from_site(schema_read, entity_read)

@@ -1,10 +1,23 @@
-"""The `sgcache` command: one click group, each verb a thin call into library code."""
+"""The `sgcache` command: one click group, one module per verb, each a thin call into library code.
+
+May import anything below it; nothing imports it (but `python -m sgcache.cli`). The verb
+modules import their heavy dependencies inside the commands, so `sgcache --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import click
 
-from . import __version__
+from .. import __version__
+from .ctrl import ctrl
+from .demo import demo
+from .events import events
+from .mock import mock
+from .rebuild import rebuild
+from .scan import scan
+from .schema import schema
+from .serve import serve
+from .validate import validate
 
 
 @click.group()
@@ -13,21 +26,5 @@ def main() -> None:
     """sgcache: a site-local, read-through cache for the ShotGrid api3 protocol."""
 
 
-def _register() -> None:
-    # Each feature package contributes its own verbs; the modules import their heavy
-    # dependencies inside the commands, so `sgcache --help` stays fast.
-    from .cache.cli import register as register_cache
-    from .cache.sync_cli import register as register_sync
-    from .mock.cli import mock
-
-    main.add_command(mock)
-    register_cache(main)
-    from .cache.ops_cli import register as register_ops
-    register_ops(main)
-    register_sync(main)
-
-
-_register()
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+for _verb in (mock, schema, scan, serve, events, ctrl, validate, rebuild, demo):
+    main.add_command(_verb)

@@ -14,6 +14,8 @@ import click
 
 from ..config import load_config
 from ..launch import read_mock_banner, wait_http
+from .common import setup_logging
+
 
 def start_mock(port: int, size: int, *, extra: list[str] | None = None,
                timeout: float = 120.0) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -25,8 +27,8 @@ def start_mock(port: int, size: int, *, extra: list[str] | None = None,
 
 
 def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool) -> int:
-    from .cli import run_scan
-    from .server import serve_async
+    from ..serve.server import serve_async
+    from .scan import run_scan
 
     data = Path(data_dir)
     if data.exists():
@@ -73,7 +75,7 @@ def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
 
     import shotgun_api3
 
-    from .server import serve_async
+    from ..serve.server import serve_async
 
     def serve() -> None:
         try:
@@ -87,3 +89,16 @@ def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
     shots = sg.find("Shot", [], ["code", "sg_sequence"], limit=5)
     click.echo(f"demo check: read {len(shots)} shots through the cache, e.g. {shots[:1]}")
     return 0 if shots else 1
+
+
+@click.command()
+@click.option("--size", default=2000, show_default=True, help="Entities on the demo site.")
+@click.option("--port", default=8010, show_default=True, type=int, help="Port of the cache.")
+@click.option("--mock-port", default=8020, show_default=True, type=int, help="Port of the mock site.")
+@click.option("--data-dir", default=".sgcache/demo", show_default=True)
+@click.option("--once", is_flag=True, help="Prime, check one read through the cache, and exit.")
+def demo(size: int, port: int, mock_port: int, data_dir: str, once: bool) -> None:
+    """Start the mock site with demo data, prime a SQLite cache, and serve it."""
+    setup_logging()
+    sys.exit(run_demo(size=size, port=port, mock_port=mock_port, data_dir=data_dir, once=once))
+

@@ -1,21 +1,20 @@
-"""Sync verbs of `sgcache`: `events` (the watcher on its own) and `ctrl` (talk to the leader)."""
+"""`sgcache events`: follow the event log (and run interval scans) without serving."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from typing import Any
 
 import click
 
-from .cli import build_config, common, setup_logging
+from .common import build_config, common, setup_logging
 
 
 async def run_events(config: Any, once: bool = False) -> dict[str, Any]:
     """Follow the event log (and run interval scans) until cancelled, or catch up once."""
-    from .service import CacheService
-    from .sync import SyncLoop
+    from ..runtime import CacheService
+    from ..sync.loop import SyncLoop
     svc = await CacheService.open(config, create=False)
     try:
         loop = SyncLoop(svc)
@@ -43,26 +42,3 @@ def events(once: bool, json_logs: bool, **kw: Any) -> None:
         return
     if once:
         click.echo(json.dumps(out, default=str))
-
-
-@click.command()
-@common
-@click.argument("command", type=click.Choice(["status", "poll", "scan"]))
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the answer.")
-def ctrl(command: str, timeout: float, **kw: Any) -> None:
-    """Ask the running sync leader: `status`, `poll` (answers when caught up), `scan`."""
-    from .control import send
-    config = build_config(kw)
-    try:
-        out = send(config, command, timeout=timeout)
-    except (ConnectionError, OSError) as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
-    click.echo(json.dumps(out, default=str))
-    if not out.get("ok"):
-        sys.exit(1)
-
-
-def register(main: click.Group) -> None:
-    for cmd in (events, ctrl):
-        main.add_command(cmd)

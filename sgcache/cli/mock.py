@@ -38,7 +38,7 @@ def mock(host: str, port: int, admin_port: int, schema_file: str | None, demo: i
     Prints one line `sgcache-mock: url=... script_name=... script_key=... admin=...`
     once the sockets are bound.
     """
-    from .runner import Options, parse_api_user, parse_human_user, serve
+    from ..mock.runner import Options, parse_api_user, parse_human_user, serve
 
     for spec in api_users:
         try:

@@ -1,4 +1,4 @@
-"""Operations verbs of the `sgcache` command: validate and rebuild (thin wrappers).
+"""`sgcache validate counts|data`: prove the cache against the site (thin wrappers).
 
 Exit codes, for cron and CI: 0 the cache matches the site; 1 differences were found
 (with `--repair`, they were repaired and a re-check is clean); 2 differences remain,
@@ -16,40 +16,40 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 import click
 
 from ..config import Config
-from .cli import build_config, common, setup_logging
+from .common import build_config, common, setup_logging
 
 
 @contextlib.asynccontextmanager
-async def _opened(config: Config) -> AsyncIterator[Any]:
+async def opened_existing(config: Config) -> AsyncIterator[Any]:
     """An existing cache (never creates one: validating an empty database is a mistake)."""
-    from .service import CacheService
+    from ..runtime import CacheService
     try:
         svc = await CacheService.open(config, create=False)
     except RuntimeError as e:  # no cache in this database yet
-        raise _CannotRun(str(e)) from None
+        raise CannotRun(str(e)) from None
     try:
         yield svc
     finally:
         await svc.aclose()
 
 
-class _CannotRun(click.ClickException):
+class CannotRun(click.ClickException):
     """The check could not run at all (no cache, site unreachable): exit 2, like remaining differences."""
 
     exit_code = 2
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+def run_checked(coro: Coroutine[Any, Any, Any]) -> Any:
     from ..protocol import errors
     try:
         return asyncio.run(coro)
     except errors.Fault as e:
-        raise _CannotRun(f"the site answered: {e.message}") from None
+        raise CannotRun(f"the site answered: {e.message}") from None
     except ValueError as e:  # an unknown type, bad filters
         raise click.UsageError(str(e)) from None
 
 
-def _split(values: tuple[str, ...]) -> list[str] | None:
+def split_names(values: tuple[str, ...]) -> list[str] | None:
     out = [v for item in values for v in item.split(",") if v]
     return out or None
 
@@ -60,7 +60,7 @@ def _finish(reports: list[Any], text: str, as_json: bool,
     ok = all(r.ok for r in reports)
     still_bad: list[Any] = []
     if not ok and recheck is not None:
-        still_bad = [r for r in _run(recheck()) if not r.ok]
+        still_bad = [r for r in run_checked(recheck()) if not r.ok]
     if as_json:
         click.echo(json.dumps({"ok": ok, "reports": [r.to_json() for r in reports],
                                "still_differing": [r.to_json() for r in still_bad]}, indent=1, default=str))
@@ -86,18 +86,18 @@ def validate() -> None:
 def validate_counts_cmd(types: tuple[str, ...], repair: bool, settle: float, as_json: bool, **kw: Any) -> None:
     """Per-type active and retired counts against the site, listing missing and extra ids."""
     setup_logging()
-    from .validate import format_counts, validate_counts
+    from ..sync.validate import format_counts, validate_counts
     config = build_config(kw)
-    wanted = _split(types)
+    wanted = split_names(types)
 
     async def run(do_repair: bool) -> list[Any]:
-        async with _opened(config) as svc:
+        async with opened_existing(config) as svc:
             return await validate_counts(svc.store, svc.upstream, wanted, settle=settle, do_repair=do_repair)
-    reports = _run(run(repair))
+    reports = run_checked(run(repair))
     bad = [r.entity_type for r in reports if not r.ok]
 
     async def recheck() -> list[Any]:
-        async with _opened(config) as svc:
+        async with opened_existing(config) as svc:
             return await validate_counts(svc.store, svc.upstream, bad, settle=settle)
     _finish(reports, format_counts(reports), as_json, recheck if repair else None)
 
@@ -118,10 +118,10 @@ def validate_data_cmd(types: tuple[str, ...], filters_json: str | None, fields_o
                       as_json: bool, **kw: Any) -> None:
     """Field-by-field comparison of entities, printing each difference."""
     setup_logging()
-    from .validate import format_data, validate_data
+    from ..sync.validate import format_data, validate_data
     config = build_config(kw)
-    wanted = _split(types)
-    fields = _split(fields_opt)
+    wanted = split_names(types)
+    fields = split_names(fields_opt)
     try:
         filters = json.loads(filters_json) if filters_json else None
     except ValueError as e:
@@ -130,41 +130,8 @@ def validate_data_cmd(types: tuple[str, ...], filters_json: str | None, fields_o
                                 settle=settle)
 
     async def run(types_: list[str] | None, do_repair: bool) -> list[Any]:
-        async with _opened(config) as svc:
+        async with opened_existing(config) as svc:
             return await validate_data(svc.store, svc.upstream, types_, do_repair=do_repair, **opts)
-    reports = _run(run(wanted, repair))
+    reports = run_checked(run(wanted, repair))
     bad = [r.entity_type for r in reports if not r.ok]
     _finish(reports, format_data(reports), as_json, (lambda: run(bad, False)) if repair else None)
-
-
-@click.command()
-@common
-@click.argument("types", nargs=-1, required=True)
-@click.option("--grace", default=2.0, show_default=True,
-              help="Seconds between marking the types and touching rows (servers see the mark).")
-@click.option("--clear", is_flag=True, help="Only remove the types' rebuild marks (after a failed rebuild).")
-def rebuild(types: tuple[str, ...], grace: float, clear: bool, **kw: Any) -> None:
-    """Re-import entity types while the servers keep serving (their reads go to the site meanwhile)."""
-    setup_logging()
-    from .rebuild import clear_marks, rebuild as run_rebuild
-    config = build_config(kw)
-    wanted = _split(types) or []
-
-    async def run() -> Any:
-        async with _opened(config) as svc:
-            if clear:
-                await asyncio.to_thread(clear_marks, svc.store, wanted)
-                return None
-            return await run_rebuild(svc.store, svc.upstream, wanted, grace=grace, page_size=config.page_size)
-    res = _run(run())
-    if res is None:
-        click.echo(f"cleared rebuild marks of {', '.join(wanted)}")
-        return
-    for t in res.types:
-        click.echo(f"{t:<24} {res.rows[t]} rows, {res.removed[t]} removed")
-    click.echo(f"rebuilt {len(res.types)} types in {res.seconds:.1f}s")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(validate)
-    main.add_command(rebuild)

@@ -49,6 +49,7 @@ Module map: ``store`` (records, retired flags, ids, undo journal), ``query``
 (filter/sort/page/render in Python — semantics documented there), ``writes``
 (create/update/delete/revive/batch with inverse links), ``events`` (EventLogEntry
 rows, out-of-order commits), ``summarize``, ``schema_ops``, ``auth``, ``site`` (the
-RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner`` and ``cli``.
+RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner``; its command line is `sgcache/cli/mock.py`. It imports only the wire
+(`sgcache.protocol`) and the schema model, never the cache (tests/test_layers.py).
 Tests start it as a process with ``tests.support.procs.start_mock``.
 """

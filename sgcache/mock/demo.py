@@ -16,6 +16,9 @@ a real site has too (the first user created itself; users ↔ groups).
 
 Retired rows carry `"__retired": True`; links to them are kept on both sides, as
 the site stores them — reads are expected to hide retired targets.
+
+Why one module of ~600 lines: the generator is one deterministic stream; its per-type
+builders share the seeded random state and the id counters.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ these):
 * Links to a retired entity are hidden: an entity field reads null, a
   multi-entity field leaves it out (so an event about an entity retired now
   reads back with ``entity: null``).
+
+Why one module of ~690 lines: filters, deep paths, sorting, paging and rendering of the
+mock share one in-memory record model; kept together, the mock's semantics read top to
+bottom as a specification.
 """
 
 from __future__ import annotations

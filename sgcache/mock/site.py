@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..protocol import errors
 from ..schema import Schema
-from .auth import Actor, Authenticator, EVENTS_FIELDS, hash_secret
+from .auth import EVENTS_FIELDS, Actor, Authenticator, hash_secret
 from .events import CommitFaults, EventLog
 from .query import Engine
 from .schema_ops import SchemaOps

@@ -20,8 +20,15 @@ from typing import Any, Callable
 
 from ..protocol import errors
 from ..protocol.filters import FieldPath
-from ..protocol.grouping import (EMPTY, GROUP_TYPES, SUMMARY_TYPES, Group, link_group, scalar_group,
-                                 tag_groups)
+from ..protocol.grouping import (
+    EMPTY,
+    GROUP_TYPES,
+    SUMMARY_TYPES,
+    Group,
+    link_group,
+    scalar_group,
+    tag_groups,
+)
 from .query import MULTI, Engine, empty_value, fold
 
 M = "summarize"

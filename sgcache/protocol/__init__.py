@@ -3,6 +3,6 @@
 Kept in one package so the mock site and the cache agree on every message and shape.
 """
 
-from .errors import Fault, AuthenticationFault, error_body
+from .errors import AuthenticationFault, Fault, error_body
 
 __all__ = ["Fault", "AuthenticationFault", "error_body"]

@@ -5,6 +5,10 @@ WHERE/EXISTS, deep return fields and sorts as LEFT JOINs keyed by their *full pa
 so `created_by.HumanUser.x` and `updated_by.HumanUser.x` never share a join), plus one
 query per multi-entity return field for the page's ids. Anything the engine cannot
 answer exactly raises `Passthrough(reason)` and the server forwards the request.
+
+Why one module of ~750 lines: planning (paths, joins, sorts), paging and rendering share
+the plan's private types (`_Plan`, `_Query`, `_LinkCols`); split apart, each piece would
+export them. The relations (`relations.py`) and summaries (`summarize.py`) live outside.
 """
 
 from __future__ import annotations
@@ -13,17 +17,36 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import (ColumnElement, and_, bindparam, case, exists, false, func, literal, not_, or_,
-                        select, true)
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.engine import Connection
 
 from ..protocol import errors
 from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
 from ..protocol.values import name_field
-from .fields import (BoolField, DateField, DateTimeField, EntityField, FieldType, FloatField,
-                     IntField, MultiEntityField, StringField, TextField)
-from .relations import Ctx, builder_for
-from .store import ACTIVE, Store
+from ..store.field_types import (
+    BoolField,
+    EntityField,
+    FieldType,
+    MultiEntityField,
+    StringField,
+    TextField,
+)
+from ..store.tables import ACTIVE, Store
+from .passthrough import Passthrough
+from .relations import SORTABLE, Ctx, builder_for
 
 #: Read params the engine understands; any other key makes it pass the read through.
 KNOWN_PARAMS = frozenset({
@@ -34,17 +57,6 @@ KNOWN_PARAMS = frozenset({
 MAX_PAGE = 5000
 #: Read plans kept per engine (one per type + return fields + sorts asked for).
 MAX_PLANS = 2000
-#: Storage classes the engine sorts on locally (others pass the read through).
-SORTABLE = (TextField, StringField, BoolField, EntityField, IntField, FloatField, DateField, DateTimeField)
-
-
-class Passthrough(Exception):
-    """The cache cannot answer this exactly; `reason` is logged and counted."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 @dataclass
 class _LinkCols:
@@ -472,7 +484,7 @@ class ReadEngine:
         ft = self._ft(leaf_type, path.field.name, "filter")
         if ft is None:  # id
             from ..schema import FieldSchema
-            from .fields import IntField
+            from ..store.field_types import IntField
             ft = IntField(FieldSchema(leaf_type, "id", "number"))
         build = builder_for(ft, cond.relation)
         if build is None:
@@ -739,3 +751,9 @@ class ReadEngine:
                             values[r["parent_id"]].append({"type": t, "id": r["child_id"], "name": r[nl]})
             for ent, name, pid in items:
                 ent[name] = values[pid]
+
+
+def reader_for(store: Store) -> ReadEngine:
+    """A ReadEngine that passes through reads needing fields still being backfilled."""
+    pending = store.unready_fields()
+    return ReadEngine(store, is_ready=lambda t, f: (t, f) not in pending)

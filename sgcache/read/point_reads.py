@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from .store import make_engine
+from ..store.tables import make_engine
 
 log = logging.getLogger("sgcache.http")
 

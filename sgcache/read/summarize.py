@@ -25,12 +25,31 @@ from sqlalchemy.engine import Connection
 
 from ..protocol import errors
 from ..protocol.filters import FieldPath, parse_filters, resolve_path
-from ..protocol.grouping import (EMPTY, GROUP_TYPES, SUMMARY_TYPES, Group, link_group, scalar_group,
-                                 tag_groups)
-from .fields import (BoolField, DateField, DateTimeField, EntityField, FieldType, FloatField, IntField,
-                     MultiEntityField, StringField, TagListField, TextField, fold)
-from .read import Passthrough, ReadEngine, _Query
-from .store import ACTIVE
+from ..protocol.grouping import (
+    EMPTY,
+    GROUP_TYPES,
+    SUMMARY_TYPES,
+    Group,
+    link_group,
+    scalar_group,
+    tag_groups,
+)
+from ..store.field_types import (
+    BoolField,
+    DateField,
+    DateTimeField,
+    EntityField,
+    FieldType,
+    FloatField,
+    IntField,
+    MultiEntityField,
+    StringField,
+    TagListField,
+    TextField,
+    fold,
+)
+from ..store.tables import ACTIVE
+from .engine import Passthrough, ReadEngine, _Query
 
 KNOWN_PARAMS = frozenset({"type", "summaries", "filters", "grouping", "include_archived_projects"})
 SCALAR = (TextField, StringField, IntField, FloatField, BoolField, DateField, DateTimeField)

@@ -19,18 +19,28 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from .. import __version__
 from ..protocol import errors, jsoncodec
-from ..upstream import RETRY_STATUSES, UpstreamUnavailable, method_label, unavailable_message
-from .auth import identity
+from ..read.engine import Passthrough
+from ..read.point_reads import PointReads
+from ..read.summarize import Summarizer
+from ..runtime import CacheService
+from ..upstream import (
+    RETRY_STATUSES,
+    UpstreamUnavailable,
+    method_label,
+    unavailable_message,
+)
+from .auth import AuthVerifier, identity
 from .metrics import Metrics
-from .point_reads import PointReads
-from .read import Passthrough
-from .summarize import Summarizer
-from .service import CacheService
 from .status import Monitor
 
 log = logging.getLogger("sgcache.http")
@@ -126,6 +136,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     """Build the ASGI app around a CacheService. `on_write` receives passthrough writes."""
     metrics = Metrics(service.upstream)
     monitor = Monitor(service, metrics)
+    verifier = AuthVerifier(service.upstream, ttl=service.config.auth_ttl, grace=service.config.auth_grace,
+                            allow_scripts=service.config.allow_scripts, allow_logins=service.config.allow_logins)
     upstream = service.upstream
     config = service.config
 
@@ -213,7 +225,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         try:
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
-            await service.auth.check(auth, etype)
+            await verifier.check(auth, etype)
             result = await point_reads.answer(params) if method == "read" else None
             if result is None:
                 result = await run_in_threadpool(_read_sync, params, method)
@@ -323,4 +335,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.service = service
     app.state.metrics = metrics
     app.state.monitor = monitor
+    app.state.auth = verifier
     return app

@@ -23,7 +23,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..upstream import Upstream

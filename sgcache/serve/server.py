@@ -26,10 +26,10 @@ import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
 from ..config import Config
+from ..runtime import CacheService
+from ..sync.loop import SyncLoop
+from ..sync.rebuild import Readiness, RebuildGate
 from .app import create_app
-from .rebuild import Readiness, RebuildGate
-from .service import CacheService
-from .sync import SyncLoop
 
 log = logging.getLogger("sgcache.server")
 

@@ -35,9 +35,9 @@ from .. import __version__
 from ..logs import scrub
 from ..protocol import errors
 from ..protocol.values import parse_datetime
+from ..runtime import CacheService
+from ..sync.scan import PRIMED
 from .metrics import Metrics
-from .scan import PRIMED
-from .service import CacheService
 
 log = logging.getLogger("sgcache.status")
 
@@ -311,7 +311,7 @@ class Monitor:
         }
 
     def routes(self) -> list[Route]:
-        page = resources.files("sgcache.cache").joinpath("static/status.html").read_text(encoding="utf-8")
+        page = resources.files("sgcache.serve").joinpath("static/status.html").read_text(encoding="utf-8")
 
         async def status_page(request: Request) -> Response:
             if not self.state.at:

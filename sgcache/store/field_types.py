@@ -11,11 +11,20 @@ import json
 from functools import cached_property
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.sql.type_api import TypeEngine
 
 from ..schema import FieldSchema
-
 
 #: Bumped whenever a class below changes its columns or their contents (2: casefold instead
 #: of lower; `__ci` shadows on short codes and tag lists; 3: secrets never stored). A database

@@ -4,26 +4,54 @@ SQLAlchemy Core only, so SQLite (embedded default, WAL) and PostgreSQL (producti
 run the same code. Meta columns start with an underscore; link columns are
 `<field>__type`/`<field>__id`; text fields carry a case-folded `<field>__ci` shadow.
 The chosen schema is recorded in `_sgcache_fields` so every process agrees on it.
+
+Why one module of ~580 lines: the bulk upsert paths of the two dialects (PostgreSQL's
+`json_to_recordset`, SQLite's executemany) share the table layout and the version rule,
+which must never drift apart.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
 import orjson
-from sqlalchemy import (BigInteger, Boolean, Column, ColumnElement, Engine, Float, Index, Integer, MetaData,
-                        String, Table, Text, any_, bindparam, cast, create_engine, true, delete, event,
-                        column, func, literal, or_, select, union_all, update)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
-from ..schema import EntitySchema, FieldSchema, Schema
-from .fields import FieldType, MultiEntityField, field_type, text_type
+from ..schema import EntitySchema, Schema
+from .field_types import FieldType, MultiEntityField, field_type
 
 ACTIVE = "_active"
 CACHED_AT = "_cached_at"
@@ -147,6 +175,10 @@ class EntityTable:
         return row
 
 
+#: State key bumped on every schema change, so every process rebuilds its Store and ReadEngine.
+SCHEMA_GENERATION = "schema_generation"
+
+
 class Store:
     """All tables of the cached schema, plus the writes the sync paths need."""
 
@@ -217,6 +249,18 @@ class Store:
         self.md.drop_all(self.engine)
 
     # -- state -----------------------------------------------------------------
+    def unready_fields(self) -> set[tuple[str, str]]:
+        """(type, field) pairs added by a schema change and not yet backfilled."""
+        t = self.fields_table
+        with self.engine.connect() as conn:
+            return {(r[0], r[1]) for r in conn.execute(
+                select(t.c.entity_type, t.c.field_name).where(t.c.ready == False))}  # noqa: E712
+
+    def schema_generation(self) -> int:
+        """How many schema changes this database has seen (processes compare it to reload)."""
+        with self.engine.connect() as conn:
+            return int(self.get_state(conn, SCHEMA_GENERATION, 0) or 0)
+
     def get_state(self, conn: Connection, key: str, default: Any = None) -> Any:
         v = conn.execute(select(self.state_table.c.value).where(self.state_table.c.key == key)).scalar()
         return json.loads(v) if v is not None else default

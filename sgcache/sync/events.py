@@ -20,9 +20,9 @@ from typing import Any, Coroutine
 from sqlalchemy.engine import Connection
 
 from ..config import Config
+from ..store.tables import Store
 from ..upstream import Upstream
 from .scan import full_scan, return_fields_for
-from .store import Store
 
 log = logging.getLogger("sgcache.events")
 
@@ -148,7 +148,7 @@ class EventWatcher:
             scan = await asyncio.to_thread(self._get_state, "last_full_scan")
             started = (scan or {}).get("started_at")
             if started:
-                from .sync import scan_started_before
+                from .scan import scan_started_before
                 before = await self._edge("desc", [
                     {"path": "created_at", "relation": "less_than", "values": [scan_started_before(started)]}])
                 first = await self._edge("asc")
@@ -324,7 +324,7 @@ class EventWatcher:
         """Fetch what the events touched; returns the write to run (in log order), if any."""
         if not events and backlog == self.backlog and last_id == self.last_id:
             return None
-        from .sync import now_version
+        from .refresh import now_version
         version = now_version()
         plan = plan_events(events, self.store)
         if plan.revived:

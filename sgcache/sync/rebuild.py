@@ -26,11 +26,11 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import delete, select
 
 from ..protocol.values import format_datetime, utcnow
+from ..read.engine import Passthrough
 from ..schema import Schema
+from ..store.tables import Store
 from ..upstream import Upstream
-from .read import Passthrough
 from .scan import PRIMED, return_fields_for
-from .store import Store
 
 log = logging.getLogger("sgcache.rebuild")
 

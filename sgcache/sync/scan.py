@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..protocol.values import format_datetime, parse_datetime, utcnow
+from ..store.tables import Store
 from ..upstream import Upstream
-from .store import Store
 
 log = logging.getLogger("sgcache.scan")
 
@@ -146,3 +146,10 @@ def _record(store: Store, res: ScanResult, started: dt.datetime, primed: list[st
             store.set_state(conn, "scan_since", format_datetime(started))
         store.set_state(conn, f"last_{res.kind}_scan", {
             "started_at": res.started_at, "seconds": round(res.seconds, 3), "rows": res.rows})
+
+def scan_started_before(started_at: str | None, overlap: dt.timedelta = SCAN_OVERLAP) -> str | None:
+    """The wire time `overlap` before a recorded scan start (where replay must begin)."""
+    if not started_at:
+        return None
+    t = parse_datetime(started_at)
+    return format_datetime(t - overlap) if t else None

@@ -21,14 +21,12 @@ from sqlalchemy.engine import Connection
 
 from ..config import Config
 from ..schema import FieldSchema, Schema, load_rules
-from ..upstream import Upstream
-from .fields import MultiEntityField
-from .read import ReadEngine
-from .store import VERSION, Store
+from ..store.field_types import MultiEntityField
+from ..store.tables import SCHEMA_GENERATION, VERSION, Store
+from ..upstream import Upstream, fetch_site_schema
 
 log = logging.getLogger("sgcache.schema_sync")
 
-GENERATION = "schema_generation"
 
 
 @dataclass
@@ -69,23 +67,6 @@ def diff_schema(cached: Schema, site: Schema, rules: list[str] | None = None) ->
     return d
 
 
-def not_ready(engine: Engine, store: Store) -> set[tuple[str, str]]:
-    t = store.fields_table
-    with engine.connect() as conn:
-        return {(r[0], r[1]) for r in conn.execute(select(t.c.entity_type, t.c.field_name).where(t.c.ready == False))}  # noqa: E712
-
-
-def generation(store: Store) -> int:
-    with store.engine.connect() as conn:
-        return int(store.get_state(conn, GENERATION, 0) or 0)
-
-
-def reader_for(store: Store) -> ReadEngine:
-    """A ReadEngine that passes through reads needing fields still being backfilled."""
-    pending = not_ready(store.engine, store)
-    return ReadEngine(store, is_ready=lambda t, f: (t, f) not in pending)
-
-
 class SchemaSync:
     def __init__(self, store: Store, upstream: Upstream, config: Config) -> None:
         self.store = store
@@ -94,7 +75,6 @@ class SchemaSync:
 
     async def check(self) -> Store | None:
         """Diff with the site; apply and backfill. Returns the new Store if anything changed."""
-        from .service import fetch_site_schema
         site = await fetch_site_schema(self.upstream)
         rules = load_rules(self.config.rules) if self.config.rules else None
         d = diff_schema(self.store.schema, site, rules)
@@ -168,7 +148,7 @@ class SchemaSync:
             self._bump(new, conn)
 
     def _bump(self, store: Store, conn: Connection) -> None:
-        store.set_state(conn, GENERATION, int(store.get_state(conn, GENERATION, 0) or 0) + 1)
+        store.set_state(conn, SCHEMA_GENERATION, int(store.get_state(conn, SCHEMA_GENERATION, 0) or 0) + 1)
 
     # -- backfill ----------------------------------------------------------------------------
     async def _backfill(self, store: Store, etype: str, names: list[str]) -> None:
@@ -177,7 +157,7 @@ class SchemaSync:
         names = [n for n in names if n in et.fields]
         if not names:
             return
-        from .sync import now_version
+        from .refresh import now_version
         n = 0
         for return_only in ("active", "retired"):
             version = now_version()
@@ -207,7 +187,7 @@ class SchemaSync:
 
     async def resume(self) -> None:
         """Finish backfills a previous leader left half done (fields still not ready)."""
-        pending = await asyncio.to_thread(not_ready, self.store.engine, self.store)
+        pending = await asyncio.to_thread(self.store.unready_fields)
         by_type: dict[str, list[str]] = {}
         for etype, fname in pending:
             if etype in self.store and fname in self.store[etype].fields:

@@ -23,10 +23,10 @@ from typing import Any, Iterable
 
 from sqlalchemy import select
 
+from ..read.engine import Passthrough, ReadEngine
+from ..store.tables import ACTIVE, Store
 from ..upstream import Upstream
-from .read import Passthrough, ReadEngine
 from .scan import return_fields_for
-from .store import ACTIVE, Store
 
 log = logging.getLogger("sgcache.validate")
 
@@ -191,7 +191,7 @@ async def pending_entities(store: Store, upstream: Upstream, since: int | None,
 
 async def repair(store: Store, upstream: Upstream, touched: dict[str, set[int]]) -> int:
     """Re-read these entities from the site and store them (deleting what the site no longer has)."""
-    from .sync import Refresher
+    from .refresh import Refresher
     touched = {t: ids for t, ids in touched.items() if ids}
     if not touched:
         return 0

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from sgcache.cache.read import ReadEngine
-from sgcache.cache.store import Store, make_engine
 from sgcache.mock.builtin_schema import build_schema
 from sgcache.mock.demo import generate
+from sgcache.read.engine import ReadEngine
+from sgcache.store.tables import Store, make_engine
 
 from .dbs import BACKENDS, new_db_url
 

@@ -5,17 +5,16 @@ SQLite reads run inline on the loop; PostgreSQL reads on psycopg's asyncio conne
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-import asyncio
-
 import pytest
 
-from sgcache.cache.point_reads import PointReads
-from sgcache.cache.read import Passthrough, ReadEngine
-from sgcache.cache.store import Store, make_engine
 from sgcache.mock.builtin_schema import build_schema
+from sgcache.read.engine import Passthrough, ReadEngine
+from sgcache.read.point_reads import PointReads
+from sgcache.store.tables import Store, make_engine
 
 from .dbs import BACKENDS, new_db_url
 

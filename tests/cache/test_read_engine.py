@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sgcache.cache.read import Passthrough, ReadEngine
-from sgcache.cache.store import Store
+from sgcache.read.engine import Passthrough, ReadEngine
+from sgcache.store.tables import Store
 
 
 def F(*conds: Any, op: str = "and") -> dict[str, Any]:

@@ -51,7 +51,7 @@ class Site:
 
 def start_site(*args: str, demo: int = 400) -> Site:
     """Start `sgcache mock --demo N` on free loopback ports."""
-    from sgcache.cache.demo import start_mock
+    from sgcache.cli.demo import start_mock
     proc, info = start_mock(free_port(), demo, extra=["--admin-port", str(free_port()), *args])
     return Site(info["url"], info["admin"], info["script_name"], info["script_key"], proc)
 

@@ -7,7 +7,6 @@ ways, and the ones the cache answers locally must not reach the site at all.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

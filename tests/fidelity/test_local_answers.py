@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgcache.cache.fields import field_type
-from sgcache.cache.read import SORTABLE
-from sgcache.cache.relations import support_table
+from sgcache.read.engine import SORTABLE
+from sgcache.read.support import support_table
+from sgcache.store.field_types import field_type
 
 from .world import World
 
@@ -85,7 +85,7 @@ def test_reads_marked_local_never_reach_the_site(world: World) -> None:
 
 
 def test_summaries_of_every_type_and_grouping_never_reach_the_site(world: World) -> None:
-    from sgcache.cache.summarize import GROUP_TYPES, SUMMARY_TYPES
+    from sgcache.read.summarize import GROUP_TYPES, SUMMARY_TYPES
     fields = {"record_count": "id", "count": "entity", "sum": "duration", "maximum": "est_in_mins",
               "minimum": "sg_progress", "average": "duration", "earliest": "start_date", "latest": "due_date",
               "percentage": "milestone", "status_percentage": "sg_status_list", "status_list": "sg_status_list",

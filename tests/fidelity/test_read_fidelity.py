@@ -10,7 +10,6 @@ or the Fault — must be equal.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from hypothesis import given, note

@@ -47,8 +47,9 @@ class World:
         if not self.explain_on:
             return
         from sqlalchemy import create_engine
-        from sgcache.cache.read import Passthrough, ReadEngine
-        from sgcache.cache.store import Store
+
+        from sgcache.read.engine import Passthrough, ReadEngine
+        from sgcache.store.tables import Store
         if self._reader is None:
             engine = create_engine(self.cache.env["SGCACHE_DB_URL"])
             schema = Store.recorded_schema(engine)
@@ -56,7 +57,7 @@ class World:
         try:
             with self._reader.store.engine.connect() as conn:
                 if method == "summarize":
-                    from sgcache.cache.summarize import Summarizer
+                    from sgcache.read.summarize import Summarizer
                     Summarizer(self._reader).summarize(conn, params)
                 else:
                     self._reader.read(conn, params)

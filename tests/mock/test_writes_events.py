@@ -249,8 +249,9 @@ def test_upload_download_round_trip(sg: Any, tmp_path: Any) -> None:
 
 
 def test_upload_thumbnail_sets_image_url(sg: Any, tmp_path: Any) -> None:
-    from .conftest import PNG
     import urllib.request
+
+    from .conftest import PNG
     path = tmp_path / "thumb.png"
     path.write_bytes(PNG)
     sg.upload_thumbnail("Shot", 2, str(path))

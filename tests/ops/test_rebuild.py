@@ -14,11 +14,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, update
 
-from sgcache.cache.rebuild import Readiness, RebuildGate, clear_marks, involved_types, mark_rebuilding, rebuild
-from sgcache.cache.read import Passthrough
-from sgcache.cache.scan import PRIMED, primed_types
-from sgcache.cache.store import Store, make_engine
-from sgcache.cache.validate import validate_counts, validate_data
+from sgcache.read.engine import Passthrough
+from sgcache.store.tables import Store, make_engine
+from sgcache.sync.rebuild import (
+    Readiness,
+    RebuildGate,
+    clear_marks,
+    involved_types,
+    mark_rebuilding,
+    rebuild,
+)
+from sgcache.sync.scan import PRIMED, primed_types
+from sgcache.sync.validate import validate_counts, validate_data
 from sgcache.upstream import Upstream
 
 from ..e2e.harness import Cache, Site, normalize, start_cache

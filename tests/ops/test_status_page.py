@@ -13,8 +13,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from sgcache.cache.rebuild import mark_rebuilding, clear_marks
-from sgcache.cache.store import Store, make_engine
+from sgcache.store.tables import Store, make_engine
+from sgcache.sync.rebuild import clear_marks, mark_rebuilding
 
 from ..e2e.harness import Cache, Site, start_cache
 

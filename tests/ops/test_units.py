@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from sgcache.cache.metrics import REASONS, Metrics, caller_of, passthrough_reason
-from sgcache.cache.status import _thin
-from sgcache.cache.validate import wire_filters
+from sgcache.serve.metrics import REASONS, Metrics, caller_of, passthrough_reason
+from sgcache.serve.status import _thin
+from sgcache.sync.validate import wire_filters
 
 
 @pytest.mark.parametrize("reason, label", [

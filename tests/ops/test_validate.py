@@ -9,8 +9,8 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import delete, update
 
-from sgcache.cache.store import ACTIVE, Store, make_engine
-from sgcache.cache.validate import validate_counts, validate_data
+from sgcache.store.tables import ACTIVE, Store, make_engine
+from sgcache.sync.validate import validate_counts, validate_data
 from sgcache.upstream import Upstream
 
 from ..e2e.harness import Site, sgcache

@@ -3,7 +3,7 @@
 The AuthVerifier keeps salted hashes only (test_units.py). The synced data must not
 hold secrets either: the site's ApiUser `salted_password` ("Application Key") is a text
 field, so a cache that stores it would hand every script key to any caller who may
-read ApiUser; sgcache/cache/fields.py keeps it (like password fields) out of the cache.
+read ApiUser; sgcache/store/field_types.py keeps it (like password fields) out of the cache.
 """
 
 from __future__ import annotations

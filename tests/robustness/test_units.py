@@ -15,9 +15,9 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from sgcache.cache.auth import AuthVerifier
 from sgcache.logs import configure, scrub
 from sgcache.protocol import errors
+from sgcache.serve.auth import AuthVerifier
 from sgcache.upstream import Upstream, UpstreamUnavailable
 
 GOOD = {"script_name": "s", "script_key": "right-key"}

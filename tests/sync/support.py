@@ -15,13 +15,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
-from sgcache.cache.read import ReadEngine
-from sgcache.cache.store import Store, make_engine
 from sgcache.config import Config, load_config
+from sgcache.read.engine import ReadEngine
+from sgcache.store.tables import Store, make_engine
 from tests.support.procs import ROOT, MockProcess
 
 #: The events-off script every test site gets (the `ingest_bot` role).
@@ -56,8 +56,8 @@ class CacheEnv:
 
     def prime(self) -> None:
         """Create the cache from the site's schema and load it with a full scan."""
-        from sgcache.cache.scan import full_scan
-        from sgcache.cache.service import CacheService
+        from sgcache.runtime import CacheService
+        from sgcache.sync.scan import full_scan
 
         async def run() -> None:
             svc = await CacheService.open(self.config)
@@ -99,7 +99,7 @@ class CacheEnv:
 
     def ctrl(self, cmd: str, timeout: float = 120) -> dict[str, Any]:
         """`sgcache ctrl CMD` over the unix socket; waits for a leader to bind it."""
-        from sgcache.cache.control import send
+        from sgcache.sync.control import send
         deadline = time.monotonic() + 60
         while True:
             try:

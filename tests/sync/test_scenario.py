@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pytest
-
 from tests.support.procs import MockProcess
 
 from .support import NOEVENTS, CacheEnv, CacheView, site_one

@@ -8,12 +8,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from sgcache.cache.events import EventWatcher, plan_events
-from sgcache.cache.read import ReadEngine
-from sgcache.cache.store import Store, make_engine
 from sgcache.config import Config
 from sgcache.mock.builtin_schema import build_schema
-
+from sgcache.read.engine import ReadEngine
+from sgcache.store.tables import Store, make_engine
+from sgcache.sync.events import EventWatcher, plan_events
 from tests.cache.dbs import new_db_url
 
 

@@ -1,0 +1,5 @@
+"""`python -m sgcache.cli`: the same command as `sgcache`."""
+
+from . import main
+
+main()
