@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+
+#: The real site's schema dump, kept beside the checkout in ../shared/fixtures (not in it:
+#: it is the site's data); SGCACHE_SITE_SCHEMA points elsewhere.
+SITE_SCHEMA = Path(os.environ.get("SGCACHE_SITE_SCHEMA") or
+                   Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "site-schema.json")
+
+
+def fixtures_required() -> bool:
+    """CI sets these: a missing fixture must fail there, not quietly skip every test using it."""
+    return os.environ.get("SGCACHE_REQUIRE_FIXTURES") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def site_schema_fixture() -> Path:
+    """The real site schema's path; skips when it is absent locally, fails when required."""
+    if SITE_SCHEMA.exists():
+        return SITE_SCHEMA
+    if fixtures_required():
+        pytest.fail(f"the real site schema fixture is required (CI or SGCACHE_REQUIRE_FIXTURES=1) "
+                    f"but missing: {SITE_SCHEMA}")
+    pytest.skip(f"real site schema fixture not present at {SITE_SCHEMA}")

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from sgcache.mock.builtin_schema import INVERSE_FIELDS, build_schema
 from sgcache.protocol.values import name_field
 from sgcache.schema import LINK_TYPES, Schema
-
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared/fixtures/site-schema.json"
+from tests.conftest import site_schema_fixture
 
 REQUIRED_TYPES = (
     "Project", "Sequence", "Shot", "Asset", "Task", "Step", "TaskTemplate", "Version",
@@ -61,9 +57,7 @@ def test_required_types_and_system_fields() -> None:
 
 
 def test_every_site_data_type_is_present() -> None:
-    if not FIXTURE.exists():
-        pytest.skip(f"fixture {FIXTURE} not present")
-    site = Schema.load(FIXTURE)
+    site = Schema.load(site_schema_fixture())
     missing = _data_types(site) - _data_types(build_schema())
     assert not missing
 

@@ -10,8 +10,7 @@ import pytest
 from sgcache.config import load_config
 from sgcache.mock.builtin_schema import build_schema
 from sgcache.schema import Schema, load_rules
-
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "site-schema.json"
+from tests.conftest import site_schema_fixture
 
 
 def test_layers_apply_in_order_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -46,9 +45,7 @@ def test_rules_select_types_and_fields(tmp_path: Path) -> None:
 
 
 def test_real_site_schema_round_trips_verbatim() -> None:
-    if not FIXTURE.exists():
-        pytest.skip(f"real site schema fixture not present at {FIXTURE}")
-    data = json.loads(FIXTURE.read_text())
+    data = json.loads(site_schema_fixture().read_text())
     s = Schema.from_json(data)
     assert len(s.entities) == 77
     assert s.to_json() == data

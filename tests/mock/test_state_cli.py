@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import shotgun_api3
 
+from tests.conftest import site_schema_fixture
 from tests.support.procs import ROOT, running_mock
-
-FIXTURE = Path("/work/shared/fixtures/site-schema.json")
 
 
 def test_state_is_saved_and_reloaded(tmp_path: Path) -> None:
@@ -36,9 +35,8 @@ def test_state_is_saved_and_reloaded(tmp_path: Path) -> None:
         assert ev["id"] > last_event["id"]
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="real site schema fixture not available")
 def test_real_site_schema_loads_and_serves() -> None:
-    with running_mock("--schema", str(FIXTURE), "--api-user", "quiet:q:noevents") as m:
+    with running_mock("--schema", str(site_schema_fixture()), "--api-user", "quiet:q:noevents") as m:
         sg = m.sg()
         schema = sg.schema_read()
         assert len(schema) == 77 and "CustomEntity01" in schema
