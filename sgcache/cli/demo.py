@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,33 @@ def start_mock(port: int, size: int, *, extra: list[str] | None = None,
     return proc, read_mock_banner(proc, timeout)
 
 
+#: Written into a data dir the demo created: only such a dir is ever wiped by a later run.
+MARKER = ".sgcache-demo"
+
+
+def prepare_data_dir(data: Path) -> None:
+    """A fresh, empty data dir for the demo, never deleting anything sgcache did not create.
+
+    A dir holding the marker was made by an earlier demo and is wiped; an empty dir is
+    adopted; any other existing path is refused (it may be a user's data).
+    """
+    if data.exists():
+        if (data / MARKER).is_file():
+            shutil.rmtree(data)
+        elif not data.is_dir() or any(data.iterdir()):
+            raise click.ClickException(
+                f"--data-dir {data} already exists and was not created by `sgcache demo` (no {MARKER} "
+                "file in it): refusing to delete it. Choose another --data-dir, or empty it yourself.")
+    data.mkdir(parents=True, exist_ok=True)
+    (data / MARKER).write_text("created by `sgcache demo`; the next demo run deletes this directory\n")
+
+
 def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool) -> int:
     from ..serve.server import serve_async
     from .scan import run_scan
 
     data = Path(data_dir)
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True)
+    prepare_data_dir(data)
     click.echo(f"starting the mock site on 127.0.0.1:{mock_port} with ~{size} demo entities ...")
     proc, info = start_mock(mock_port, size)
     try:
@@ -69,8 +89,25 @@ def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool)
             proc.kill()
 
 
+def served_reads(cache_url: str) -> tuple[float, float]:
+    """(reads answered locally, reads passed through) so far, from the cache's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served = passed = 0.0
+    for fam in text_string_to_metric_families(httpx.get(cache_url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == "sgcache_requests_total" and s.labels.get("method") == "read":
+                if s.labels.get("outcome") == "served":
+                    served += s.value
+                elif s.labels.get("outcome") == "passthrough":
+                    passed += s.value
+    return served, passed
+
+
 def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
-    """Serve briefly, run one find through the real client, and report it."""
+    """Serve briefly, run one find through the real client, and require that the cache
+    answered it itself (its /metrics counters), not the site behind it."""
     import threading
 
     import shotgun_api3
@@ -86,9 +123,22 @@ def _check_once(config: Any, cache_url: str, info: dict[str, str]) -> int:
     threading.Thread(target=serve, daemon=True).start()
     wait_http(cache_url, 30)
     sg = shotgun_api3.Shotgun(cache_url, script_name=info["script_name"], api_key=info["script_key"])
+    served0, passed0 = served_reads(cache_url)
     shots = sg.find("Shot", [], ["code", "sg_sequence"], limit=5)
+    # The server counts a request once its answer has gone out: wait for the count to move.
+    deadline = time.monotonic() + 10
+    while True:
+        served1, passed1 = served_reads(cache_url)
+        if served1 + passed1 > served0 + passed0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    local = served1 - served0 >= 1 and passed1 == passed0
     click.echo(f"demo check: read {len(shots)} shots through the cache, e.g. {shots[:1]}")
-    return 0 if shots else 1
+    click.echo(f"demo check: {served1 - served0:.0f} read(s) answered locally, "
+               f"{passed1 - passed0:.0f} passed through to the site")
+    if not local:
+        click.echo("demo check FAILED: the read was not answered from the cache", err=True)
+    return 0 if shots and local else 1
 
 
 @click.command()
