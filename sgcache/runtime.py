@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -22,6 +23,11 @@ from .upstream import Upstream, fetch_site_schema, make_upstream
 
 #: State key recording the storage layout a database was created with.
 LAYOUT_KEY = "layout_version"
+#: State key: the site this database mirrors (`site_identity` of its URL).
+SITE_KEY = "site_url"
+#: State key: how the schema was chosen ({"source": "file"|"site", "rules": [...]|None}), so
+#: that schema changes keep to the choice whatever the config of the process noticing them.
+SCHEMA_CHOICE_KEY = "schema_choice"
 
 log = logging.getLogger("sgcache")
 
@@ -38,6 +44,24 @@ def choose_schema(config: Config, site: Schema | None) -> Schema:
     if config.rules:
         schema = schema.filtered(load_rules(config.rules))
     return schema
+
+
+def site_identity(url: str) -> str:
+    """The site's URL as recorded and compared: no credentials, query, default port or
+    trailing slash, scheme and host lower-cased (credentials must never be stored)."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def schema_choice(config: Config) -> dict[str, Any]:
+    """How this config chooses the schema: a file (kept as chosen) or the site (plus rules)."""
+    return {"source": "file" if config.schema else "site",
+            "rules": load_rules(config.rules) if config.rules else None}
 
 
 class CacheService:
@@ -66,8 +90,10 @@ class CacheService:
             store = Store(engine, schema)
             store.create()
             with engine.begin() as conn:
-                store.set_state(conn, LAYOUT_KEY, LAYOUT_VERSION)
-            log.info("created cache for %d entity types", len(schema.entities))
+                store.set_states(conn, {LAYOUT_KEY: LAYOUT_VERSION, SITE_KEY: site_identity(config.shotgun_url),
+                                        SCHEMA_CHOICE_KEY: schema_choice(config)})
+            log.info("created cache of %s for %d entity types", site_identity(config.shotgun_url),
+                     len(schema.entities))
         else:
             store = Store(engine, schema)
             with engine.connect() as conn:
@@ -79,7 +105,30 @@ class CacheService:
                     f"this cache database has storage layout {layout}, this sgcache needs "
                     f"{LAYOUT_VERSION}: drop the database (or delete the SQLite file) and run "
                     "`sgcache scan --full` to rebuild it")
+            try:
+                store.upgrade_meta()
+                cls._check_site(store, config)
+            except BaseException:
+                engine.dispose()
+                await upstream.aclose()
+                raise
         return cls(config, store, upstream)
+
+    @staticmethod
+    def _check_site(store: Store, config: Config) -> None:
+        """Refuse a database that mirrors another site: its rows would be served as this one's."""
+        ours = site_identity(config.shotgun_url)
+        with store.engine.begin() as conn:
+            recorded = store.get_state(conn, SITE_KEY)
+            if recorded is None:  # made before sites were recorded: it is the one it is used with
+                store.set_state(conn, SITE_KEY, ours)
+                log.info("recorded %s as this cache's site", ours)
+                return
+        if recorded != ours:
+            raise RuntimeError(
+                f"this cache database mirrors {recorded}, but SGCACHE_SHOTGUN_URL is {ours}: point "
+                f"SGCACHE_DB_URL (or SGCACHE_DATA_DIR) at the cache of {ours}, or, to reuse this "
+                "database for the new site, drop it (delete the SQLite file) and run `sgcache scan --full`")
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -87,7 +87,6 @@ def _meta_tables(md: MetaData) -> tuple[Table, Table]:
         Column("field_name", String(128), primary_key=True),
         Column("data_type", String(32), nullable=False),
         Column("cached", Boolean, nullable=False),
-        Column("exposed", Boolean, nullable=False),
         Column("columns", Text, nullable=False),  # JSON list of column names
         Column("site_def", Text, nullable=False),  # the site's FIELD_DEF, verbatim JSON
         Column("ready", Boolean, nullable=False, default=True),  # backfilled?
@@ -216,7 +215,7 @@ class Store:
                     ft = et.fields.get(fname)
                     rows.append({
                         "entity_type": etype, "field_name": fname, "data_type": fs.data_type,
-                        "cached": fname == "id" or ft is not None, "exposed": True,
+                        "cached": fname == "id" or ft is not None,
                         "columns": json.dumps(ft.column_names if ft else (["id"] if fname == "id" else [])),
                         "site_def": json.dumps(fs.to_site(), sort_keys=True), "ready": True,
                     })
@@ -247,6 +246,25 @@ class Store:
 
     def drop_all(self) -> None:
         self.md.drop_all(self.engine)
+
+    def upgrade_meta(self) -> None:
+        """Bring an older database's bookkeeping tables up to date, in place.
+
+        `_sgcache_fields.exposed` (always true, never read) was dropped: in a database made
+        before, its NOT NULL would refuse every field a schema change records.
+        """
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import DBAPIError
+
+        def has_it() -> bool:
+            return "exposed" in {c["name"] for c in inspect(self.engine).get_columns(self.fields_table.name)}
+        if has_it():
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("ALTER TABLE _sgcache_fields DROP COLUMN exposed")
+            except DBAPIError:
+                if has_it():  # not just another process dropping it first
+                    raise
 
     # -- state -----------------------------------------------------------------
     def unready_fields(self) -> set[tuple[str, str]]:

@@ -142,7 +142,7 @@ class SchemaSync:
                     conn.execute(delete(t).where(t.c.entity_type == etype, t.c.field_name == fs.name))
                     conn.execute(t.insert().values(
                         entity_type=etype, field_name=fs.name, data_type=fs.data_type, cached=ft is not None,
-                        exposed=True, columns=json.dumps(ft.column_names if ft else []),
+                        columns=json.dumps(ft.column_names if ft else []),
                         site_def=json.dumps(fs.to_site(), sort_keys=True),
                         ready=not (ft is not None and etype in d.added and fs in d.added[etype])))
             self._bump(new, conn)
