@@ -16,8 +16,8 @@ import asyncio
 import json
 import logging
 import mimetypes
-import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -26,9 +26,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..protocol import errors
-from ..protocol.values import format_datetime, utcnow
 from .faults import FaultConfig, Stats
 from .site import Site
+from .thumbnails import PENDING_PNG, TRANSIENT
 
 log = logging.getLogger("sgcache.mock")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -51,8 +51,10 @@ def _label(path: str, body: bytes) -> tuple[str, Any]:
         return (method if isinstance(method, str) else "invalid"), payload
     if path.startswith("/upload/"):
         return "upload:" + path[len("/upload/"):], None
-    if path.startswith("/file_serve/") or path.startswith("/thumbnail/"):
+    if path.startswith(("/file_serve/", "/thumbnail/", "/images/")):
         return "download", None
+    if path.startswith("/storage/"):
+        return "storage", None
     return path, None
 
 
@@ -72,6 +74,13 @@ class MockServer:
             Route("/upload/upload_file", self.upload_file, methods=["POST"]),
             Route("/upload/publish_thumbnail", self.publish_thumbnail, methods=["POST"]),
             Route("/upload/share_thumbnail", self.share_thumbnail, methods=["POST"]),
+            Route("/upload/api_get_upload_link_info", self.upload_link_info, methods=["POST"]),
+            Route("/upload/api_get_upload_link_for_part", self.upload_part_link, methods=["POST"]),
+            Route("/upload/api_complete_multipart_upload", self.complete_multipart, methods=["POST"]),
+            Route("/upload/api_link_file", self.link_file, methods=["POST"]),
+            Route("/storage/{upload_id}", self.storage_put, methods=["PUT"]),
+            Route("/storage/{upload_id}/{part:int}", self.storage_put, methods=["PUT"]),
+            Route(TRANSIENT, self.transient_image, methods=["GET"]),
             Route("/file_serve/attachment/{aid:int}", self.serve_file, methods=["GET"]),
             Route("/thumbnail/{aid:int}", self.serve_file, methods=["GET"]),
         ])
@@ -81,6 +90,8 @@ class MockServer:
             Route("/stats", self.get_stats, methods=["GET"]),
             Route("/stats/reset", self.reset_stats, methods=["POST"]),
             Route("/save", self.save_state, methods=["POST"]),
+            Route("/settings", self.get_settings, methods=["GET"]),
+            Route("/settings", self.set_settings, methods=["POST"]),
             Route("/health", lambda r: JSONResponse({"ok": True}), methods=["GET"]),
         ])
 
@@ -174,6 +185,20 @@ class MockServer:
         auth = {k: fields[k] for k in AUTH_KEYS if k in fields}
         return self.site.auth.authenticate(auth, "upload")
 
+    def _form_call(self, fields: dict[str, Any], run: Callable[[Any], str]) -> Response:
+        """Authenticate a form post and run it under the store lock; Faults become `0\n<message>`."""
+        try:
+            with self.site.store.lock:
+                actor = self._actor(fields)
+                self.site.thumbnails.settle()
+                return PlainTextResponse(run(actor))
+        except errors.Fault as e:
+            return PlainTextResponse(f"0\n{e.message}")
+
+    def _stored(self, actor: Any, fields: dict[str, Any], data: bytes, name: str, ctype: str,
+                thumbnail: bool) -> str:
+        return f"1:{self.site.uploads.store_file(actor, fields, data, name, ctype, thumbnail)}\n"
+
     async def upload_file(self, request: Request) -> Response:
         fields, files = await self._form(request)
         upload = files.get("file")
@@ -183,7 +208,8 @@ class MockServer:
         name = upload.filename or "upload"
         ctype = (upload.content_type if upload.content_type not in (None, "", "application/octet-stream")
                  else None) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return await run_in_threadpool(self._store_upload, fields, data, name, ctype, False)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self._stored(
+            actor, fields, data, name, ctype, False))
 
     async def publish_thumbnail(self, request: Request) -> Response:
         fields, files = await self._form(request)
@@ -193,109 +219,48 @@ class MockServer:
         data = await upload.read()
         name = upload.filename or "thumbnail"
         ctype = mimetypes.guess_type(name)[0] or "image/jpeg"
-        return await run_in_threadpool(self._store_upload, fields, data, name, ctype, True)
-
-    def _store_upload(self, fields: dict[str, Any], data: bytes, name: str, ctype: str,
-                      thumbnail: bool) -> Response:
-        site = self.site
-        store = site.store
-        try:
-            with store.lock:
-                actor = self._actor(fields)
-                etype = fields.get("entity_type")
-                try:
-                    eid = int(fields.get("entity_id", ""))
-                except ValueError:
-                    raise errors.crud("upload", f"bad entity_id {fields.get('entity_id')!r}")
-                if etype not in store.schema:
-                    raise errors.unknown_entity_type("upload", etype)
-                target = store.get_active(etype, eid)
-                if target is None:
-                    raise errors.not_found("upload", etype, eid)
-                field_name = "filmstrip_image" if thumbnail and fields.get("filmstrip") == "True" else (
-                    "image" if thumbnail else fields.get("field_name"))
-                fs = store.schema.get_field(etype, field_name) if field_name else None
-                if field_name and fs is None:
-                    raise errors.unknown_field("upload", etype, field_name)
-                if fs is not None and fs.data_type != ("image" if thumbnail else "url"):
-                    raise errors.crud("upload", f"Field '{field_name}' of '{etype}' cannot hold an upload.")
-                display = fields.get("display_name") or name
-                with store.transaction():
-                    att_fields = [{"field_name": k, "value": v} for k, v in (
-                        ("filename", name), ("display_name", display), ("file_size", len(data)),
-                        ("file_extension", os.path.splitext(name)[1].lstrip(".") or None),
-                        ("description", fields.get("description")),
-                        ("tag_list", [t.strip() for t in fields.get("tag_list", "").split(",") if t.strip()]),
-                        ("project", target.get("project") if isinstance(target.get("project"), dict) else None),
-                    ) if store.schema.get_field("Attachment", k) and v is not None]
-                    links = store.schema.get_field("Attachment", "attachment_links")
-                    if links is not None and not thumbnail and (not links.valid_types or etype in links.valid_types):
-                        att_fields.append({"field_name": "attachment_links", "value": [{"type": etype, "id": eid}]})
-                    att = site.writer.create(actor, {"type": "Attachment", "fields": att_fields}, "upload")
-                    aid = att["id"]
-                    store.files[aid] = (ctype, name, data)
-                    url = {"type": "Attachment", "id": aid, "name": display, "link_type": "upload",
-                           "content_type": ctype, "url": f"/file_serve/attachment/{aid}"}
-                    if store.schema.get_field("Attachment", "this_file"):
-                        store.modify("Attachment", aid)["this_file"] = url
-                    if thumbnail:
-                        self._set_image(actor, etype, eid, field_name, f"/thumbnail/{aid}")
-                    elif field_name:
-                        site.writer.update(actor, {"type": etype, "id": eid, "fields": [
-                            {"field_name": field_name, "value": url}]}, "upload")
-        except errors.Fault as e:
-            return PlainTextResponse(f"0\n{e.message}")
-        return PlainTextResponse(f"1:{aid}\n")
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self._stored(
+            actor, fields, data, name, ctype, True))
 
     async def share_thumbnail(self, request: Request) -> Response:
         """Point several entities' image at the source entity's thumbnail."""
         fields, _files = await self._form(request)
-        return await run_in_threadpool(self._share, fields)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self.site.thumbnails.share(actor, fields))
 
-    def _share(self, fields: dict[str, Any]) -> Response:
-        store = self.site.store
-        filmstrip = fields.get("filmstrip_thumbnail") not in (None, "", "False", "0")
-        field_name = "filmstrip_image" if filmstrip else "image"
+    # -- direct-to-storage uploads (mock/uploads.py) ---------------------------------------
+    async def upload_link_info(self, request: Request) -> Response:
+        fields, _ = await self._form(request)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self.site.uploads.link_info(fields))
 
-        def ref(text: str) -> tuple[str, int]:
-            etype, _, eid = text.rpartition("_")
-            if etype not in store.schema or not eid.isdigit() or store.get_active(etype, int(eid)) is None:
-                raise errors.crud("share_thumbnail", f"no such entity {text!r}")
-            return etype, int(eid)
-        try:
-            with store.lock:
-                actor = self._actor(fields)
-                src_type, src_id = ref(fields.get("source_entity", ""))
-                path = store.tables[src_type][src_id].get(field_name)
-                if not isinstance(path, str) or not path.startswith("/thumbnail/"):
-                    return PlainTextResponse("2\nsource thumbnail not ready")
-                targets = [ref(t) for t in fields.get("entities", "").split(",") if t]
-                with store.transaction():
-                    for etype, eid in targets:
-                        if store.schema.get_field(etype, field_name):
-                            self._set_image(actor, etype, eid, field_name, path)
-        except errors.Fault as e:
-            return PlainTextResponse(f"0\n{e.message}")
-        return PlainTextResponse(f"1:{path.rsplit('/', 1)[1]}\n")
+    async def upload_part_link(self, request: Request) -> Response:
+        fields, _ = await self._form(request)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self.site.uploads.part_link(fields))
 
-    def _set_image(self, actor: Any, etype: str, eid: int, field_name: str, path: str) -> None:
-        store = self.site.store
-        rec = store.modify(etype, eid)
-        old = rec.get(field_name)
-        rec[field_name] = path
-        if store.schema.get_field(etype, "updated_at"):
-            rec["updated_at"] = format_datetime(utcnow())
-        if store.schema.get_field(etype, "updated_by") and actor.user:
-            rec["updated_by"] = dict(actor.user)
-        engine = self.site.engine
-        self.site.events.change(actor, etype, eid, field_name, "image",
-                                rec.get("project") if isinstance(rec.get("project"), dict) else None,
-                                old=engine.absolute(old) if isinstance(old, str) else old,
-                                new=engine.absolute(path))
+    async def complete_multipart(self, request: Request) -> Response:
+        fields, _ = await self._form(request)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: self.site.uploads.complete(fields))
+
+    async def link_file(self, request: Request) -> Response:
+        fields, _ = await self._form(request)
+        return await run_in_threadpool(self._form_call, fields, lambda actor: f"1:{self.site.uploads.link_file(actor, fields)}\n")
+
+    async def storage_put(self, request: Request) -> Response:
+        """The storage service a presigned URL points at (no site credentials)."""
+        data = await request.body()
+        part = request.path_params.get("part")
+        with self.site.store.lock:
+            status, body, headers = self.site.uploads.put(
+                request.path_params["upload_id"], part, request.query_params.get("X-Amz-Signature", ""),
+                data, request.headers.get("content-type"))
+        return Response(body, status_code=status, headers=headers)
+
+    async def transient_image(self, request: Request) -> Response:
+        return Response(PENDING_PNG, media_type="image/png")
 
     async def serve_file(self, request: Request) -> Response:
         aid = request.path_params["aid"]
         with self.site.store.lock:
+            self.site.thumbnails.settle()
             entry = self.site.store.files.get(aid)
         if entry is None:
             return PlainTextResponse("File not found", status_code=404)
@@ -320,6 +285,35 @@ class MockServer:
     async def reset_stats(self, request: Request) -> Response:
         self.stats.reset()
         return JSONResponse(self.stats.to_json())
+
+    def _settings(self) -> dict[str, Any]:
+        up = self.site.uploads
+        return {"thumbnail_delay": self.site.thumbnails.delay, "s3_direct_uploads_enabled": up.s3_direct,
+                "s3_enabled_upload_types": up.s3_types}
+
+    async def get_settings(self, request: Request) -> Response:
+        return JSONResponse(self._settings())
+
+    async def set_settings(self, request: Request) -> Response:
+        """Site behaviour tests switch at run time: thumbnail processing time, direct uploads."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict) or set(body) - set(self._settings()):
+                raise ValueError(f"settings are {sorted(self._settings())}")
+            delay = body.get("thumbnail_delay", self.site.thumbnails.delay)
+            direct = body.get("s3_direct_uploads_enabled", self.site.uploads.s3_direct)
+            types = body.get("s3_enabled_upload_types", self.site.uploads.s3_types)
+            if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0 \
+                    or not isinstance(direct, bool) or not isinstance(types, dict):
+                raise ValueError("thumbnail_delay >= 0, s3_direct_uploads_enabled bool, "
+                                 "s3_enabled_upload_types an object")
+        except (ValueError, TypeError) as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        with self.site.store.lock:
+            self.site.thumbnails.delay = float(delay)
+            self.site.uploads.s3_direct = direct
+            self.site.uploads.s3_types = types
+        return JSONResponse(self._settings())
 
     async def save_state(self, request: Request) -> Response:
         if self.save is None:

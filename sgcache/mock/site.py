@@ -8,17 +8,26 @@ duration, so each RPC is atomic and reads see a consistent store.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..protocol import errors
 from ..schema import Schema
+from . import presets
+from .activity import activity_stream
 from .auth import EVENTS_FIELDS, Actor, Authenticator, hash_secret
 from .events import CommitFaults, EventLog
+from .follows import Follows
+from .notes import note_thread
+from .preferences import SiteSettings
 from .query import Engine
+from .schedule import WorkSchedule
 from .schema_ops import SchemaOps
 from .search import text_search
 from .store import Store
 from .summarize import Summarizer
+from .thumbnails import Thumbnails
+from .uploads import Uploads
 from .writes import Writer
 
 SERVER_VERSION = [8, 50, 0]
@@ -46,8 +55,14 @@ class Site:
         self.writer = Writer(store, self.engine, self.events, inverse_fields(store.schema))
         self.summarizer = Summarizer(self.engine)
         self.schema_ops = SchemaOps(store, self.events)
+        self.thumbnails = Thumbnails(self.engine, self.events)
+        self.uploads = Uploads(self.writer, self.thumbnails, lambda: self.base_url)
+        follows = Follows(self.engine)
+        schedule = WorkSchedule(store)
+        settings = SiteSettings(store)
+        # Every RPC the shotgun_api3 client can send (docs/api3-methods.md), by family.
         self._methods: dict[str, Callable[[Actor, Any], Any]] = {
-            "read": lambda a, p: self.engine.read(p),
+            "read": lambda a, p: self.engine.read(presets.apply(self.engine, p) if isinstance(p, dict) else p),
             "create": self.writer.create,
             "update": self.writer.update,
             "delete": self.writer.delete,
@@ -62,9 +77,21 @@ class Site:
             "schema_field_delete": self.schema_ops.schema_field_delete,
             "get_session_token": lambda a, p: {"session_id": self.auth.session_token(a)},
             "query_display_name_cache": lambda a, p: text_search(self.engine, p),
-            # accepted so that tools calling them keep working; the mock keeps no such data
-            "preferences_read": lambda a, p: {},
-            "update_project_last_accessed_by_current_user": lambda a, p: True,
+            "note_thread_contents": lambda a, p: note_thread(self.engine, p),
+            "activity_stream": lambda a, p: activity_stream(self.engine, p),
+            "follow": follows.follow,
+            "unfollow": follows.unfollow,
+            "followers": follows.followers,
+            "following": follows.following,
+            "work_schedule_read": schedule.read,
+            "work_schedule_update": schedule.update,
+            "preferences_read": settings.preferences_read,
+            "user_subscriptions_read": settings.subscriptions_read,
+            "user_subscriptions_create": settings.subscriptions_create,
+            "update_project_last_accessed_by_current_user": settings.project_accessed,
+            "export_page": settings.export_page,
+            "nav_expand": settings.nav("nav_expand"),
+            "nav_search": settings.nav("nav_search"),
         }
 
     @property
@@ -72,10 +99,11 @@ class Site:
         return ["info", *self._methods]
 
     def info(self) -> dict[str, Any]:
+        """The flags the client (page size, upload path) and Toolkit (login method) read."""
         return {"version": SERVER_VERSION, "full_version": SERVER_VERSION,
-                "api_max_entities_per_page": PAGE_SIZE, "s3_direct_uploads_enabled": False,
-                "s3_enabled_upload_types": {}, "user_authentication_method": "default",
-                "totp_enabled": False}
+                "api_max_entities_per_page": PAGE_SIZE, **self.uploads.info(),
+                "user_authentication_method": "default", "unified_login_flow_enabled": False,
+                "authentication_app_session_launcher_enabled": False, "totp_enabled": False}
 
     def call(self, method: Any, params: Any) -> Any:
         """Run one RPC; raises errors.Fault for anything the site would refuse."""
@@ -87,6 +115,7 @@ class Site:
             raise errors.auth_failed("Authentication failed: no credentials were given.")
         with self.store.lock:
             actor = self.auth.authenticate(params[0], method)
+            self.thumbnails.settle()
             return self._methods[method](actor, params[1] if len(params) > 1 else None)
 
     # -- accounts --------------------------------------------------------------------
