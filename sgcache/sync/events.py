@@ -67,13 +67,11 @@ def plan_events(events: list[dict[str, Any]], store: Store) -> Plan:
             plan.ignored += 1
             continue
         action = m["action"]
-        if action == "Change":
-            if meta.get("in_create"):  # the New event fetches the whole entity
-                plan.ignored += 1
-                continue
-            if attr and attr != "retirement_date" and not store[etype].is_cached(attr):
-                plan.ignored += 1
-                continue
+        # A Change of a field the cache does not hold still refreshes the entity: the same
+        # write moved `updated_at` and `updated_by` (and maybe fields computed from it).
+        if action == "Change" and meta.get("in_create"):  # the New event fetches the whole entity
+            plan.ignored += 1
+            continue
         plan.touched.setdefault(etype, set()).add(eid)
         plan.causes.setdefault((etype, eid), []).append(f"{ev['id']}:{action}{':' + attr if attr else ''}")
         if action == "Revival":
