@@ -43,6 +43,27 @@ def user_link(engine: Engine, link: Any, with_image: bool = False) -> dict[str, 
     return out
 
 
+def _creation_order(engine: Engine, keys: set[tuple[str, int]], since: str) -> dict[tuple[str, int], int]:
+    """The ids of the events that created these records: creation order within one second.
+
+    Walks the log from the newest event back to `since` (created_at only grows with id)."""
+    store = engine.store
+    out: dict[tuple[str, int], int] = {}
+    if not keys or "EventLogEntry" not in store.schema:
+        return out
+    events = store.tables["EventLogEntry"]
+    for ev_id in reversed(store.ids("EventLogEntry")):
+        ev = events[ev_id]
+        if (ev.get("created_at") or "") < since or len(out) == len(keys):
+            break
+        meta = ev.get("meta")
+        if isinstance(meta, dict) and meta.get("type") == "new_entity":
+            key = (meta.get("entity_type"), meta.get("entity_id"))
+            if key in keys:
+                out[key] = ev_id  # type: ignore[index]
+    return out
+
+
 def note_thread(engine: Engine, params: Any) -> list[dict[str, Any]]:
     if not isinstance(params, dict):
         raise errors.crud(M, "parameters must be an object")
@@ -87,5 +108,6 @@ def note_thread(engine: Engine, params: Any) -> list[dict[str, Any]]:
             if isinstance(link, dict) and link.get("type") == "Note" and link.get("id") == note_id \
                     and ("Reply", i) not in seen:
                 rest.append((rec.get("created_at") or "", i, "Reply", rec))
-    rest.sort(key=lambda t: (t[0], t[1]))
+    order = _creation_order(engine, {(t, i) for _, i, t, _ in rest}, min((c for c, *_ in rest), default=""))
+    rest.sort(key=lambda t: (t[0], order.get((t[2], t[1]), 0), t[1]))
     return [item("Note", note)] + [item(t, rec) for _, _, t, rec in rest]

@@ -18,6 +18,7 @@ URL does; a wrong signature is S3's 403 ``SignatureDoesNotMatch``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import mimetypes
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import errors
-from ..protocol.values import format_datetime, parse_datetime
+from ..protocol.values import format_datetime
 from .auth import Actor
 from .thumbnails import IMAGE_FIELDS, Thumbnails, thumbnail_path
 from .writes import Writer
@@ -51,6 +52,18 @@ class Slot:
     data: bytes | None = None
     parts: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     content_type: str | None = None
+
+
+def _when(text: Any) -> dt.datetime | None:
+    """The `created_at` form field: ISO (upload_file, link info) or str(datetime) (api_link_file);
+    a naive time is taken as UTC. Malformed: the server's own time."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 class Uploads:
@@ -93,7 +106,7 @@ class Uploads:
         if fs is not None and fs.data_type != ("image" if thumbnail else "url"):
             raise errors.crud("upload", f"Field '{field_name}' of '{etype}' cannot hold an upload.")
         display = fields.get("display_name") or name
-        created_at = parse_datetime(fields.get("created_at")) if fields.get("created_at") else None
+        created_at = _when(fields.get("created_at"))
         project = target.get("project") if isinstance(target.get("project"), dict) else None
         with store.transaction():
             att_fields = [{"field_name": k, "value": v} for k, v in (
