@@ -20,7 +20,8 @@ from sqlalchemy import Engine, bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..config import Config
-from ..schema import FieldSchema, Schema, load_rules
+from ..runtime import SCHEMA_CHOICE_KEY, schema_choice
+from ..schema import FieldSchema, Schema
 from ..store.field_types import MultiEntityField
 from ..store.tables import SCHEMA_GENERATION, VERSION, Store
 from ..upstream import Upstream, fetch_site_schema
@@ -44,8 +45,13 @@ class SchemaDiff:
                 "redefined": [f"{t}.{f.name}" for t, fs in self.redefined.items() for f in fs]}
 
 
-def diff_schema(cached: Schema, site: Schema, rules: list[str] | None = None) -> SchemaDiff:
-    """What changed on the site for the types the cache holds (new types are not adopted)."""
+def diff_schema(cached: Schema, site: Schema, rules: list[str] | None = None,
+                adopt_new: bool = True) -> SchemaDiff:
+    """What changed on the site for the types the cache holds (new types are not adopted).
+
+    New fields are adopted when the rules select them (all of them without rules), and
+    never when `adopt_new` is false: a schema chosen as a file stays as chosen.
+    """
     chosen = site.filtered(rules) if rules else site
     d = SchemaDiff()
     for etype, ent in cached.entities.items():
@@ -55,7 +61,8 @@ def diff_schema(cached: Schema, site: Schema, rules: list[str] | None = None) ->
         for fname, fs in (chosen[etype].fields.items() if etype in chosen else ()):
             old = ent.fields.get(fname)
             if old is None:
-                d.added.setdefault(etype, []).append(fs)
+                if adopt_new:
+                    d.added.setdefault(etype, []).append(fs)
             elif old.data_type != fs.data_type:
                 d.removed.setdefault(etype, []).append(fname)
                 d.added.setdefault(etype, []).append(fs)
@@ -76,8 +83,8 @@ class SchemaSync:
     async def check(self) -> Store | None:
         """Diff with the site; apply and backfill. Returns the new Store if anything changed."""
         site = await fetch_site_schema(self.upstream)
-        rules = load_rules(self.config.rules) if self.config.rules else None
-        d = diff_schema(self.store.schema, site, rules)
+        choice = await asyncio.to_thread(self._choice)
+        d = diff_schema(self.store.schema, site, choice.get("rules"), adopt_new=choice.get("source") != "file")
         if not d:
             return None
         log.warning("site schema changed: %s", d.summary())
@@ -95,6 +102,13 @@ class SchemaSync:
         await asyncio.to_thread(self._mark_ready, new_store, d)
         self.store = new_store
         return new_store
+
+    def _choice(self) -> dict[str, Any]:
+        """How the schema was chosen when the database was made (this process's config may
+        differ: e.g. `serve` run without the SGCACHE_SCHEMA that `scan --full` was given)."""
+        with self.store.engine.connect() as conn:
+            recorded = self.store.get_state(conn, SCHEMA_CHOICE_KEY)
+        return recorded if isinstance(recorded, dict) else schema_choice(self.config)
 
     # -- DDL -----------------------------------------------------------------------------
     def _alter(self, old: Store, new: Store, d: SchemaDiff) -> None:
