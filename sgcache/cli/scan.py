@@ -21,7 +21,9 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
         TimeElapsedColumn,
     )
 
-    from ..sync.scan import full_scan, interval_scan
+    from ..sync.interval_scan import Scanner
+    from ..sync.refresh import Refresher
+    from ..sync.scan import full_scan
     async with opened(config) as svc:
         with Progress(TextColumn("{task.description:>24}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), disable=not show_progress, transient=False) as bar:
@@ -34,7 +36,10 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
 
             if full or types or projects:
                 return await full_scan(svc.upstream, svc.store, types, projects, progress)
-            return await interval_scan(svc.upstream, svc.store, progress)
+            # The serving leader's scan: retired-set comparison and the other side of links too.
+            scanner = Scanner(svc.store, svc.upstream, Refresher(svc.store, svc.upstream),
+                              page_size=config.page_size)
+            return await scanner.run(progress)
 
 
 @click.command()

@@ -2,7 +2,9 @@
 
 Scripts whose writes generate no events are caught here; their retirements may not move
 `updated_at`, so each scan also compares the site's retired ids with the cache's.
-Everything goes through the versioned refresh path (`refresh.Refresher`).
+Everything goes through the versioned refresh path (`refresh.Refresher`), which also
+refreshes the other side of changed links. The one interval scan: the sync leader runs
+it periodically and `sgcache scan` runs it on demand.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..store.tables import ACTIVE, Store
 from ..upstream import Upstream
 from .refresh import LOG_RETENTION, Refresher, Touched, merge, now_version
-from .scan import SCAN_OVERLAP, full_scan, return_fields_for
+from .scan import SCAN_OVERLAP, Progress, ScanResult, full_scan, return_fields_for
 
 log = logging.getLogger("sgcache.sync")
 
@@ -42,12 +44,16 @@ class Scanner:
             return self.store.get_state(conn, key)
 
     async def interval(self) -> dict[str, int]:
+        """One scan; rows refreshed per type (for the leader's poll answer)."""
+        return (await self.run()).rows
+
+    async def run(self, progress: Progress | None = None) -> ScanResult:
+        """What changed since the last scan; a full scan if there never was one."""
         started = utcnow()
         t0 = time.monotonic()
         since_text = await asyncio.to_thread(self._state, "scan_since")
         if since_text is None:
-            await full_scan(self.upstream, self.store, page_size=self.page_size)
-            return {}
+            return await full_scan(self.upstream, self.store, progress=progress, page_size=self.page_size)
         since = parse_datetime(since_text)
         assert since is not None
         cutoff = format_datetime(since - SCAN_OVERLAP)
@@ -57,7 +63,7 @@ class Scanner:
                 continue
             n = 0
             if "updated_at" in self.store[etype].fields:
-                n += await self._changed_since(etype, cutoff)
+                n += await self._changed_since(etype, cutoff, progress)
             n += await self._reconcile_retired(etype)
             if n:
                 rows[etype] = n
@@ -71,13 +77,13 @@ class Scanner:
                 "started_at": format_datetime(started), "seconds": round(seconds, 3), "rows": rows})
         await asyncio.to_thread(self._in_txn, record)
         log.info("interval scan: %d rows in %.1fs", sum(rows.values()), seconds)
-        return rows
+        return ScanResult("interval", format_datetime(started), seconds, rows)
 
     def _in_txn(self, fn: Callable[[Connection], None]) -> None:
         with self.store.engine.begin() as conn:
             fn(conn)
 
-    async def _changed_since(self, etype: str, cutoff: str) -> int:
+    async def _changed_since(self, etype: str, cutoff: str, progress: Progress | None = None) -> int:
         fields = return_fields_for(self.store, etype)
         f = {"logical_operator": "and", "conditions": [
             {"path": "updated_at", "relation": "greater_than", "values": [cutoff]}]}
@@ -89,6 +95,8 @@ class Scanner:
                 pre = {etype: {r["id"]: (r, active) for r in page}}
                 await self.refresher.apply({}, source="scan", ref="interval", prefetched=pre, version=version)
                 n += len(page)
+                if progress:
+                    progress(etype, len(page))
                 version = now_version()
         return n
 

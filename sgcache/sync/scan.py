@@ -1,9 +1,8 @@
-"""Full and interval scans: load entities from the site into the store.
+"""Full scans: load every entity from the site into the store.
 
 A full scan reads every active and retired entity of each cached type with keyset
-paging by id and bulk upserts each page. An interval scan reads what changed since
-the last scan by `updated_at` (active and retired), catching scripts whose writes
-generate no events.
+paging by id and bulk upserts each page. Interval scans (what changed since) are
+`interval_scan.Scanner`'s: they go through the versioned refresh path.
 """
 
 from __future__ import annotations
@@ -87,29 +86,6 @@ async def full_scan(upstream: Upstream, store: Store, types: Iterable[str] | Non
     await asyncio.to_thread(_record, store, res, started, [] if projects else list(res.rows))
     await asyncio.to_thread(analyze, store)
     log.info("full scan: %d rows in %.1fs", sum(res.rows.values()), res.seconds)
-    return res
-
-
-async def interval_scan(upstream: Upstream, store: Store, progress: Progress | None = None,
-                        page_size: int = 500) -> ScanResult:
-    """Fetch what changed since the last scan (by `updated_at`), active and retired."""
-    started = utcnow()
-    t0 = time.monotonic()
-    since_text = await asyncio.to_thread(_get_state, store, "scan_since")
-    if since_text is None:
-        return await full_scan(upstream, store, progress=progress, page_size=page_size)
-    since = parse_datetime(since_text)
-    assert since is not None
-    cutoff = format_datetime(since - SCAN_OVERLAP)
-    res = ScanResult("interval", format_datetime(started))
-    for etype in store.entities:
-        if "updated_at" not in store[etype].fields:
-            continue
-        f = {"logical_operator": "and", "conditions": [
-            {"path": "updated_at", "relation": "greater_than", "values": [cutoff]}]}
-        res.rows[etype] = await _load(upstream, store, etype, f, progress, page_size)
-    res.seconds = time.monotonic() - t0
-    await asyncio.to_thread(_record, store, res, started)
     return res
 
 
