@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from sgcache.mock.builtin_schema import INVERSE_FIELDS, build_schema
-from sgcache.protocol.values import name_field
+from sgcache.mock.names import display_field
 from sgcache.schema import LINK_TYPES, Schema
 from tests.conftest import site_schema_fixture
 
@@ -69,7 +69,7 @@ def test_extra_data_types_present() -> None:
 def test_name_field_for_every_type() -> None:
     schema = build_schema()
     for etype, ent in schema.entities.items():
-        nf = name_field(ent, etype)
+        nf = display_field(etype, ent)
         assert nf is not None and nf in ent.fields, etype
         assert ent.fields[nf].data_type == "text"
 

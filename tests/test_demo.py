@@ -9,8 +9,8 @@ import pytest
 
 from sgcache.mock.builtin_schema import INVERSE_FIELDS, build_schema
 from sgcache.mock.demo import DEMO_CREDENTIALS, generate
+from sgcache.mock.filters import check_scalar
 from sgcache.protocol.errors import Fault
-from sgcache.protocol.filters import check_scalar
 from sgcache.protocol.values import parse_datetime
 
 SCHEMA = build_schema()

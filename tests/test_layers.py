@@ -139,3 +139,38 @@ def test_no_import_cycles() -> None:
         if v not in index:
             visit(v)
     assert not cycles, f"import cycles: {cycles}"
+
+
+#: All the mock may take from outside itself: the wire (faults, encodings, codec) and the schema model.
+MOCK_MAY_USE = {"sgcache.protocol", "sgcache.protocol.errors", "sgcache.protocol.values",
+                "sgcache.protocol.jsoncodec", "sgcache.schema"}
+#: The wire: what both sides must agree on byte for byte, and nothing about query meaning.
+WIRE_MODULES = {"sgcache.protocol", "sgcache.protocol.errors", "sgcache.protocol.values",
+                "sgcache.protocol.jsoncodec"}
+
+
+def test_mock_is_an_independent_oracle() -> None:
+    # the mock parses filters, resolves paths, groups summaries and names links with its own
+    # code: anything shared with the cache would make a bug in it invisible to every
+    # differential test (issue 17)
+    used = {t: sorted(m for m, ts in GRAPH.items() if _in_mock(m) and t in ts)
+            for t in {t for m, ts in GRAPH.items() if _in_mock(m) for t in ts if not _in_mock(t)}}
+    assert not any(t.startswith("sgcache.read") for t in used), used
+    assert set(used) <= MOCK_MAY_USE, {t: ms for t, ms in used.items() if t not in MOCK_MAY_USE}
+    for own in ("filters", "grouping", "names"):
+        assert f"sgcache.mock.{own}" in GRAPH
+
+
+def test_the_wire_holds_no_query_semantics() -> None:
+    wire = {m for m in GRAPH if m == "sgcache.protocol" or m.startswith("sgcache.protocol.")}
+    assert wire == WIRE_MODULES, f"only faults, value encodings and the codec belong to the wire: {wire}"
+    # the cache's readings of the protocol live in sgcache/read, beside the engine using them
+    for moved in ("sgcache.read.filters", "sgcache.read.grouping", "sgcache.read.names"):
+        assert moved in GRAPH
+    semantic = ("filter", "relation", "group", "name_field", "path")
+    for name in ("values", "jsoncodec"):
+        tree = ast.parse((PKG / "protocol" / f"{name}.py").read_text(encoding="utf-8"))
+        defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        defined += [t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+        assert not [d for d in defined if any(s in d.lower() for s in semantic)], (name, defined)

@@ -46,7 +46,9 @@ and ``/thumbnail/<id>``. The admin port listens on 127.0.0.1 only:
 =====================  ===============================================================
 
 Module map: ``store`` (records, retired flags, ids, undo journal), ``query``
-(filter/sort/page/render in Python — semantics documented there), ``writes``
+(filter/sort/page/render in Python — semantics documented there), ``filters``, ``grouping``
+and ``names`` (the mock's own reading of filters and deep paths, summary groups and link
+names: nothing of the cache's), ``writes``
 (create/update/delete/revive/batch with inverse links), ``events`` (EventLogEntry
 rows, out-of-order commits), ``summarize``, ``schema_ops``, ``auth``, ``site`` (the
 RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner``; its command line is `sgcache/cli/mock.py`. It imports only the wire

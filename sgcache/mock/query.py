@@ -1,9 +1,9 @@
 """Query evaluation for the mock site, in plain Python over the store.
 
-Deliberately independent of the cache's SQL: the mock is the reference that
-cached answers are compared with. Filters are validated by the shared
-``sgcache.protocol.filters.parse_filters`` and then compiled here into Python
-predicates.
+Deliberately independent of the cache: the mock is the reference that cached answers
+are compared with. Filters are parsed and checked by the mock's own ``filters`` module,
+link names come from its own ``names`` module, and both are compiled here into Python
+predicates; nothing here is shared with ``sgcache.read``.
 
 Semantics chosen where the site's behaviour is not documented (the cache matches
 these):
@@ -57,8 +57,9 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator
 
 from ..protocol import errors
-from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
-from ..protocol.values import name_field, utcnow
+from ..protocol.values import utcnow
+from .filters import Clause, Node, Path, parse, resolve
+from .names import display_field
 from .store import Store
 
 Pred = Callable[[dict[str, Any]], bool]
@@ -93,17 +94,17 @@ class Engine:
         self.store = store
         self.base_url = base_url
         self._ids_cache: OrderedDict[Any, tuple[Any, list[int]]] = OrderedDict()
-        self._paths: dict[tuple[int, str, str], FieldPath] = {}
+        self._paths: dict[tuple[int, str, str], Path] = {}
         self._name_fields: dict[tuple[int, str], str | None] = {}
 
     # -- helpers shared with writes/summaries -------------------------------------
-    def path(self, entity_type: str, text: Any, method: str = "read") -> FieldPath:
+    def path(self, entity_type: str, text: Any, method: str = "read") -> Path:
         key = (self.store.schema_version, entity_type, text) if isinstance(text, str) else None
         fp = self._paths.get(key) if key else None
         if fp is None:
             if len(self._paths) > 4096:
                 self._paths.clear()
-            fp = resolve_path(self.store.schema, entity_type, text, method)
+            fp = resolve(self.store.schema, entity_type, text, method)
             self._paths[key] = fp  # type: ignore[index]
         return fp
 
@@ -114,7 +115,7 @@ class Engine:
             if len(self._name_fields) > 4096:
                 self._name_fields.clear()
             ent = self.store.schema.entities.get(entity_type)
-            self._name_fields[key] = name_field(ent, entity_type)
+            self._name_fields[key] = display_field(entity_type, ent)
         nf = self._name_fields[key]
         rec = self.store.get(entity_type, entity_id)
         if rec is None or nf is None:
@@ -133,29 +134,29 @@ class Engine:
             return [value] if self.live(value) else []
         return [v for v in value if self.live(v)]
 
-    def follow(self, rec: dict[str, Any], fp: FieldPath) -> list[dict[str, Any]]:
+    def follow(self, rec: dict[str, Any], fp: Path) -> list[dict[str, Any]]:
         """Records reached from `rec` through the path's hops (any number)."""
         cur = [rec]
-        for hop in fp.hops:
+        for step in fp.steps:
             nxt = []
             for r in cur:
-                for link in self.links(r.get(hop.field.name)):
-                    if link["type"] == hop.to_type:
-                        nxt.append(self.store.tables[hop.to_type][link["id"]])
+                for link in self.links(r.get(step.link.name)):
+                    if link["type"] == step.target:
+                        nxt.append(self.store.tables[step.target][link["id"]])
             cur = nxt
             if not cur:
                 break
         return cur
 
     # -- filters --------------------------------------------------------------------
-    def compile(self, node: Group | Condition) -> Pred:
-        if isinstance(node, Group):
-            preds = [self.compile(c) for c in node.conditions]
+    def compile(self, node: Node | Clause) -> Pred:
+        if isinstance(node, Node):
+            preds = [self.compile(c) for c in node.children]
             if not preds:
                 return lambda r: True
             if len(preds) == 1:
                 return preds[0]
-            if node.op == "and":
+            if node.operator == "and":
                 def all_of(r: dict[str, Any]) -> bool:
                     for p in preds:
                         if not p(r):
@@ -171,14 +172,14 @@ class Engine:
             return any_of
         test = self.value_test(node)
         fp = node.path
-        fname = fp.field.name
-        default = empty_value(fp.field.data_type)
-        if not fp.hops:
+        fname = fp.leaf.name
+        default = empty_value(fp.leaf.data_type)
+        if not fp.steps:
             return lambda r: test(r.get(fname, default))
         return lambda r: any(test(t.get(fname, default)) for t in self.follow(r, fp))
 
-    def value_test(self, c: Condition) -> Test:
-        dtype, rel, vals = c.path.field.data_type, c.relation, c.values
+    def value_test(self, c: Clause) -> Test:
+        dtype, rel, vals = c.path.leaf.data_type, c.relation, c.values
         neg = {"is_not": "is", "not_in": "in", "not_contains": "contains",
                "name_not_contains": "name_contains", "type_is_not": "type_is",
                "not_between": "between"}
@@ -228,7 +229,7 @@ class Engine:
             if rel.startswith("not_"):
                 return lambda x: x is not None and not (lo <= x <= hi)
             return lambda x: x is not None and lo <= x <= hi
-        raise errors.bad_relation("read", rel, dtype, "?")  # pragma: no cover - parse_filters guards
+        raise errors.bad_relation("read", rel, dtype, "?")  # pragma: no cover - filters.parse guards
 
     def _link_test(self, dtype: str, rel: str, vals: tuple[Any, ...]) -> Test:
         v = vals[0] if vals else None
@@ -275,10 +276,10 @@ class Engine:
         are a bisect into the store's id list.
         """
         store = self.store
-        group = parse_filters(store.schema, entity_type, filters, method)
+        group = parse(store.schema, entity_type, filters, method)
         sort_keys = self._parse_sorts(entity_type, sorts, method)
         hide = entity_type == "EventLogEntry" and bool(store.hidden_events)
-        if not group.conditions and not sort_keys and not hide and (
+        if not group.children and not sort_keys and not hide and (
                 include_archived or not store.schema.get_field(entity_type, "project")):
             # the fast path: every active (or retired) id in order, cached by the store
             return Matches.done(store.ids(entity_type, return_only == "retired"))
@@ -306,17 +307,17 @@ class Engine:
                 self._ids_cache.popitem(last=False)
         return matches
 
-    def _deps(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
+    def _deps(self, entity_type: str, group: Node, sort_keys: list[tuple[Path, bool]],
               include_archived: bool) -> Any:
         """Types whose versions decide the result; "all" if unknown; None if uncacheable."""
         deps = {entity_type}
         if not include_archived:
             deps.add("Project")
-        paths: list[FieldPath] = [fp for fp, _ in sort_keys]
+        paths: list[Path] = [fp for fp, _ in sort_keys]
 
-        def walk(node: Group | Condition) -> bool:
-            if isinstance(node, Group):
-                return all(walk(c) for c in node.conditions)
+        def walk(node: Node | Clause) -> bool:
+            if isinstance(node, Node):
+                return all(walk(c) for c in node.children)
             if node.relation in TIME_RELATIONS:
                 return False
             paths.append(node.path)
@@ -324,14 +325,14 @@ class Engine:
         if not walk(group):
             return None
         for fp in paths:
-            deps.update(h.to_type for h in fp.hops)
-            if fp.field.is_link:
-                if not fp.field.valid_types:
+            deps.update(s.target for s in fp.steps)
+            if fp.leaf.is_link:
+                if not fp.leaf.valid_types:
                     return "all"
-                deps.update(fp.field.valid_types)
+                deps.update(fp.leaf.valid_types)
         return tuple(sorted(deps))
 
-    def _evaluate(self, entity_type: str, group: Group, sort_keys: list[tuple[FieldPath, bool]],
+    def _evaluate(self, entity_type: str, group: Node, sort_keys: list[tuple[Path, bool]],
                   return_only: str, include_archived: bool) -> "Matches":
         store = self.store
         table = store.tables.get(entity_type, {})
@@ -344,7 +345,7 @@ class Engine:
                     p = table[i].get("project")
                     return not (isinstance(p, dict) and p.get("type") == "Project" and p.get("id") in archived)
                 tests.append(visible)
-        if group.conditions:
+        if group.children:
             pred = self.compile(group)
             tests.append(lambda i: pred(table[i]))
         if not tests and not sort_keys:
@@ -360,7 +361,7 @@ class Engine:
             out.sort(key=lambda i: keyf(table[i]), reverse=desc)
         return Matches.done(out)
 
-    def _parse_sorts(self, entity_type: str, sorts: Any, method: str) -> list[tuple[FieldPath, bool]]:
+    def _parse_sorts(self, entity_type: str, sorts: Any, method: str) -> list[tuple[Path, bool]]:
         if sorts is None:
             return []
         if not isinstance(sorts, list):
@@ -374,16 +375,16 @@ class Engine:
             if direction not in ("asc", "desc"):
                 raise errors.bad_sort(method, s)
             fp = self.path(entity_type, fname, method)
-            if fp.field.data_type in UNREADABLE or fp.field.data_type in ("serializable", "password"):
-                raise errors.unsortable_field(method, fp.root_type, fname, fp.field.data_type)
+            if fp.leaf.data_type in UNREADABLE or fp.leaf.data_type in ("serializable", "password"):
+                raise errors.unsortable_field(method, fp.entity_type, fname, fp.leaf.data_type)
             out.append((fp, direction == "desc"))
         if len(out) == 1 and out[0][0].text == "id" and not out[0][1]:
             return []  # already the natural order
         return out
 
-    def _sort_key(self, fp: FieldPath) -> Callable[[dict[str, Any]], Any]:
-        dtype = fp.field.data_type
-        fname = fp.field.name
+    def _sort_key(self, fp: Path) -> Callable[[dict[str, Any]], Any]:
+        dtype = fp.leaf.data_type
+        fname = fp.leaf.name
 
         def norm(x: Any) -> tuple[Any, ...]:
             if dtype == "checkbox":
@@ -404,7 +405,7 @@ class Engine:
                 return (1, json.dumps(x, sort_keys=True))
             return (1, x)
 
-        if not fp.hops:
+        if not fp.steps:
             return lambda r: norm(r.get(fname))
 
         def deep(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -443,23 +444,23 @@ class Engine:
             return out
         return render
 
-    def _getter(self, fp: FieldPath) -> Callable[[dict[str, Any]], Any]:
-        fmt = self.formatter(fp.field.data_type)
-        fname = fp.field.name
-        default = empty_value(fp.field.data_type)
-        if not fp.hops:
+    def _getter(self, fp: Path) -> Callable[[dict[str, Any]], Any]:
+        fmt = self.formatter(fp.leaf.data_type)
+        fname = fp.leaf.name
+        default = empty_value(fp.leaf.data_type)
+        if not fp.steps:
             return lambda r: fmt(r.get(fname, default))
-        if any(h.field.is_multi for h in fp.hops):
+        if any(s.link.is_multi for s in fp.steps):
             return lambda r: None
         store = self.store
 
         def deep(r: dict[str, Any]) -> Any:
             cur: dict[str, Any] | None = r
-            for hop in fp.hops:
-                link = cur.get(hop.field.name)
-                if not isinstance(link, dict) or link.get("type") != hop.to_type:
+            for step in fp.steps:
+                link = cur.get(step.link.name)
+                if not isinstance(link, dict) or link.get("type") != step.target:
                     return None
-                cur = store.get_active(hop.to_type, link.get("id"))
+                cur = store.get_active(step.target, link.get("id"))
                 if cur is None:
                     return None
             return fmt(cur.get(fname, default))
@@ -533,19 +534,19 @@ class Engine:
         return {"entities": entities, "paging_info": paging_info}
 
 
-def _narrow_by_id(ids: list[int], group: Group) -> tuple[list[int], Group]:
+def _narrow_by_id(ids: list[int], group: Node) -> tuple[list[int], Node]:
     """Cut the ascending id list to what top-level `id` conditions of an "and" allow.
 
     Returns the candidates and the part of the filter still to evaluate on them
     (the id conditions are fully applied by the cut).
     """
-    if not (group.op == "and" or len(group.conditions) == 1):
+    if not (group.operator == "and" or len(group.children) == 1):
         return ids, group
-    rest: list[Condition | Group] = []
+    rest: list[Clause | Node] = []
     lo, hi = 0, len(ids)
     found: list[int] | None = None
-    for c in group.conditions:
-        if not isinstance(c, Condition) or c.path.hops or c.path.text != "id" or None in c.values \
+    for c in group.children:
+        if not isinstance(c, Clause) or c.path.steps or c.path.text != "id" or None in c.values \
                 or c.relation not in ("greater_than", "less_than", "between", "is", "in"):
             rest.append(c)
             continue
@@ -564,7 +565,7 @@ def _narrow_by_id(ids: list[int], group: Group) -> tuple[list[int], Group]:
                 k = bisect.bisect_left(ids, w)
                 if k < len(ids) and ids[k] == w:
                     found.append(w)
-    remaining = Group("and", tuple(rest))
+    remaining = Node("and", tuple(rest))
     if found is not None:
         lo_v = ids[lo] if lo < len(ids) else None
         hi_v = ids[hi - 1] if 0 < hi <= len(ids) else None

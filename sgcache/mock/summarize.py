@@ -19,15 +19,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..protocol import errors
-from ..protocol.filters import FieldPath
-from ..protocol.grouping import (
-    EMPTY,
+from .filters import Path
+from .grouping import (
     GROUP_TYPES,
+    NO_VALUE,
     SUMMARY_TYPES,
-    Group,
-    link_group,
-    scalar_group,
-    tag_groups,
+    Bucket,
+    for_link,
+    for_tags,
+    for_value,
+    in_order,
 )
 from .query import MULTI, Engine, empty_value, fold
 
@@ -38,10 +39,10 @@ class Summarizer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _value(self, fp: FieldPath) -> Callable[[dict[str, Any]], Any]:
-        fname = fp.field.name
-        default = empty_value(fp.field.data_type)
-        if not fp.hops:
+    def _value(self, fp: Path) -> Callable[[dict[str, Any]], Any]:
+        fname = fp.leaf.name
+        default = empty_value(fp.leaf.data_type)
+        if not fp.steps:
             return lambda r: r.get(fname, default)
 
         def deep(r: dict[str, Any]) -> Any:
@@ -85,7 +86,7 @@ class Summarizer:
         out: dict[str, Any] = {}
         for field, kind, value, fp, get in specs:
             vals = [get(r) for r in recs]
-            dtype = fp.field.data_type
+            dtype = fp.leaf.data_type
             if dtype == "entity" or dtype in MULTI:
                 vals = [v if self.engine.links(v) else None for v in vals]
             present = [v for v in vals if v is not None and v != []]
@@ -96,14 +97,14 @@ class Summarizer:
         if not groups:
             return []
         (kind, desc, fp, get), rest = groups[0], groups[1:]
-        buckets: dict[Any, tuple[Any, Any, list[dict[str, Any]]]] = {}
+        buckets: dict[Any, tuple[Bucket, list[dict[str, Any]]]] = {}
         for r in recs:
-            for key, gval, gname in self._keys(kind, fp, get(r)):
-                buckets.setdefault(key, (gval, gname, []))[2].append(r)
-        order = sorted(buckets, key=lambda k: (k is not None, k if k is not None else 0), reverse=desc)
+            for b in self._keys(kind, fp, get(r)):
+                buckets.setdefault(b.key, (b, []))[1].append(r)
         out = []
-        for k in order:
-            gval, gname, members = buckets[k]
+        for k in in_order(buckets, desc):
+            first, members = buckets[k]
+            gval, gname = first.value, first.name
             g: dict[str, Any] = {"group_name": gname, "group_value": gval,
                                  "summaries": self._summaries(specs, members)}
             if rest:
@@ -111,16 +112,16 @@ class Summarizer:
             out.append(g)
         return out
 
-    def _keys(self, kind: str, fp: FieldPath, v: Any) -> list[Group]:
-        """(sort key, group_value, group_name) of the group(s) a value falls in."""
-        dtype = fp.field.data_type
+    def _keys(self, kind: str, fp: Path, v: Any) -> list[Bucket]:
+        """The group(s) a value falls in."""
+        dtype = fp.leaf.data_type
         if dtype == "entity" or dtype in MULTI:
             links = self.engine.links(v)
-            return [link_group(kind, l["type"], l["id"], self.engine.name_of(l["type"], l["id"]))
-                    for l in links] if links else [EMPTY]
+            return [for_link(kind, l["type"], l["id"], self.engine.name_of(l["type"], l["id"]))
+                    for l in links] if links else [NO_VALUE]
         if dtype == "tag_list":
-            return tag_groups(v or [])
-        return [scalar_group(kind, v)]
+            return for_tags(v or [])
+        return [for_value(kind, v)]
 
 
 def _summary(kind: str, value: Any, vals: list[Any], present: list[Any]) -> Any:

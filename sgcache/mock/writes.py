@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import errors
-from ..protocol.filters import check_scalar
 from ..protocol.values import format_datetime, utcnow
 from ..schema import FieldSchema
 from .auth import Actor, hash_secret
 from .events import EventLog, retirement_stamp
+from .filters import check_scalar
 from .query import MULTI, UNREADABLE, Engine, empty_value
 from .store import Store
 

@@ -1,6 +1,8 @@
-"""Everything about the api3 wire protocol: errors, value encodings, filter shapes.
+"""The api3 wire and nothing more: faults and their messages, value encodings, the JSON codec.
 
-Kept in one package so the mock site and the cache agree on every message and shape.
+Shared by the mock site and the cache so both word every message and encode every value
+alike. Query semantics (filters, deep paths, grouping, link names) are *not* here: each
+side implements them on its own (`sgcache.read`, `sgcache.mock`), so each checks the other.
 """
 
 from .errors import AuthenticationFault, Fault, error_body

@@ -1,4 +1,4 @@
-"""Value encodings on the wire and the display name of linked entities."""
+"""Value encodings on the wire: datetimes, dates, and the shape of a link in read results."""
 
 from __future__ import annotations
 
@@ -6,34 +6,10 @@ import datetime as _dt
 import re
 from typing import Any
 
-from ..schema import EntitySchema
-
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 DATE_FORMAT = "%Y-%m-%d"
 _DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-#: Types whose link `name` is not their `code` (tk-core and the API usage tips).
-_SPECIAL_NAME_FIELDS = {
-    "Project": "name", "Task": "content", "HumanUser": "name", "ClientUser": "name",
-    "Note": "subject", "Department": "name", "Delivery": "title", "Ticket": "title",
-    "Reply": "content", "ApiUser": "firstname", "Attachment": "filename",
-    "Page": "name", "Tag": "name", "EventLogEntry": "description",
-}
-_FALLBACK_NAME_FIELDS = ("code", "name", "title", "content", "subject", "description")
-
-
-def name_field(entity: EntitySchema | None, entity_type: str) -> str | None:
-    """The field whose value is the `name` key of links to this type, or None."""
-    special = _SPECIAL_NAME_FIELDS.get(entity_type)
-    if entity is None:
-        return special or "code"
-    if special and special in entity.fields:
-        return special
-    for f in _FALLBACK_NAME_FIELDS:
-        if f in entity.fields:
-            return f
-    return None
 
 
 def format_datetime(value: _dt.datetime) -> str:

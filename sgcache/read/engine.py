@@ -34,8 +34,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from ..protocol import errors
-from ..protocol.filters import Condition, FieldPath, Group, parse_filters, resolve_path
-from ..protocol.values import name_field
 from ..store.field_types import (
     BoolField,
     EntityField,
@@ -45,6 +43,8 @@ from ..store.field_types import (
     TextField,
 )
 from ..store.tables import ACTIVE, Store
+from .filters import Condition, FieldPath, Group, parse_filters, resolve_path
+from .names import name_field
 from .passthrough import Passthrough
 from .relations import SORTABLE, Ctx, builder_for
 

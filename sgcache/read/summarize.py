@@ -24,16 +24,6 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from ..protocol import errors
-from ..protocol.filters import FieldPath, parse_filters, resolve_path
-from ..protocol.grouping import (
-    EMPTY,
-    GROUP_TYPES,
-    SUMMARY_TYPES,
-    Group,
-    link_group,
-    scalar_group,
-    tag_groups,
-)
 from ..store.field_types import (
     BoolField,
     DateField,
@@ -50,6 +40,16 @@ from ..store.field_types import (
 )
 from ..store.tables import ACTIVE
 from .engine import Passthrough, ReadEngine, _Query
+from .filters import FieldPath, parse_filters, resolve_path
+from .grouping import (
+    EMPTY,
+    GROUP_TYPES,
+    SUMMARY_TYPES,
+    Group,
+    link_group,
+    scalar_group,
+    tag_groups,
+)
 
 KNOWN_PARAMS = frozenset({"type", "summaries", "filters", "grouping", "include_archived_projects"})
 SCALAR = (TextField, StringField, IntField, FloatField, BoolField, DateField, DateTimeField)

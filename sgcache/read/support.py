@@ -6,9 +6,9 @@ page cannot drift from the code; tests/fidelity/test_docs.py fails when it is st
 
 from __future__ import annotations
 
-from ..protocol.filters import RELATIONS
 from ..schema import FieldSchema
 from ..store.field_types import field_type
+from .filters import RELATIONS
 from .relations import SORTABLE, TIME_RELATIONS, is_registered
 from .summarize import GROUP_TYPES, MAX_ROWS, SUMMARY_TYPES
 

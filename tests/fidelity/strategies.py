@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from sgcache.protocol.filters import ALL_RELATIONS, RELATIONS, TIME_UNITS
+from sgcache.mock.filters import RELATIONS, TIME_UNITS, TYPES_OF
 
 from .world import UNREADABLE, World
 
@@ -120,7 +120,7 @@ class Gen:
         dt = fs.data_type
         rels = sorted(RELATIONS.get(dt, ()))
         if not rels or rare(draw, 40):  # now and then an invalid relation
-            rel = draw(st.sampled_from(sorted(ALL_RELATIONS) + ["bogus"]))
+            rel = draw(st.sampled_from(sorted(TYPES_OF) + ["bogus"]))
         else:
             rel = draw(st.sampled_from(rels))
         vals = draw(self.values_for(leaf_t, fs, rel))
@@ -156,7 +156,7 @@ class Gen:
         if rel in ("type_is", "type_is_not"):
             return [draw(st.sampled_from(list(fs.valid_types) + ["Shot", "Bogus", None]))]
         if rel in ("in_last", "not_in_last", "in_next", "not_in_next"):
-            return [draw(st.integers(0, 400)), draw(st.sampled_from(TIME_UNITS))]
+            return [draw(st.integers(0, 400)), draw(st.sampled_from(sorted(TIME_UNITS)))]
         if rel.startswith("in_calendar"):
             return [draw(st.integers(-3, 3))]
         return [v()]
@@ -164,13 +164,13 @@ class Gen:
     @st.composite
     def name_text(draw: Any, self: "Gen", fs: Any) -> str:
         """Text for name_* relations: a piece of a linked entity's display name, or a tag."""
-        from sgcache.protocol.values import name_field
+        from sgcache.mock.names import display_field
         names: list[str] = []
         if fs.data_type == "tag_list":
             names = [t for t in self.pool(fs.entity_type, fs.name) if isinstance(t, str)]
         for t in fs.valid_types:
             if t in self.schema and fs.data_type != "tag_list":
-                nf = name_field(self.schema[t], t)
+                nf = display_field(t, self.schema[t])
                 if nf:
                     names += [n for n in self.pool(t, nf)[:30] if isinstance(n, str)]
         s = draw(st.sampled_from(names + ODD_TEXT))

@@ -14,6 +14,6 @@ def test_docs_relations_table_is_current() -> None:
 
 
 def test_every_site_relation_appears_in_the_table() -> None:
-    from sgcache.protocol.filters import RELATIONS
+    from sgcache.mock.filters import RELATIONS
     table = support_table()
     assert {dt: set(rels) for dt, rels in RELATIONS.items()} == {dt: set(v) for dt, v in table.items()}

@@ -95,7 +95,8 @@ def test_summaries_of_every_type_and_grouping_never_reach_the_site(world: World)
     for kind in sorted(GROUP_TYPES):
         field = by.get(kind) or ("due_date" if kind in ("day", "week", "month", "quarter", "year",
                                                         "clustered_date", "oneday", "fivedays") else "duration")
-        requests.append({"type": "Task", "filters": [["project", "is", {"type": "Project", "id": 1}]],
+        requests.append({"type": "Task", "filters": {"logical_operator": "and", "conditions": [
+                             {"path": "project", "relation": "is", "values": [{"type": "Project", "id": 1}]}]},
                          "summaries": [{"field": fields[s], "type": s} for s in sorted(SUMMARY_TYPES)],
                          "grouping": [{"field": field, "type": kind, "direction": "desc"},
                                       {"field": "step", "type": "exact", "direction": "asc"}]})

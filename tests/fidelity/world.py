@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from sgcache.protocol.filters import RELATIONS
+from sgcache.mock.filters import RELATIONS
 from sgcache.schema import Schema
 
 from ..e2e.harness import Cache, Site, start_cache, start_site

@@ -225,8 +225,8 @@ _PLAUSIBLE = st.sampled_from([f for f in _FIELDS if f != "id"]).flatmap(lambda f
 
 @settings(max_examples=int(__import__("os").environ.get("SGCACHE_FUZZ", "300")), deadline=None)
 @given(conds=st.lists(st.tuples(st.sampled_from(_FIELDS + ["sg_link.Other.code", "sg_links.Thing.sg_number"]),
-                                st.sampled_from(sorted(__import__("sgcache.protocol.filters",
-                                                                  fromlist=["x"]).ALL_RELATIONS)),
+                                st.sampled_from(sorted(__import__("sgcache.mock.filters",
+                                                                  fromlist=["x"]).TYPES_OF)),
                                 st.lists(_VALUES, max_size=3)) | _PLAUSIBLE, min_size=1, max_size=3),
        op=st.sampled_from(["and", "or"]),
        sort=st.sampled_from(_FIELDS))

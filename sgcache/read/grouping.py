@@ -1,7 +1,8 @@
-"""How `summarize` names its groups: the site's bucket sizes, date periods and labels.
+"""How the cache names `summarize` groups: bucket sizes, date periods, labels and order.
 
-This is wire knowledge (what `group_value` and `group_name` look like), so the mock
-site and the cache share it; each still selects, filters and aggregates on its own.
+The cache's reading of the site's grouping (what `group_value` and `group_name` look
+like and how groups sort); the mock site builds its groups with its own code
+(`sgcache.mock.grouping`), so the differential tests check one against the other.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Filter shapes: parse a `read`/`summarize` filter tree and validate it against a schema.
+"""The cache's filter parser: a `read`/`summarize` filter tree validated against a schema.
 
-This is shape and type checking only — what the site would refuse with a Fault.
-How a valid filter is *evaluated* is deliberately not here: the mock site evaluates
-in Python and the cache translates to SQL, independently, so each checks the other.
+Shape and type checking only (what the cache believes the site would refuse); the SQL
+for a valid filter is built by `engine` and `relations`. This is the cache's reading of
+the protocol, not the wire: the mock site parses filters with its own code
+(`sgcache.mock.filters`), so a misreading here shows up in every differential test.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ..protocol import errors
+from ..protocol.values import is_date, parse_datetime
 from ..schema import FieldSchema, Schema
-from . import errors
-from .values import is_date, parse_datetime
 
 NUMERIC = ("number", "float", "currency", "percent", "duration", "timecode")
 TEMPORAL = ("date", "date_time")
@@ -49,8 +50,9 @@ RELATIONS: dict[str, frozenset[str]] = {
     "image": frozenset(_EQ),
     "tag_list": frozenset(_EQ | {"name_contains", "name_not_contains", "name_is"}),
     "entity": frozenset(_EQ | _IN | _TYPE | _NAME),
-    "multi_entity": frozenset(_EQ | _IN | _TYPE | _NAME),
-    "addressing": frozenset(_EQ | {"in", "contains", "not_contains"} | _TYPE | _NAME),
+    # `name_is` is documented for entity (and tag_list) only: elsewhere the site decides
+    "multi_entity": frozenset(_EQ | _IN | _TYPE | (_NAME - {"name_is"})),
+    "addressing": frozenset(_EQ | {"in", "contains", "not_contains"} | _TYPE | (_NAME - {"name_is"})),
 }
 ALL_RELATIONS: frozenset[str] = frozenset().union(*RELATIONS.values())
 
@@ -154,11 +156,8 @@ def _parse_group(schema: Schema, etype: str, node: Any, method: str, depth: int)
 
 
 def _parse_condition(schema: Schema, etype: str, c: Any, method: str) -> Condition:
-    if isinstance(c, list) and len(c) >= 2:  # legacy [path, relation, values...]
-        vals = c[2:]
-        if len(vals) == 1 and isinstance(vals[0], (list, tuple)):
-            vals = list(vals[0])
-        c = {"path": c[0], "relation": c[1], "values": vals}
+    # only the server format (protocol.md §4.2): a `[path, relation, value]` list is what the
+    # client translates, never what it sends, so how the site takes one is its own to decide
     if not isinstance(c, dict) or "path" not in c or "relation" not in c:
         raise errors.bad_filter(method, f"malformed condition {c!r}")
     path = resolve_path(schema, etype, c["path"], method)
