@@ -41,6 +41,8 @@ class Config:
     log_json: bool = False
     max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
     max_json_depth: int = 64  # deeper nesting of lists/objects in an api3 body gets a Fault
+    shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
+    shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
 
     @property
     def database_url(self) -> str:

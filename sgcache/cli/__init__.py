@@ -17,6 +17,7 @@ from .rebuild import rebuild
 from .scan import scan
 from .schema import schema
 from .serve import serve
+from .shadow import shadow
 from .validate import validate
 
 
@@ -26,5 +27,5 @@ def main() -> None:
     """sgcache: a site-local, read-through cache for the ShotGrid api3 protocol."""
 
 
-for _verb in (mock, schema, scan, serve, events, ctrl, validate, rebuild, demo):
+for _verb in (mock, schema, scan, serve, events, ctrl, validate, rebuild, demo, shadow):
     main.add_command(_verb)

@@ -39,6 +39,7 @@ LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 #: Passthrough reasons -> low-cardinality metric labels, first match wins. Reasons are
 #: free text from the read engine; the label set is read off this table.
 REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label, rx in [
+    ("quarantine", r"^quarantined"),  # a shadow read found this shape answered wrongly (serve/shadow.py)
     ("not_ready", r"being backfilled|being rebuilt|not ready|not primed"),
     ("uncached_type", r"^uncached entity type"),
     ("uncached_field", r"^uncached field"),
@@ -125,6 +126,12 @@ class Metrics:
         self.upstream_down = Gauge("sgcache_upstream_down", "1 while the site counts as down", registry=r,
                                    multiprocess_mode="livemax")
         self.sample_errors = Counter("sgcache_status_sample_errors_total", "failed state samples", registry=r)
+        self.shadow = Counter("sgcache_shadow_total", "local answers asked again of the site, by result",
+                              ["result"], registry=r)
+        self.shadow_skipped = Counter("sgcache_shadow_skipped_total",
+                                      "sampled local answers not compared, by reason", ["reason"], registry=r)
+        for result in ("match", "lag", "mismatch"):
+            self.shadow.labels(result)
         self.upstream = upstream
         self._seen_calls: dict[str, int] = {}
         self._seen_errors: dict[str, int] = {}

@@ -70,7 +70,8 @@ def run_server(config: Config, workers: int = 1) -> None:
     if workers == 1:
         asyncio.run(serve_async(config))
         return
-    Supervisor(config, workers).run()
+    # Each worker keeps its own shadow budget: together they stay within the configured one.
+    Supervisor(config.replace(shadow_budget=config.shadow_budget / workers), workers).run()
 
 
 def _worker(config: Config, sock: socket.socket) -> None:

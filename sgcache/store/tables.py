@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection
 from ..protocol.values import format_datetime, utcnow
 from ..schema import EntitySchema, Schema
 from .field_types import FieldType, MultiEntityField, field_type
+from .quarantine import shadow_table
 
 ACTIVE = "_active"
 CACHED_AT = "_cached_at"
@@ -187,6 +188,7 @@ class Store:
         self.md = MetaData()
         self.fields_table, self.state_table = _meta_tables(self.md)
         self.log_table = _log_table(self.md)
+        self.shadow_table = shadow_table(self.md)  # shadow mismatches and quarantines
         self.entities: dict[str, EntityTable] = {
             etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
         }

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 
 from ..read.engine import Passthrough, ReadEngine
+from ..store import quarantine
 from ..store.tables import ACTIVE, Store
 from ..upstream import Upstream
 from .scan import return_fields_for
@@ -85,6 +86,7 @@ class DataReport:
     diffs: list[FieldDiff] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
     repaired: int = 0
+    quarantines_cleared: int = 0  # shadow quarantines lifted because the type validated clean
 
     @property
     def ok(self) -> bool:
@@ -99,7 +101,7 @@ class DataReport:
                 "missing": self.missing, "extra": self.extra, "in_flight": self.in_flight,
                 "diffs": [{"id": d.entity_id, "field": d.field, "site": d.site, "cache": d.cache}
                           for d in self.diffs],
-                "repaired": self.repaired}
+                "repaired": self.repaired, "quarantines_cleared": self.quarantines_cleared}
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -399,7 +401,30 @@ async def validate_data(store: Store, upstream: Upstream, types: Iterable[str] |
         for rep in reports:
             if not rep.ok:
                 rep.repaired = await repair(store, upstream, {rep.entity_type: rep.differing()})
+        if wf is None and not limit:  # the whole type was compared: a clean type lifts its quarantines
+            for rep in reports:
+                if rep.ok or await _clean_after_repair(store, upstream, reader, rep, return_only):
+                    rep.quarantines_cleared = await asyncio.to_thread(_lift_quarantines, store, rep)
     return reports
+
+
+async def _clean_after_repair(store: Store, upstream: Upstream, reader: ReadEngine, rep: DataReport,
+                              return_only: str) -> bool:
+    """Whether the entities that differed compare clean now that they were repaired."""
+    again = DataReport(rep.entity_type, fields=rep.fields)
+    await _compare_data(store, upstream, reader, again, None, return_only, None, 1, only_ids=sorted(rep.differing()))
+    return again.ok
+
+
+def _lift_quarantines(store: Store, rep: DataReport) -> int:
+    """Shadow quarantines of the type over the fields just validated (sgcache/store/quarantine.py)."""
+    quarantine.ensure(store.engine, store.shadow_table)
+    with store.engine.begin() as conn:
+        n = quarantine.clear_validated(conn, store.shadow_table, rep.entity_type, rep.fields,
+                                       by="validate data --repair")
+    if n:
+        log.info("%s validated clean: lifted %d shadow quarantine(s)", rep.entity_type, n)
+    return n
 
 
 # -- printing -----------------------------------------------------------------------------------
@@ -441,4 +466,6 @@ def format_data(reports: list[DataReport], max_diffs: int = 50) -> str:
             lines.append(f"    … {len(r.diffs) - max_diffs} more differences")
         if r.repaired:
             lines.append(f"    repaired {r.repaired} entities")
+        if r.quarantines_cleared:
+            lines.append(f"    lifted {r.quarantines_cleared} shadow quarantine(s)")
     return "\n".join(lines)

@@ -1,0 +1,658 @@
+"""Shadow verification: ask the site again for a sample of locally answered reads, and compare.
+
+Every other fidelity check compares the cache with our own mock; in production only
+this compares it with the real site. After a `read` or `summarize` is answered from
+the store, a share of them (`SGCACHE_SHADOW_RATE`) is sent on to the site, in the
+background, exactly as the caller sent it (the caller's own credentials, held in memory
+for that one call and never stored or logged), and the two answers are compared as the
+client decodes them (same page, same order).
+
+A difference is **lag** when the site changed what differs after the cache's position
+at answer time, decided from the site's own records, never from a timer:
+
+* an EventLogEntry after that position (the last applied event id, or below the oldest
+  missing id of the backlog) names a differing entity, an entity its differing values
+  link to, or (for deep paths, summaries and paging counts) an entity of a type involved;
+* or the cache's row has moved since it answered (re-answered now it agrees with the site);
+* or the site's `updated_at` is newer than the cache's copy (a script with events off;
+  the next interval scan brings it), per entity, or per type for linked types and summaries;
+* and on a full or later page, entities that only moved in or out of the page count as
+  lag once any difference in it is lag (the page shifted).
+
+Everything else is a **mismatch**: counted, logged with a short diff (entity ids and
+field names only) and written to `_sgcache_shadow`, which quarantines the request's
+shape (sgcache/store/quarantine.py says which granularity and why): its reads pass
+through until an operator clears it or `validate data --repair` on the type passes.
+
+Cost to callers: a `random()` per local answer, a dict lookup per read of a type with a
+quarantine. Shadow calls never delay an answer (a bounded queue, dropped when full),
+never exceed `SGCACHE_SHADOW_BUDGET` calls per second (a token bucket, spent also by
+the classification reads), and stop while the site is failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+
+from ..protocol import errors, jsoncodec
+from ..protocol.values import parse_datetime
+from ..read.engine import Passthrough
+from ..read.summarize import Summarizer
+from ..runtime import CacheService
+from ..store import quarantine as q
+from ..sync.events import BACKLOG, LAST_ID
+from ..sync.scan import scan_started_before
+from ..upstream import UpstreamUnavailable
+from .metrics import Metrics, caller_of
+
+log = logging.getLogger("sgcache.shadow")
+
+ET = "EventLogEntry"
+#: Samples waiting for their shadow call, at most (more are dropped, never waited for).
+QUEUE_SIZE = 64
+#: Seconds between reads of the quarantine list and the cache's event position.
+REFRESH_EVERY = 2.0
+#: Events read per page, and pages at most, to explain a difference as lag. A cache
+#: further behind than that is lagging, which the status page shows: the difference is lag.
+EVENT_PAGE = 500
+MAX_EVENT_PAGES = 8
+#: After a failed shadow call, no more for this long (the site is failing).
+PAUSE_AFTER_FAILURE = 10.0
+#: A classification waits at most this long for budget, then gives up (counted as skipped).
+MAX_BUDGET_WAIT = 60.0
+RESULTS = ("match", "lag", "mismatch")
+
+
+class TokenBucket:
+    """At most `rate` takes per second, none in bursts (capacity one)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self._tokens = 1.0
+        self._at = clock()
+
+    def _fill(self) -> None:
+        now = self.clock()
+        self._tokens = min(1.0, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def try_take(self) -> bool:
+        if self.rate <= 0:
+            return False
+        self._fill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    async def take(self, max_wait: float) -> bool:
+        """Wait for a token, at most `max_wait` seconds."""
+        if self.rate <= 0:
+            return False
+        deadline = self.clock() + max_wait
+        while not self.try_take():
+            wait = (1.0 - self._tokens) / self.rate
+            if self.clock() + wait > deadline:
+                return False
+            await asyncio.sleep(wait)
+        return True
+
+
+@dataclass(frozen=True)
+class Position:
+    """The cache's position in the site's history: every event up to `after_id` is applied;
+    without an event position, what changed after `after_time` (the last full scan) may not be."""
+
+    after_id: int | None = None
+    after_time: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"after_id": self.after_id, "after_time": self.after_time}
+
+
+@dataclass(eq=False)
+class Sample:
+    """One locally answered read waiting for its shadow call."""
+
+    method: str
+    params: dict[str, Any]
+    local: bytes  # the body the caller was answered with
+    position: Position
+    caller: str
+    headers: dict[str, str]
+    body: bytes = field(repr=False)  # the caller's request as sent, credentials inside: memory only
+
+
+@dataclass
+class Diff:
+    """How two answers differ: entity ids and field names, never values."""
+
+    fields: dict[int, list[str]] = field(default_factory=dict)
+    only_cache: list[int] = field(default_factory=list)
+    only_site: list[int] = field(default_factory=list)
+    order: bool = False
+    other: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.only_cache or self.only_site or self.order or self.other)
+
+    def ids(self) -> set[int]:
+        return set(self.fields) | set(self.only_cache) | set(self.only_site)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.fields:
+            out["fields"] = {str(i): f for i, f in sorted(self.fields.items())}
+        for k in ("only_cache", "only_site", "other"):
+            if getattr(self, k):
+                out[k] = getattr(self, k)
+        if self.order:
+            out["order"] = True
+        return out
+
+    def short(self, n: int = 8) -> str:
+        parts = [f"{i}: {','.join(f)}" for i, f in sorted(self.fields.items())[:n]]
+        if len(self.fields) > n:
+            parts.append(f"+{len(self.fields) - n} more")
+        if self.only_cache:
+            parts.append(f"only in the cache: {self.only_cache[:n]}")
+        if self.only_site:
+            parts.append(f"only on the site: {self.only_site[:n]}")
+        if self.order:
+            parts.append("order differs")
+        parts += self.other[:n]
+        return "; ".join(parts)
+
+
+# -- comparing ------------------------------------------------------------------------------
+
+def compare(method: str, cache: Any, site: Any) -> Diff:
+    """How the cache's `results` differ from the site's, as the client decodes them.
+
+    Entities are compared in full and in order; of `paging_info`, the keys both sent (the
+    client reads `has_next_page` and counts; the site may add keys the cache does not).
+    """
+    d = Diff()
+    if cache == site:
+        return d
+    if method == "summarize":
+        cs, ss = _get(cache, "summaries"), _get(site, "summaries")
+        if isinstance(cs, dict) and isinstance(ss, dict):
+            d.other += [f"summaries.{k}" for k in sorted(set(cs) | set(ss), key=str) if cs.get(k) != ss.get(k)]
+        elif cs != ss:
+            d.other.append("summaries")
+        cg, sg = _get(cache, "groups"), _get(site, "groups")
+        if cg != sg:
+            n = len(cg) if isinstance(cg, list) else 0
+            m = len(sg) if isinstance(sg, list) else 0
+            d.other.append(f"groups ({n} in the cache, {m} on the site)")
+        return d
+    ce, se = _get(cache, "entities"), _get(site, "entities")
+    if not (isinstance(ce, list) and isinstance(se, list)):
+        return Diff(other=["results"])
+    cby, sby = _by_id(ce), _by_id(se)
+    if cby is None or sby is None:
+        return Diff(other=["entities"])
+    for i, c in cby.items():
+        s = sby.get(i)
+        if s is None:
+            d.only_cache.append(i)
+        elif c != s:
+            d.fields[i] = sorted(str(k) for k in set(c) | set(s) if c.get(k) != s.get(k))
+    d.only_site = [i for i in sby if i not in cby]
+    common = [i for i in cby if i in sby]
+    d.order = common != [i for i in sby if i in cby]
+    cp, sp = _get(cache, "paging_info"), _get(site, "paging_info")
+    if isinstance(cp, dict) and isinstance(sp, dict):  # keys both sent: the site may send more
+        d.other += [f"paging_info.{k}" for k in sorted(set(cp) & set(sp)) if cp[k] != sp[k]]
+    return d
+
+
+def _get(v: Any, key: str) -> Any:
+    return v.get(key) if isinstance(v, dict) else None
+
+
+def _by_id(entities: list[Any]) -> dict[int, dict[str, Any]] | None:
+    out: dict[int, dict[str, Any]] = {}
+    for e in entities:
+        if not isinstance(e, dict) or not isinstance(e.get("id"), int):
+            return None
+        out[e["id"]] = e
+    return out
+
+
+def _links(value: Any, out: set[tuple[str, int]]) -> None:
+    """Every `{type, id}` inside a value (entity and multi-entity fields)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("type"), str) and isinstance(value.get("id"), int):
+            out.add((value["type"], value["id"]))
+        for v in value.values():
+            if isinstance(v, (dict, list)):
+                _links(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _links(v, out)
+
+
+def _event_names(ev: Mapping[str, Any], entities: set[tuple[str, int]]) -> None:
+    """The entities an event names: its subject (trap 1: from meta) and linked values."""
+    meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
+    ent = ev.get("entity") if isinstance(ev.get("entity"), dict) else {}
+    etype = meta.get("entity_type") or ent.get("type")
+    eid = meta.get("entity_id") or ent.get("id")
+    if isinstance(etype, str) and isinstance(eid, int):
+        entities.add((etype, eid))
+    for k in ("added", "removed", "new_value", "old_value"):
+        if k in meta:
+            _links(meta[k], entities)
+
+
+# -- the verifier ---------------------------------------------------------------------------
+
+class Shadow:
+    """Samples local answers, checks them against the site, and holds the quarantine list."""
+
+    def __init__(self, service: CacheService, metrics: Metrics, *, rate: float | None = None,
+                 budget: float | None = None, queue_size: int = QUEUE_SIZE) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.rate = max(0.0, min(1.0, service.config.shadow_rate if rate is None else rate))
+        self.budget = TokenBucket(service.config.shadow_budget if budget is None else budget)
+        self.queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=queue_size)
+        self.position = Position()
+        #: entity type -> quarantined shape keys (the database's list, refreshed)
+        self.quarantine: dict[str, set[str]] = {}
+        self.report: dict[str, Any] = {"quarantined": [], "mismatches": []}
+        self.counts: dict[str, int] = {r: 0 for r in RESULTS}
+        self.skipped: dict[str, int] = {}
+        self._paused_until = 0.0
+        self._ready = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def table(self) -> Any:
+        return self.service.store.shadow_table
+
+    # -- the request path -------------------------------------------------------------
+    def check(self, etype: str, method: str, params: Mapping[str, Any]) -> None:
+        """Passthrough if this read's shape is quarantined (a dict lookup unless its type has one)."""
+        keys = self.quarantine.get(etype)
+        if keys:
+            key = q.shape_key(q.shape_of(method, params))
+            if key in keys:
+                raise Passthrough(f"quarantined shape {key}: a shadow read found the cache wrong "
+                                  "(`sgcache shadow report`)")
+
+    def offer(self, method: str, params: dict[str, Any], body: bytes, answer: bytes,
+              auth: Any, headers: Mapping[str, str]) -> None:
+        """After a local answer: maybe queue it for a shadow call. Never waits."""
+        if self.rate <= 0 or random.random() >= self.rate:
+            return
+        if not self._ready:
+            return self._skip("starting")
+        if time.monotonic() < self._paused_until or self.service.upstream.site_down:
+            return self._skip("site_down")
+        if self.queue.full():
+            return self._skip("queue_full")
+        if not self.budget.try_take():
+            return self._skip("budget")
+        caller, sudo = caller_of(auth if isinstance(auth, Mapping) else None)
+        hdrs = {k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")}
+        self.queue.put_nowait(Sample(method, params, answer, self.position,
+                                     caller + (f" as {sudo}" if sudo else ""), hdrs, body))
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.metrics.shadow_skipped.labels(reason).inc()
+
+    # -- lifecycle --------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self, workers: int = 2) -> AsyncIterator["Shadow"]:
+        """Refresh the quarantine list now and then; with a rate, run the shadow calls."""
+        await self.start()
+        self._tasks.append(asyncio.create_task(self._refresher()))
+        if self.rate > 0:
+            self._tasks += [asyncio.create_task(self._worker()) for _ in range(workers)]
+        try:
+            yield self
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            for t in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self._tasks.clear()
+
+    async def start(self) -> None:
+        """Create the table if an older database lacks it, and read the state once."""
+        await asyncio.to_thread(q.ensure, self.service.store.engine, self.table)
+        await self.refresh()
+        self._ready = True
+
+    async def refresh(self) -> None:
+        """Re-read the quarantine list, the recent mismatches and the cache's event position."""
+        self.quarantine, self.report, self.position = await asyncio.to_thread(self._read_state)
+
+    def _read_state(self) -> tuple[dict[str, set[str]], dict[str, Any], Position]:
+        store = self.service.store
+        with store.engine.connect() as conn:
+            quarantined = q.quarantined(conn, self.table)
+            rows = q.mismatches(conn, self.table, limit=50)
+            last = store.get_state(conn, LAST_ID)
+            backlog = store.get_state(conn, BACKLOG) or {}
+            full = store.get_state(conn, "last_full_scan") or {}
+        if isinstance(last, int):
+            missing = [int(k) for k in backlog]
+            pos = Position(after_id=min([last, *(m - 1 for m in missing)]))
+        else:
+            pos = Position(after_time=scan_started_before(full.get("started_at") if isinstance(full, dict) else None))
+        report = {"quarantined": [r for r in rows if r["quarantined"]], "mismatches": rows[:20]}
+        return quarantined, report, pos
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database is briefly away: keep the last list
+                log.warning("shadow: could not read the quarantine list: %s", type(e).__name__)
+
+    async def _worker(self) -> None:
+        while True:
+            sample = await self.queue.get()
+            try:
+                await self.verify(sample)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("shadow verification of a %s failed", sample.method)
+            finally:
+                self.queue.task_done()
+                del sample  # the caller's credentials go with it
+
+    async def drain(self) -> None:
+        """Verify every queued sample now (tests; the workers do this when running)."""
+        while not self.queue.empty():
+            sample = self.queue.get_nowait()
+            try:
+                await self.verify(sample)
+            finally:
+                self.queue.task_done()
+
+    def snapshot(self) -> dict[str, Any]:
+        """For /status.json: settings, this process's counts, quarantines and recent mismatches."""
+        return {"rate": self.rate, "budget_per_second": self.budget.rate, "results": dict(self.counts),
+                "skipped": dict(self.skipped), "position": self.position.to_json(),
+                "quarantined": [_public(r) for r in self.report["quarantined"]],
+                "mismatches": [_public(r) for r in self.report["mismatches"]]}
+
+    # -- one sample -------------------------------------------------------------------
+    async def verify(self, s: Sample) -> str | None:
+        """Ask the site, compare, classify; returns the result (None: skipped)."""
+        up = self.service.upstream
+        try:
+            resp = await up.post_json(s.body, s.method, s.headers)  # the callers' lane, their credentials
+        except UpstreamUnavailable:
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+            self._skip("site_error")
+            return None
+        if resp.status_code != 200:
+            if resp.status_code >= 500:
+                self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+            self._skip("site_error")
+            return None
+        try:
+            site = jsoncodec.loads(resp.content)
+            cache = jsoncodec.loads(s.local)
+        except (ValueError, RecursionError):
+            self._skip("site_error")
+            return None
+        if not isinstance(site, dict) or site.get("exception") or "results" not in site:
+            self._skip("site_fault")  # expired session, permissions: the site decided, not a verdict
+            return None
+        diff = compare(s.method, cache.get("results"), site["results"])
+        if not diff:
+            return self._count("match")
+        why = await self._explain(s, cache["results"], site["results"], diff)
+        if why is None:
+            self._skip("undecided")
+            return None
+        if why:
+            log.debug("shadow lag on %s %s: %s (%s)", s.method, s.params.get("type"), diff.short(), why)
+            return self._count("lag")
+        await self._mismatch(s, diff)
+        return self._count("mismatch")
+
+    def _count(self, result: str) -> str:
+        self.counts[result] += 1
+        self.metrics.shadow.labels(result).inc()
+        return result
+
+    async def _mismatch(self, s: Sample, diff: Diff) -> None:
+        shape = q.shape_of(s.method, s.params)
+        key = q.shape_key(shape)
+        etype = str(s.params.get("type"))
+
+        def write() -> int:
+            with self.service.store.engine.begin() as conn:
+                return q.record(conn, self.table, method=s.method, shape=shape, diff=diff.to_json(),
+                                position=s.position.to_json(), caller=s.caller)
+        mid = await asyncio.to_thread(write)
+        self.quarantine = {**self.quarantine, etype: self.quarantine.get(etype, set()) | {key}}
+        log.warning("shadow mismatch #%d: %s %s differs from the site (%s); shape %s quarantined, its reads "
+                    "pass through until `sgcache shadow clear %d` or `sgcache validate data --repair %s`",
+                    mid, s.method, etype, diff.short(), key, mid, etype)
+        with contextlib.suppress(Exception):
+            await self.refresh()
+
+    # -- lag or mismatch ----------------------------------------------------------------
+    async def _explain(self, s: Sample, cache: Any, site: Any, diff: Diff) -> str | None:
+        """Why the difference is lag ("" if it is not; None if the budget ran out deciding)."""
+        etype = str(s.params.get("type"))
+        linked = q.linked_types(q.shape_of(s.method, s.params))
+        events = await self._events_after(s.position)
+        if events is None:
+            return None
+        named, complete = events
+        if not complete:
+            return "the cache is more events behind than are read to explain it"
+        named_types = {t for t, _ in named}
+        if s.method == "summarize" or not diff.ids():
+            # No entity to point at (a summary, the order, a count): any change to the types involved explains it.
+            if named_types & ({etype} | linked):
+                return "events after the cache's position touch the types involved"
+            if await self._cache_agrees_now(s, site):
+                return "the cache has moved since it answered"
+            newer = await self._types_newer_on_site({etype} | linked)
+            if newer is None:
+                return None
+            return f"the site has newer updated_at on {', '.join(sorted(newer))}" if newer else ""
+        left = self._unexplained_by_events(etype, linked, named, named_types, cache, site, diff)
+        if left:
+            left -= await self._agreeing_now(s, site, left)
+        if left:
+            newer_ids = await self._entities_newer_on_site(etype, left)
+            if newer_ids is None:
+                return None
+            left -= newer_ids
+        if left and linked:
+            newer_types = await self._types_newer_on_site(linked)
+            if newer_types is None:
+                return None
+            if newer_types:
+                return f"the site has newer updated_at on {', '.join(sorted(newer_types))}"
+        if left and left != diff.ids() and left <= set(diff.only_cache) | set(diff.only_site) \
+                and self._paged(s.params, cache, site):
+            left = set()  # they only moved in or out of a page that the other (lagging) changes shifted
+        return "" if left else "changed on the site after the cache's position"
+
+    def _unexplained_by_events(self, etype: str, linked: set[str], named: set[tuple[str, int]],
+                               named_types: set[str], cache: Any, site: Any, diff: Diff) -> set[int]:
+        cby = _by_id(cache.get("entities") or []) or {}
+        sby = _by_id(site.get("entities") or []) or {}
+        deep = bool(named_types & linked)
+        left: set[int] = set()
+        for i in diff.ids():
+            if (etype, i) in named:
+                continue
+            fields = diff.fields.get(i, [])
+            links: set[tuple[str, int]] = set()
+            for f in fields:
+                _links((cby.get(i) or {}).get(f), links)
+                _links((sby.get(i) or {}).get(f), links)
+            if links & named:
+                continue
+            if deep and (not fields or any("." in f for f in fields)):
+                continue  # a deep value or a deep filter over a type the events changed
+            left.add(i)
+        return left
+
+    @staticmethod
+    def _paged(params: Mapping[str, Any], cache: Any, site: Any) -> bool:
+        paging = params.get("paging") if isinstance(params.get("paging"), dict) else {}
+        per = paging.get("entities_per_page")
+        page = paging.get("current_page", 1)
+        if isinstance(page, int) and page > 1:
+            return True
+        return isinstance(per, int) and any(len(_get(r, "entities") or []) >= per for r in (cache, site))
+
+    async def _site(self, params: dict[str, Any]) -> Any:
+        """One read with the cache's own credentials, inside the budget (None: no budget)."""
+        if not await self.budget.take(MAX_BUDGET_WAIT):
+            return None
+        return await self.service.upstream.call("read", params)
+
+    async def _events_after(self, pos: Position) -> tuple[set[tuple[str, int]], bool] | None:
+        """Entities named by events after the position, and whether all of them were read."""
+        if pos.after_id is not None:
+            cond = {"path": "id", "relation": "greater_than", "values": [pos.after_id]}
+        elif pos.after_time is not None:
+            cond = {"path": "created_at", "relation": "greater_than", "values": [pos.after_time]}
+        else:
+            return set(), False  # no position at all: nothing can be called a mismatch
+        named: set[tuple[str, int]] = set()
+        last = 0
+        for _ in range(MAX_EVENT_PAGES):
+            res = await self._site({
+                "type": ET, "return_fields": ["id", "entity", "meta"],
+                "filters": {"logical_operator": "and", "conditions": [
+                    cond, {"path": "id", "relation": "greater_than", "values": [last]}]},
+                "sorts": [{"field_name": "id", "direction": "asc"}],
+                "paging": {"entities_per_page": EVENT_PAGE, "current_page": 1},
+                "return_only": "active", "return_paging_info_without_counts": True})
+            if res is None:
+                return None
+            page = res.get("entities") or []
+            for ev in page:
+                _event_names(ev, named)
+            if len(page) < EVENT_PAGE:
+                return named, True
+            last = page[-1]["id"]
+        return named, False
+
+    async def _local_now(self, s: Sample) -> Any:
+        """The cache's answer to the same request now, as the client decodes it (None: not local now)."""
+        try:
+            now = await asyncio.to_thread(self._local, s.method, s.params)
+        except Exception:  # Passthrough now (a rebuild, a schema change): no verdict from it
+            return None
+        return jsoncodec.loads(jsoncodec.dumps(now))
+
+    async def _cache_agrees_now(self, s: Sample, site: Any) -> bool:
+        now = await self._local_now(s)
+        return now is not None and not compare(s.method, now, site)
+
+    async def _agreeing_now(self, s: Sample, site: Any, ids: set[int]) -> set[int]:
+        """Of these differing entities, those the cache now answers as the site does: its rows
+        moved after it answered, and the cache only ever writes what it read from the site."""
+        now = await self._local_now(s)
+        if now is None:
+            return set()
+        d = compare(s.method, now, site)
+        return {i for i in ids if i not in d.ids()}
+
+    def _local(self, method: str, params: dict[str, Any]) -> Any:
+        svc = self.service
+        with svc.store.engine.connect() as conn:
+            if method == "summarize":
+                return Summarizer(svc.reader).summarize(conn, params)
+            return svc.reader.read(conn, params)
+
+    async def _entities_newer_on_site(self, etype: str, ids: set[int]) -> set[int] | None:
+        """Which entities the site changed after the cache's copy (`updated_at`), and which
+        the cache lacks that the site changed after its last scan began."""
+        f = {"logical_operator": "and", "conditions": [{"path": "id", "relation": "in", "values": sorted(ids)}]}
+        site: dict[int, Any] = {}
+        for ro in ("active", "retired"):
+            res = await self._site({"type": etype, "return_fields": ["updated_at"], "filters": f, "return_only": ro,
+                                    "paging": {"entities_per_page": max(1, len(ids)), "current_page": 1}})
+            if res is None:
+                return None
+            site.update({e["id"]: parse_datetime(e.get("updated_at")) for e in res.get("entities") or []})
+            if set(site) >= ids:
+                break
+        cache: dict[int, Any] = {}
+        for ro in ("active", "retired"):
+            try:
+                res = await asyncio.to_thread(self._local, "read", {
+                    "type": etype, "return_fields": ["updated_at"], "filters": f, "return_only": ro,
+                    "paging": {"entities_per_page": max(1, len(ids)), "current_page": 1}})
+            except (Passthrough, errors.Fault):
+                return set()  # updated_at is not cached: no verdict from it
+            cache.update({e["id"]: parse_datetime(e.get("updated_at")) for e in res.get("entities") or []})
+        since = await asyncio.to_thread(self._scan_since)
+        out = set()
+        for i in ids:
+            s, c = site.get(i), cache.get(i)
+            if s is None:
+                continue
+            if (c is not None and s > c) or (i not in cache and since is not None and s >= since):
+                out.add(i)
+        return out
+
+    def _scan_since(self) -> Any:
+        store = self.service.store
+        with store.engine.connect() as conn:
+            since = store.get_state(conn, "scan_since")
+        return parse_datetime(scan_started_before(since)) if since else None
+
+    async def _types_newer_on_site(self, types: Iterable[str]) -> set[str] | None:
+        """Types whose newest `updated_at` on the site is newer than the cache's newest."""
+        out: set[str] = set()
+        for t in sorted(types):
+            if t not in self.service.store:
+                continue
+            params = {"type": t, "return_fields": ["updated_at"], "return_only": "active",
+                      "sorts": [{"field_name": "updated_at", "direction": "desc"}],
+                      "paging": {"entities_per_page": 1, "current_page": 1}}
+            try:
+                mine = await asyncio.to_thread(self._local, "read", dict(params))
+            except (Passthrough, errors.Fault):
+                continue
+            res = await self._site(dict(params))
+            if res is None:
+                return None
+            s = [parse_datetime(e.get("updated_at")) for e in res.get("entities") or []]
+            c = [parse_datetime(e.get("updated_at")) for e in mine.get("entities") or []]
+            if s and s[0] is not None and (not c or c[0] is None or s[0] > c[0]):
+                out.add(t)
+        return out
+
+
+def _ids_of(results: Any) -> set[int]:
+    return {e["id"] for e in _get(results, "entities") or [] if isinstance(e, dict) and isinstance(e.get("id"), int)}
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A mismatch row as the status page shows it."""
+    return {k: row.get(k) for k in ("id", "at", "method", "entity_type", "shape_key", "shape", "diff", "caller",
+                                     "quarantined", "cleared_at", "cleared_by")}

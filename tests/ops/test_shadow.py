@@ -1,0 +1,275 @@
+"""Shadow verification finds a wrong local answer, quarantines its shape, and lets it go when repaired.
+
+The cache runs in-process (the ASGI app on the real mock site over loopback) so the test
+decides when the queued shadow calls run (`Shadow.drain`): between a local answer and
+its shadow call the test can corrupt a row or edit the site, with no timing involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from sgcache.config import load_config
+from sgcache.runtime import CacheService
+from sgcache.serve.app import create_app
+from sgcache.serve.shadow import TokenBucket, compare
+from sgcache.store.quarantine import shape_key, shape_of
+from sgcache.store.tables import ACTIVE, Store, make_engine
+
+from ..e2e.harness import Site, sgcache
+from .conftest import prime
+
+
+@pytest.fixture(scope="module")
+def env(site: Site, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    env = prime(site, db_url, tmp_path_factory.mktemp("data"))
+    res = sgcache(env, "events", "--once")  # an event position, as every syncing cache has
+    assert res.returncode == 0, res.stderr[-4000:]
+    return env
+
+
+@pytest.fixture(scope="module")
+def store(env: dict[str, str], db_url: str) -> Iterator[Store]:
+    engine = make_engine(db_url)
+    schema = Store.recorded_schema(engine)
+    assert schema is not None
+    yield Store(engine, schema)
+    engine.dispose()
+
+
+class Cache:
+    """The serving app in this process, its shadow started but its queue run by the test."""
+
+    def __init__(self, site: Site, env: dict[str, str], **settings: Any) -> None:
+        self.site = site
+        self.config = load_config(env=env).replace(**{"shadow_rate": 1.0, "shadow_budget": 1000.0, **settings})
+
+    async def __aenter__(self) -> "Cache":
+        self.svc = await CacheService.open(self.config, create=False)
+        self.app = create_app(self.svc)
+        self.shadow = self.app.state.shadow
+        await self.shadow.start()
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://cache")
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.http.aclose()
+        await self.svc.aclose()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"script_name": self.site.script_name, "script_key": self.site.script_key}
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        r = await self.http.post("/api3/json", content=json.dumps({"method_name": method,
+                                                                    "params": [self.auth, params]}))
+        body = r.json()
+        assert "exception" not in body, body
+        return body["results"]
+
+    async def metric(self, name: str, **labels: str) -> float:
+        text = (await self.http.get("/metrics")).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    async def served(self) -> float:
+        return await self.metric("sgcache_requests_total", outcome="served")
+
+    async def status(self) -> dict[str, Any]:
+        return (await self.http.get("/status.json")).json()["shadow"]
+
+
+def by_id(shot: int, fields: list[str]) -> dict[str, Any]:
+    return {"type": "Shot", "return_fields": fields, "return_only": "active",
+            "filters": {"logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [shot]}]},
+            "paging": {"entities_per_page": 500, "current_page": 1}}
+
+
+def active_shots(store: Store) -> list[int]:
+    t = store["Shot"].table
+    with store.engine.connect() as conn:
+        return sorted(conn.execute(select(t.c.id).where(t.c[ACTIVE])).scalars())
+
+
+def corrupt(store: Store, shot: int, code: str) -> None:
+    """What a sync bug or a bad disk would do: a cached value the site never had."""
+    t = store["Shot"].table
+    with store.engine.begin() as conn:
+        conn.execute(update(t).where(t.c.id == shot).values(code=code))
+
+
+def test_a_corrupted_row_is_found_quarantined_and_released_by_repair(
+        site: Site, env: dict[str, str], store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    shot = active_shots(store)[3]
+    fields = ["code", "sg_status_list", "sg_sequence"]
+    right = site.sg().find_one("Shot", [["id", "is", shot]], ["code"])["code"]
+
+    async def go() -> None:
+        async with Cache(site, env) as c:
+            # A faithful answer: served locally, asked again of the site, the same.
+            assert (await c.call("read", by_id(shot, fields)))["entities"][0]["code"] == right
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="match") == 1
+
+            corrupt(store, shot, "CORRUPTED-VALUE")
+            served = await c.served()
+            assert (await c.call("read", by_id(shot, fields)))["entities"][0]["code"] == "CORRUPTED-VALUE"
+            assert await c.served() == served + 1
+            with caplog.at_level(logging.WARNING, logger="sgcache.shadow"):
+                await c.shadow.drain()  # rate 1: the very read that was wrong is the one found
+            assert await c.metric("sgcache_shadow_total", result="mismatch") == 1
+            assert await c.metric("sgcache_shadow_total", result="lag") == 0
+
+            # Quarantined: the same shape now goes to the site, and the caller gets the truth.
+            res = await c.call("read", by_id(shot, fields))
+            assert res["entities"][0]["code"] == right
+            assert await c.served() == served + 1
+            assert await c.metric("sgcache_passthrough_total", reason="quarantine") == 1
+            # Another shape of the type is still answered locally.
+            await c.call("read", by_id(shot, ["sg_status_list"]))
+            assert await c.served() == served + 2
+            await c.shadow.drain()
+
+            # The operator sees it: status page, the report, the log; ids and field names, no values.
+            st = await c.status()
+            [row] = st["quarantined"]
+            assert row["entity_type"] == "Shot" and row["diff"] == {"fields": {str(shot): ["code"]}}
+            assert row["shape"]["fields"] == sorted(fields) and row["shape"]["filters"] == ["id is"]
+            warning = " ".join(r.getMessage() for r in caplog.records if r.name == "sgcache.shadow")
+            assert f"{shot}: code" in warning and "CORRUPTED" not in warning
+            rep = sgcache(env, "shadow", "report")
+            assert rep.returncode == 1 and f"#{row['id']}" in rep.stdout and "QUARANTINED" in rep.stdout, rep
+            assert "CORRUPTED" not in rep.stdout and site.script_key not in rep.stdout
+            with store.engine.connect() as conn:
+                stored = json.dumps([dict(r) for r in conn.execute(select(store.shadow_table)).mappings()])
+            assert "CORRUPTED" not in stored and site.script_key not in stored
+
+            # Cleared by the operator: answered locally again, still wrong, found again.
+            assert sgcache(env, "shadow", "clear", "--type", "Shot").returncode == 0
+            assert (await c.status())["quarantined"] == []
+            assert (await c.call("read", by_id(shot, fields)))["entities"][0]["code"] == "CORRUPTED-VALUE"
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="mismatch") == 2
+            assert len((await c.status())["quarantined"]) == 1
+
+            # `validate data --repair` puts the row right and lifts the quarantine.
+            res_v = sgcache(env, "validate", "data", "Shot", "--repair", "--settle", "0")
+            assert res_v.returncode == 1, res_v.stdout + res_v.stderr  # found, repaired, clean after
+            assert "lifted 1 shadow quarantine" in res_v.stdout
+            assert (await c.status())["quarantined"] == []
+            served = await c.served()
+            assert (await c.call("read", by_id(shot, fields)))["entities"][0]["code"] == right
+            assert await c.served() == served + 1
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="match") == 3  # with the other shape's
+            assert sgcache(env, "shadow", "report").returncode == 0
+    asyncio.run(go())
+
+
+def test_a_site_edit_after_the_answer_is_lag_not_a_mismatch(site: Site, env: dict[str, str], store: Store) -> None:
+    shot = active_shots(store)[5]
+    sg = site.sg()
+    before = sg.find_one("Shot", [["id", "is", shot]], ["code", "sg_status_list"])
+
+    async def go() -> None:
+        async with Cache(site, env) as c:
+            filtered = {"type": "Shot", "return_fields": ["code", "sg_status_list"], "return_only": "active",
+                        "filters": {"logical_operator": "and", "conditions": [
+                            {"path": "sg_status_list", "relation": "is", "values": [before["sg_status_list"]]}]},
+                        "sorts": [{"field_name": "id", "direction": "asc"}],
+                        "paging": {"entities_per_page": 500, "current_page": 1}}
+            await c.call("read", by_id(shot, ["code", "sg_status_list"]))
+            await c.call("read", filtered)
+            # The site changes the entity after the cache answered, before the shadow call.
+            other = "fin" if before["sg_status_list"] != "fin" else "ip"
+            sg.update("Shot", shot, {"code": before["code"] + "-edited", "sg_status_list": other})
+            try:
+                await c.shadow.drain()
+            finally:
+                sg.update("Shot", shot, {"code": before["code"], "sg_status_list": before["sg_status_list"]})
+            assert await c.metric("sgcache_shadow_total", result="lag") == 2
+            assert await c.metric("sgcache_shadow_total", result="mismatch") == 0
+            assert c.shadow.quarantine.get("Shot", set()) == set()
+    asyncio.run(go())
+
+
+def test_shadow_calls_keep_to_the_budget_and_stop_while_the_site_fails(
+        site: Site, env: dict[str, str], store: Store) -> None:
+    shots = active_shots(store)[:40]
+
+    async def go() -> None:
+        async with Cache(site, env, shadow_budget=2.0) as c:
+            await c.call("read", by_id(shots[0], ["code"]))  # the caller is verified once
+            await c.shadow.drain()
+            site.reset_stats()
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < 1.6:  # every read sampled (rate 1), far more than 2/s
+                await c.call("read", by_id(shots[n % len(shots)], ["code"]))
+                await c.shadow.drain()
+                n += 1
+            elapsed = time.monotonic() - t0
+            reads = site.stats()["requests"].get("read", 0)
+            assert n > 20 and 2 <= reads <= 1 + 2 * elapsed, (n, reads, elapsed)
+            assert await c.metric("sgcache_shadow_skipped_total", reason="budget") == n - reads
+
+        async with Cache(site, env) as c:
+            await c.call("read", by_id(shots[0], ["code"]))
+            await c.shadow.drain()
+            httpx.post(site.admin_url + "/faults", json={"outage": 60}, timeout=5)
+            try:
+                for s in shots[:5]:
+                    await c.call("read", by_id(s, ["code"]))  # still answered locally
+                    await c.shadow.drain()
+            finally:
+                httpx.post(site.admin_url + "/faults", json={"reset": True}, timeout=5)
+            assert await c.metric("sgcache_shadow_skipped_total", reason="site_error") == 1
+            assert await c.metric("sgcache_shadow_skipped_total", reason="site_down") == 4
+            assert await c.metric("sgcache_shadow_total", result="mismatch") == 0
+    asyncio.run(go())
+
+
+def test_shapes_ignore_values_and_keep_names() -> None:
+    a = shape_of("read", by_id(1, ["code", "sg_status_list"]))
+    b = shape_of("read", by_id(2, ["sg_status_list", "code"]))
+    assert shape_key(a) == shape_key(b)
+    assert shape_key(a) != shape_key(shape_of("read", by_id(1, ["code"])))
+    deep = {"type": "Shot", "filters": {"logical_operator": "or", "conditions": [
+        {"path": "sg_sequence.Sequence.code", "relation": "in", "values": ["secret"]},
+        {"logical_operator": "and", "conditions": [{"path": "code", "relation": "contains", "values": ["x"]}]}]}}
+    s = shape_of("read", deep)
+    assert s["filters"] == ["code contains", "sg_sequence.Sequence.code in"]
+    assert "secret" not in json.dumps(s)
+
+
+def test_compare_sees_what_the_client_sees() -> None:
+    e = [{"type": "Shot", "id": 1, "code": "a"}, {"type": "Shot", "id": 2, "code": "b"}]
+    assert not compare("read", {"entities": e, "paging_info": {"has_next_page": False}},
+                       {"entities": e, "paging_info": {"has_next_page": False, "extra": 1}})
+    d = compare("read", {"entities": e}, {"entities": [e[1], {**e[0], "code": "z"}]})
+    assert d.fields == {1: ["code"]} and d.order
+    d = compare("read", {"entities": e[:1]}, {"entities": e[1:]})
+    assert (d.only_cache, d.only_site) == ([1], [2])
+
+
+def test_the_token_bucket_never_bursts() -> None:
+    now = [0.0]
+    b = TokenBucket(2.0, clock=lambda: now[0])
+    assert b.try_take() and not b.try_take()
+    now[0] = 0.4
+    assert not b.try_take()
+    now[0] = 0.5
+    assert b.try_take()
+    now[0] = 10.0
+    assert b.try_take() and not b.try_take()
