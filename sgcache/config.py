@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "SGCACHE_"
 
@@ -41,8 +42,16 @@ class Config:
     log_json: bool = False
     max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
     max_json_depth: int = 64  # deeper nesting of lists/objects in an api3 body gets a Fault
-    shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
-    shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
+    # api3 request intake (sgcache/serve/intake.py): the memory and CPU a caller can make the cache spend.
+    max_inflight_bytes: int = 256_000_000  # api3 bodies held and parsed at once, per process; past it a Fault
+    max_unverified_body_bytes: int = 65_536  # bodies past this must begin with credentials the site accepts
+    max_json_items: int = 1_000_000  # bodies with more JSON values go to the site unparsed
+
+    @property
+    def public_shotgun_url(self) -> str:
+        """The site's URL as callers may see it (status pages, redirects): no user:password@."""
+        return public_url(self.shotgun_url)
+
 
     @property
     def database_url(self) -> str:
@@ -60,6 +69,15 @@ class Config:
         if "@" in d["db_url"]:
             d["db_url"] = _redact_url(d["db_url"])
         return d
+
+
+def public_url(url: str) -> str:
+    """`url` without its userinfo (credentials for a proxy or gateway): the only form of
+    the site's URL that may leave the process, in a page, a JSON answer or a redirect."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _redact_url(url: str) -> str:

@@ -7,7 +7,6 @@ credentials. File endpoints are streamed through; browser pages redirect to the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -40,8 +39,8 @@ from ..upstream import (
     unavailable_message,
 )
 from .auth import AuthVerifier, identity
+from .intake import Intake
 from .metrics import Metrics
-from .shadow import Shadow
 from .status import Monitor
 
 log = logging.getLogger("sgcache.http")
@@ -50,8 +49,6 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer"
                 "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
 
-#: Bodies up to this size are parsed on the event loop; bigger ones in a worker thread.
-INLINE_PARSE_BYTES = 256 * 1024
 #: Seconds the site's `info` answer is reused.
 INFO_TTL = 30.0
 
@@ -62,65 +59,6 @@ def _json(data: Any) -> Response:
 
 def _fault(f: errors.Fault) -> Response:
     return _json(f.body())
-
-
-class BadRequest(errors.Fault):
-    """The request could not be read as an api3 call at all."""
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    """True if lists/dicts nest deeper than `limit` (level by level: no recursion to exhaust)."""
-    level = [value] if isinstance(value, (list, dict)) else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
-        nxt: list[Any] = []
-        for v in level:
-            nxt += [x for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (list, dict))]
-        level = nxt
-    return False
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or BadRequest once it passes `limit` bytes.
-
-    The rest of an oversized body is read and dropped (memory stays bounded) so the
-    client, which sends its whole body before reading, still gets the Fault.
-    """
-    declared = request.headers.get("content-length")
-    too_big = declared is not None and declared.isdigit() and int(declared) > limit
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            too_big = True
-        if not too_big:
-            chunks.append(chunk)
-    if too_big:
-        raise BadRequest(f"Request body too large: the limit is {limit} bytes.")
-    return b"".join(chunks)
-
-
-def parse_payload(body: bytes, max_depth: int) -> tuple[str, list[Any]]:
-    """(method_name, params) of an api3 body, or BadRequest saying what is wrong."""
-    try:
-        payload = jsoncodec.loads(body, allow_constants=False)
-    except RecursionError:
-        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.") from None
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Invalid JSON in request body.") from None
-    # Nesting can be no deeper than the brackets opened (counted in C): walk only then.
-    if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(payload, max_depth):
-        raise BadRequest(f"Request JSON is nested more than {max_depth} levels deep.")
-    if not isinstance(payload, dict) or not isinstance(payload.get("method_name"), str):
-        raise BadRequest("Request must be a JSON object with a 'method_name'.")
-    params = payload.get("params") or []
-    if not isinstance(params, list):
-        raise BadRequest("'params' must be a list.")
-    return payload["method_name"], params
 
 
 @dataclass
@@ -137,8 +75,6 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     """Build the ASGI app around a CacheService. `on_write` receives passthrough writes."""
     metrics = Metrics(service.upstream)
     monitor = Monitor(service, metrics)
-    shadow = Shadow(service, metrics)  # samples local answers, asks the site again, quarantines
-    monitor.shadow = shadow
     verifier = AuthVerifier(service.upstream, ttl=service.config.auth_ttl, grace=service.config.auth_grace,
                             allow_scripts=service.config.allow_scripts, allow_logins=service.config.allow_logins)
     upstream = service.upstream
@@ -157,7 +93,19 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                    and k.lower() != "content-encoding"}
         return Response(resp.content, status_code=resp.status_code, headers=headers)
 
-    big_parses = asyncio.Semaphore(2)
+    async def verify_head(auth: dict[str, Any]) -> None:
+        """A large body's credentials, checked before the cache keeps more of it."""
+        try:
+            await verifier.check(auth, "HumanUser")
+        except (errors.AuthenticationFault, UpstreamUnavailable):
+            raise
+        except errors.Fault:  # the site knew the caller and refused something else: not ours to judge
+            pass
+
+    intake = Intake(max_body_bytes=config.max_body_bytes, max_inflight_bytes=config.max_inflight_bytes,
+                    max_unverified_body_bytes=config.max_unverified_body_bytes,
+                    max_json_items=config.max_json_items, max_json_depth=config.max_json_depth,
+                    verify=verify_head)
 
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -187,13 +135,15 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                         status=response.status_code if response is not None else None)
 
     async def handle(request: Request, call: "_Call") -> Response:
+        lease = intake.lease()  # the body's share of the in-flight budget, until the answer is ready
         try:
-            body = await read_body(request, config.max_body_bytes)
-            if len(body) <= INLINE_PARSE_BYTES:
-                call.method, call.params = parse_payload(body, config.max_json_depth)
-            else:  # seconds of CPU for a big batch: off the event loop, one or two at a time
-                async with big_parses:
-                    call.method, call.params = await run_in_threadpool(parse_payload, body, config.max_json_depth)
+            body = await intake.read(request, lease)
+            parsed = await intake.parse(body, lease)
+            call.method, call.params = parsed.method or "invalid", parsed.params
+            if parsed.verbatim is not None:  # beyond what the cache reads: the site decides
+                call.outcome = "passthrough"
+                request.state.passthrough_reason = parsed.verbatim
+                return await forward(body, parsed.method, request)
             method, params = call.method, call.params
             if method == "info":
                 call.outcome = "served"
@@ -220,6 +170,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             log.exception("internal error answering %s", method_label(call.method))
             return _fault(errors.Fault(f"sgcache internal error ({type(e).__name__}); "
                                        "the request was not answered."))
+        finally:
+            lease.release()
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request,
                    method: str = "read") -> tuple[Response, str]:
@@ -228,7 +180,6 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         try:
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
-            shadow.check(etype, method, params)  # a shape a shadow read found wrong goes to the site
             await verifier.check(auth, etype)
             result = await point_reads.answer(params) if method == "read" else None
             if result is None:
@@ -251,9 +202,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             request.state.passthrough_reason = "error"
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
-        response = _json({"results": result})
-        shadow.offer(method, params, body, response.body, auth, request.headers)  # maybe compared later
-        return response, "served"
+        return _json({"results": result}), "served"
 
     point_reads = PointReads(service)
 
@@ -306,7 +255,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                                  background=BackgroundTask(resp.aclose))
 
     async def browser_redirect(request: Request) -> Response:
-        url = upstream.base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        site = config.public_shotgun_url.rstrip("/")  # the browser never sees a proxy's user:password@
+        url = site + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(url, status_code=302)
 
     async def healthz(request: Request) -> Response:
@@ -318,7 +268,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:
         try:
-            async with monitor.running(), shadow.running():
+            async with monitor.running():
                 if lifespan is None:
                     yield
                 else:
@@ -341,6 +291,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.service = service
     app.state.metrics = metrics
     app.state.monitor = monitor
-    app.state.shadow = shadow
     app.state.auth = verifier
     return app

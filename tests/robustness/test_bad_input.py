@@ -84,7 +84,7 @@ CASES: list[tuple[str, Callable[[Auth], bytes], str]] = [
     ("return_fields a string", lambda a: read_body(a, read(return_fields="code")), "site"),
     ("filters a list", lambda a: read_body(a, read(filters=[["code", "is", "x"]])), "site"),
     ("filters nested 20 deep", lambda a: read_body(a, nested(20)), "site"),
-    ("filters nested 70 deep", lambda a: read_body(a, nested(70)), "fault"),
+    ("filters nested 70 deep", lambda a: read_body(a, nested(70)), "site"),
     ("JSON nested 100000 deep", lambda a: b'{"method_name":"read","params":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
      "fault"),
     ("NaN", lambda a: raw_read(a, b'{"type":"Shot","filters":{"logical_operator":"and","conditions":'
