@@ -46,12 +46,18 @@ class Config:
     max_inflight_bytes: int = 256_000_000  # api3 bodies held and parsed at once, per process; past it a Fault
     max_unverified_body_bytes: int = 65_536  # bodies past this must begin with credentials the site accepts
     max_json_items: int = 1_000_000  # bodies with more JSON values go to the site unparsed
+    # Per permission group, what the site shows its users (sgcache/serve/permissions.py):
+    # inline JSON, a JSON/TOML file, or a table in the config file; empty: the site's default roles.
+    permissions: str = ""
+    permissions_ttl: float = 1.0  # seconds a caller's group and assignments are reused
 
     @property
     def public_shotgun_url(self) -> str:
         """The site's URL as callers may see it (status pages, redirects): no user:password@."""
         return public_url(self.shotgun_url)
 
+    shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
+    shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
 
     @property
     def database_url(self) -> str:

@@ -41,6 +41,7 @@ from ..upstream import (
 from .auth import AuthVerifier, identity
 from .intake import Intake
 from .metrics import Metrics
+from .shadow import Shadow
 from .status import Monitor
 
 log = logging.getLogger("sgcache.http")
@@ -75,6 +76,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     """Build the ASGI app around a CacheService. `on_write` receives passthrough writes."""
     metrics = Metrics(service.upstream)
     monitor = Monitor(service, metrics)
+    shadow = Shadow(service, metrics)  # samples local answers, asks the site again, quarantines
+    monitor.shadow = shadow
     verifier = AuthVerifier(service.upstream, ttl=service.config.auth_ttl, grace=service.config.auth_grace,
                             allow_scripts=service.config.allow_scripts, allow_logins=service.config.allow_logins)
     upstream = service.upstream
@@ -180,6 +183,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         try:
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
+            shadow.check(etype, method, params)  # a shape a shadow read found wrong goes to the site
             await verifier.check(auth, etype)
             result = await point_reads.answer(params) if method == "read" else None
             if result is None:
@@ -202,7 +206,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             request.state.passthrough_reason = "error"
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
-        return _json({"results": result}), "served"
+        response = _json({"results": result})
+        shadow.offer(method, params, body, response.body, auth, request.headers)  # maybe compared later
+        return response, "served"
 
     point_reads = PointReads(service)
 
@@ -268,7 +274,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:
         try:
-            async with monitor.running():
+            async with monitor.running(), shadow.running():
                 if lifespan is None:
                     yield
                 else:
@@ -291,5 +297,6 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.service = service
     app.state.metrics = metrics
     app.state.monitor = monitor
+    app.state.shadow = shadow
     app.state.auth = verifier
     return app

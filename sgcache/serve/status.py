@@ -100,6 +100,7 @@ class Monitor:
         self.history: deque[Sample] = deque(maxlen=max(2, int(history_seconds / self.interval)))
         self.state = State()
         self.sync: Any = None  # the SyncLoop, when this process runs one (set by the server)
+        self.shadow: Any = None  # the shadow verifier (serve/shadow.py), set by the app
         self._rows_at = 0.0
         self._last_totals = (time.monotonic(), 0, 0, 0)
         self._lock = asyncio.Lock()
@@ -307,6 +308,7 @@ class Monitor:
             "requests": {"total": m.total, "served": m.served, "passthrough": m.passed},
             "recent_passthrough": [asdict(n) for n in reversed(m.recent)],
             "history": [asdict(s) for s in _thin(list(self.history), PLOT_POINTS)],
+            "shadow": self.shadow.snapshot() if self.shadow is not None else None,  # mismatches, quarantines
             "interval": self.interval,
         }
 
@@ -322,6 +324,8 @@ class Monitor:
         async def status_json(request: Request) -> Response:
             if not self.state.at:
                 await self.sample()
+            if self.shadow is not None:  # an operator who just cleared a quarantine sees it gone
+                await self.shadow.refresh()
             return JSONResponse(self.snapshot(), headers={"cache-control": "no-store"})
 
         async def readyz(request: Request) -> Response:
