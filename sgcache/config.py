@@ -42,6 +42,8 @@ class Config:
     log_json: bool = False
     max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
     max_json_depth: int = 64  # deeper nesting of lists/objects in an api3 body gets a Fault
+    shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
+    shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
     # api3 request intake (sgcache/serve/intake.py): the memory and CPU a caller can make the cache spend.
     max_inflight_bytes: int = 256_000_000  # api3 bodies held and parsed at once, per process; past it a Fault
     max_unverified_body_bytes: int = 65_536  # bodies past this must begin with credentials the site accepts
@@ -55,9 +57,6 @@ class Config:
     def public_shotgun_url(self) -> str:
         """The site's URL as callers may see it (status pages, redirects): no user:password@."""
         return public_url(self.shotgun_url)
-
-    shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
-    shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
 
     @property
     def database_url(self) -> str:
