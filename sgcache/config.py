@@ -48,6 +48,10 @@ class Config:
     max_inflight_bytes: int = 256_000_000  # api3 bodies held and parsed at once, per process; past it a Fault
     max_unverified_body_bytes: int = 65_536  # bodies past this must begin with credentials the site accepts
     max_json_items: int = 1_000_000  # bodies with more JSON values go to the site unparsed
+    # Per permission group, what the site shows its users (sgcache/serve/permissions.py):
+    # inline JSON, a JSON/TOML file, or a table in the config file; empty: the site's default roles.
+    permissions: str = ""
+    permissions_ttl: float = 1.0  # seconds a caller's group and assignments are reused
 
     @property
     def public_shotgun_url(self) -> str:
@@ -108,6 +112,8 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return tuple(value)
+    if isinstance(value, (dict, list)):  # a table in the config file (permissions)
+        return json.dumps(value)
     return str(value)
 
 

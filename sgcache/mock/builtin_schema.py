@@ -246,6 +246,7 @@ _TYPES: list[tuple[str, str, list[_F]]] = [
         _f("password_proxy", "password", "Password"),
         _f("groups", "multi_entity", "Groups", types=("Group",)),
         _f("projects", "multi_entity", "Projects", types=("Project",)),
+        _f("permission_rule_set", "entity", "Permission Group", types=("PermissionRuleSet",)),
         _f("locked_until", "date_time", "Locked Until"),
         _f("home_page", "list", "Home Page", values=("home", "inbox", "my_tasks")),
         _f("image", "image", "Thumbnail"),
@@ -259,7 +260,14 @@ _TYPES: list[tuple[str, str, list[_F]]] = [
         _f("salted_password", "text", "Application Key"),
         _f("generate_events", "checkbox", "Generate Events", default=True),
         _f("sg_status_list", "status_list", "Status", **_ACTIVE_STATUS),
+        _f("permission_rule_set", "entity", "Permission Group", types=("PermissionRuleSet",)),
         _tags(),
+    ]),
+    # A person's or script's permission group (the site's "permission role"), by `code`.
+    ("PermissionRuleSet", "Permission Group", [
+        _f("code", "text", "Code"),
+        _f("display_name", "text", "Display Name"),
+        _f("parent_set", "entity", "Parent Set", types=("PermissionRuleSet",)),
     ]),
     ("Group", "Group", [
         _f("code", "text", "Group Name"),

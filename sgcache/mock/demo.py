@@ -73,6 +73,19 @@ _PF_TYPES = (("Maya Scene", "ma"), ("Nuke Script", "nk"), ("Alembic Cache", "abc
 _ASSET_NAMES = ("Hérö", "Sword", "Robot_Ü", "Castle", "Tree", "Car", "Dragon", "Lamp", "Café",
                 "Spaceship", "Bridge", "Cat", "Helmet", "Fountain", "Kaiju_怪獣")
 
+#: Permission groups (`PermissionRuleSet.code`), ids 1.. in this order: the site's default
+#: roles and a custom `Client` (sgcache/mock/permissions.py says what each sees).
+_RULE_SETS = ("Admin", "Manager", "Artist", "Vendor", "Client", "API Admin")
+
+
+def _role_of(hid: int) -> int:
+    """A person's rule set id, from their id alone: 1 is the Admin; of each ten people,
+    one Manager, two Vendors, one Client, the rest Artists."""
+    code = ("Admin" if hid == 1 else "Manager" if hid % 10 == 3 else "Vendor" if hid % 10 in (4, 7)
+            else "Client" if hid % 10 == 6 else "Artist")
+    return _RULE_SETS.index(code) + 1
+
+
 #: Average records a shot subtree produces (shot, tasks, versions, publishes,
 #: attachments, notes, replies) plus its share of assets, sequences, playlists.
 _PER_SHOT = 10.45
@@ -189,6 +202,9 @@ class _Site:
 
     # -- the site --------------------------------------------------------------
     def run(self) -> Iterator[tuple[str, Record]]:
+        # Rule sets first and not counted: every account links to one, and they draw nothing
+        # from the random stream, so the rest of the site is what it was before they existed.
+        yield from self.rule_sets()
         parts = [self.people(), self.catalog(), self.projects(), self.pages()]
         for part in parts:
             for item in part:
@@ -201,6 +217,16 @@ class _Site:
             for item in self.project(pid, budget):
                 self.emitted += 1
                 yield item
+
+    def rule_sets(self) -> Iterator[tuple[str, Record]]:
+        """The site's default permission groups plus a custom one (`Client`), created by the
+        first admin at the very start (a cycle the site has too: that admin has one)."""
+        stamp = _dt(_START)
+        for rid in self.ids("PermissionRuleSet", len(_RULE_SETS)):
+            yield "PermissionRuleSet", {
+                "id": rid, "code": _RULE_SETS[rid - 1], "display_name": _RULE_SETS[rid - 1], "parent_set": None,
+                "created_at": stamp, "updated_at": stamp,
+                "created_by": _link("HumanUser", 1), "updated_by": _link("HumanUser", 1)}
 
     def people(self) -> Iterator[tuple[str, Record]]:
         rng = self.rng
@@ -234,6 +260,7 @@ class _Site:
                    "sg_status_list": "dis" if hid > 1 and rng.random() < 0.1 else "act",
                    "groups": _links("Group", human_groups[hid]),
                    "projects": _links("Project", human_projects[hid]),
+                   "permission_rule_set": _link("PermissionRuleSet", _role_of(hid)),
                    "locked_until": _dt(_START + 86400 * rng.randint(200, 900))
                    if rng.random() < 0.05 else None,
                    "home_page": self.choice("HumanUser", "home_page", 0.3),
@@ -250,7 +277,8 @@ class _Site:
         for aid, (name, key, events, desc) in zip(self.ids("ApiUser", 3), scripts):
             rec = {"id": aid, "firstname": name, "lastname": "1.0", "description": desc,
                    "email": None, "salted_password": key, "generate_events": events,
-                   "sg_status_list": "act", "tag_list": []}
+                   "sg_status_list": "act", "tag_list": [],
+                   "permission_rule_set": _link("PermissionRuleSet", _RULE_SETS.index("API Admin") + 1)}
             self.sys(rec)
             rec["created_by"], rec["updated_by"] = _link("HumanUser", 1), _link("HumanUser", 1)
             yield "ApiUser", rec

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..protocol import errors
 from ..schema import Schema
-from . import presets
+from . import permissions, presets
 from .activity import activity_stream
 from .auth import EVENTS_FIELDS, Actor, Authenticator, hash_secret
 from .events import CommitFaults, EventLog
@@ -62,13 +62,14 @@ class Site:
         settings = SiteSettings(store)
         # Every RPC the shotgun_api3 client can send (docs/api3-methods.md), by family.
         self._methods: dict[str, Callable[[Actor, Any], Any]] = {
-            "read": lambda a, p: self.engine.read(presets.apply(self.engine, p) if isinstance(p, dict) else p),
+            "read": lambda a, p: permissions.read(store, a, p, lambda q: self.engine.read(
+                presets.apply(self.engine, q) if isinstance(q, dict) else q)),
             "create": self.writer.create,
             "update": self.writer.update,
             "delete": self.writer.delete,
             "revive": self.writer.revive,
             "batch": self.writer.batch,
-            "summarize": lambda a, p: self.summarizer.summarize(p),
+            "summarize": lambda a, p: permissions.summarize(store, a, p, self.summarizer.summarize),
             "schema_read": lambda a, p: self.schema_ops.schema_read(p),
             "schema_entity_read": lambda a, p: self.schema_ops.schema_entity_read(p),
             "schema_field_read": lambda a, p: self.schema_ops.schema_field_read(p),
@@ -126,6 +127,8 @@ class Site:
             if rec is None:
                 eid = self.store.allocate_id("ApiUser")
                 rec = {"id": eid, "firstname": name}
+                if self.store.schema.get_field("ApiUser", "permission_rule_set"):  # scripts start as API Admin
+                    rec["permission_rule_set"] = permissions.ensure_rule_set(self.store, "API Admin")
                 self.store.insert("ApiUser", rec)
             rec = self.store.modify("ApiUser", rec["id"])
             rec["salted_password"] = hash_secret(key)
@@ -139,6 +142,8 @@ class Site:
             if rec is None:
                 eid = self.store.allocate_id("HumanUser")
                 rec = {"id": eid, "login": login, "name": name or login, "sg_status_list": "act"}
+                if self.store.schema.get_field("HumanUser", "permission_rule_set"):  # --human-user: an Admin
+                    rec["permission_rule_set"] = permissions.ensure_rule_set(self.store, "Admin")
                 self.store.insert("HumanUser", rec)
             rec = self.store.modify("HumanUser", rec["id"])
             rec["password_proxy"] = hash_secret(password)

@@ -42,6 +42,7 @@ from .auth import AuthVerifier, identity
 from .intake import Intake
 from .metrics import Metrics
 from .shadow import Shadow
+from .permissions import Permissions, load_policy, unprimed_types
 from .status import Monitor
 
 log = logging.getLogger("sgcache.http")
@@ -82,6 +83,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                             allow_scripts=service.config.allow_scripts, allow_logins=service.config.allow_logins)
     upstream = service.upstream
     config = service.config
+    permissions = Permissions(load_policy(config.permissions), lambda: service.store, ttl=config.permissions_ttl,
+                              unprimed=lambda: unprimed_types(service))
 
     async def forward(body: bytes, method: str, request: Request) -> Response:
         try:
@@ -185,7 +188,11 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                 raise Passthrough(f"uncached entity type {etype!r}")
             shadow.check(etype, method, params)  # a shape a shadow read found wrong goes to the site
             await verifier.check(auth, etype)
-            result = await point_reads.answer(params) if method == "read" else None
+            grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
+            if not grant.full:  # what the site shows this caller, or Passthrough
+                result = await run_in_threadpool(permissions.answer, service, grant, method, params)
+            else:
+                result = await point_reads.answer(params) if method == "read" else None
             if result is None:
                 result = await run_in_threadpool(_read_sync, params, method)
         except Passthrough as p:
@@ -299,4 +306,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.monitor = monitor
     app.state.shadow = shadow
     app.state.auth = verifier
+    app.state.permissions = permissions
     return app
