@@ -10,7 +10,7 @@ while it is built. So, per process:
   bodies, so large ones cannot crowd out ordinary reads;
 - a body past `max_unverified_body_bytes` must begin with credentials the site
   accepts (shotgun_api3 sends `params[0]`, the auth object, first) before more of it is
-  kept; the rest of a refused body is read and dropped;
+  kept; a refused body is answered at once and the rest of it is never read by the app;
 - a body is parsed only if its count of JSON values is bounded (`max_json_items`),
   large ones off the event loop, two at a time.
 
@@ -211,39 +211,30 @@ class Intake:
                     f"{self.budget.limit} bytes (SGCACHE_MAX_INFLIGHT_BYTES). Try again shortly.")
 
     async def read(self, request: Request, lease: Lease) -> bytes:
-        """The whole body, counted in `lease`; or the Fault that refuses it.
+        """The whole body, counted in `lease`; or the Fault that refuses it, as soon as it can.
 
-        After a refusal the rest of the body is read and dropped (no memory kept), so a
-        client that sends its whole body before reading still gets the Fault.
+        A refused body is not read further: the Fault goes out at once, and the server
+        (uvicorn) drops the rest of the body as it arrives, without handing it to the app,
+        so a client that sends its whole body before reading still gets the Fault.
         """
         declared = request.headers.get("content-length")
-        refusal: errors.Fault | None = None
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            refusal = self._too_large()
+            raise self._too_large()
         chunks: list[bytes] = []
         size = 0
         checked = False
         async for chunk in request.stream():
-            if refusal is not None or not chunk:
+            if not chunk:
                 continue
             size += len(chunk)
             if size > self.max_body:
-                refusal = self._too_large()
-            elif not lease.take(len(chunk), big=size > self.unverified):
-                refusal = self._busy()
-            else:
-                chunks.append(chunk)
-                if not checked and size > self.unverified:
-                    checked = True
-                    try:
-                        await self._check_head(chunks)
-                    except errors.Fault as f:
-                        refusal = f
-            if refusal is not None:
-                chunks.clear()
-                lease.release()
-        if refusal is not None:
-            raise refusal
+                raise self._too_large()
+            if not lease.take(len(chunk), big=size > self.unverified):
+                raise self._busy()
+            chunks.append(chunk)
+            if not checked and size > self.unverified:
+                checked = True
+                await self._check_head(chunks)
         return b"".join(chunks)
 
     def _too_large(self) -> BadRequest:
