@@ -7,8 +7,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import shotgun_api3
@@ -303,6 +304,6 @@ def test_upload_link_for_an_unknown_upload_type_is_refused(sg: Any) -> None:
 
 
 def test_created_at_of_an_upload_is_kept(sg: Any, shot: dict[str, Any], png: str) -> None:
-    when = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     aid = sg.upload("Shot", shot["id"], png, created_at=when)
     assert sg.find_one("Attachment", [["id", "is", aid]], ["created_at"])["created_at"] == when
