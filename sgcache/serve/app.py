@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .shadow import Shadow
 from .permissions import Permissions, load_policy, unprimed_types
 from .status import Monitor
+from .upload_writes import UploadWrite
 
 log = logging.getLogger("sgcache.http")
 
@@ -253,15 +254,19 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     async def raw_proxy(request: Request) -> Response:
         """Stream /upload, /file_serve, thumbnails and other non-RPC paths to the site."""
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        upload = UploadWrite.of(request.method, request.url.path, request.headers.get("content-type", ""), on_write)
         try:
+            body = upload.tee(request.stream()) if upload else request.stream()
             resp = await upstream.stream(request.method, request.url.path, headers=headers,
-                                         body=request.stream(), query=request.url.query)
+                                         body=body, query=request.url.query)
         except UpstreamUnavailable as e:
             return PlainTextResponse(f"0\n{e.message}\n", status_code=502)
         except Exception as e:  # a malformed request httpx will not send: still no 500
             log.warning("could not pass %s %.200s through: %s", request.method, request.url.path,
                         type(e).__name__)
             return PlainTextResponse("0\nsgcache could not pass this request through.\n", status_code=400)
+        if upload is not None:  # an upload's short answer: written through before it is sent
+            return await upload.finish(resp, lambda: None)
         out_headers = {k: v for k, v in resp.headers.items()
                        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"}
         return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
