@@ -28,8 +28,12 @@ Once its sockets are bound it prints one line (and flushes)::
 
 The public port speaks api3: ``POST /api3/json`` (also under a base path),
 ``/upload/upload_file``, ``/upload/publish_thumbnail``, ``/upload/share_thumbnail``,
-``/file_serve/attachment/<id>``
-and ``/thumbnail/<id>``. The admin port listens on 127.0.0.1 only:
+the direct-to-storage endpoints (``/upload/api_get_upload_link_info``,
+``…_for_part``, ``…complete_multipart_upload``, ``/upload/api_link_file``) and the
+storage they point at (``PUT /storage/<id>``), ``/file_serve/attachment/<id>``,
+``/thumbnail/<id>`` and the pending-thumbnail image under ``/images/status/transient/``.
+Every method of the ``shotgun_api3`` client is answered or refused with the site's error
+(docs/api3-methods.md). The admin port listens on 127.0.0.1 only:
 
 =====================  ===============================================================
 ``GET /faults``        current fault settings
@@ -42,6 +46,9 @@ and ``/thumbnail/<id>``. The admin port listens on 127.0.0.1 only:
                        (``upload:<endpoint>``, ``download``, ``invalid`` otherwise)
 ``POST /stats/reset``  zero the counters
 ``POST /save``         write the ``--state`` file now
+``GET /settings``      site behaviour switched at run time: ``thumbnail_delay`` (s a new
+                       thumbnail stays pending; 0), ``s3_direct_uploads_enabled`` (false)
+``POST /settings``     and ``s3_enabled_upload_types`` (as ``info`` reports them)
 ``GET /health``        ``{"ok": true}``
 =====================  ===============================================================
 
@@ -50,8 +57,12 @@ Module map: ``store`` (records, retired flags, ids, undo journal), ``query``
 and ``names`` (the mock's own reading of filters and deep paths, summary groups and link
 names: nothing of the cache's), ``writes``
 (create/update/delete/revive/batch with inverse links), ``events`` (EventLogEntry
-rows, out-of-order commits), ``summarize``, ``schema_ops``, ``auth``, ``site`` (the
-RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner``; its command line is `sgcache/cli/mock.py`. It imports only the wire
+rows, out-of-order commits), ``summarize``, ``schema_ops``, ``auth``, ``presets``
+(``additional_filter_presets``), ``notes`` (note threads), ``activity`` (activity
+streams), ``search`` (text search), ``follows``, ``schedule`` (work schedule),
+``preferences`` (preferences, subscriptions, last access; refusals), ``thumbnails``
+(image fields, pending state, sharing), ``uploads`` (attachments, direct-to-storage),
+``site`` (the RPC dispatcher), ``server`` (HTTP), ``faults``, ``state``, ``runner``; its command line is `sgcache/cli/mock.py`. It imports only the wire
 (`sgcache.protocol`) and the schema model, never the cache (tests/test_layers.py).
 Tests start it as a process with ``tests.support.procs.start_mock``.
 """
