@@ -5,7 +5,9 @@ at one level: the studio (neither ``project`` nor ``user``), a project, or a use
 both, as the client's docstring says). A read answers every day of the inclusive range
 with ``working``, ``description`` and ``reason``; the most specific exception wins
 (user, then project, then studio), else the work week applies (``STUDIO_WORK_WEEK``).
-Exceptions live in the store's meta and are saved with ``--state``.
+Exceptions live in the store's meta and are saved with ``--state``. Tasks are never
+rescheduled (as on a site whose preference is not to recalculate): an explicit
+``recalculate_field``, which would move Task dates on the site, is refused.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class WorkSchedule:
             raise errors.crud(m, "'description' must be text")
         if params.get("recalculate_field") not in RECALCULATE:
             raise errors.crud(m, "'recalculate_field' must be 'due_date' or 'duration'")
+        if params.get("recalculate_field") is not None:
+            raise errors.crud(m, "this site does not recalculate Task schedules: leave 'recalculate_field' unset")
         level, lid = self._level(m, params)
         with self.store.transaction():
             self._rules[f"{level}:{lid}:{day.isoformat()}"] = {"working": working, "description": description}

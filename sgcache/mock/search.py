@@ -1,7 +1,9 @@
 """`text_search` (RPC `query_display_name_cache`): display-name search over chosen types.
 
 Every whitespace-separated term must occur in the display name (case-insensitive);
-types come in the order the request lists them, ids ascending within a type.
+types come in the order the request lists them, ids ascending within a type. ``links``
+names the record's ``entity`` (type and display name) when it has one, as the client's
+docstring shows for Tasks.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ def text_search(engine: Engine, params: Any) -> dict[str, Any]:
             if projects and pid not in projects:
                 continue
             image = rec.get("image")
+            link = rec.get("entity")  # e.g. a Task's Shot: ["Shot", "bunny_010_0010"]
+            links = [link["type"], engine.name_of(link["type"], link["id"]) or ""] \
+                if isinstance(link, dict) and engine.live(link) else ["", ""]
             matches.append({"id": i, "type": etype, "name": name, "project_id": pid,
                             "image": engine.absolute(image) if isinstance(image, str) else None,
-                            "links": ["", ""], "status": rec.get("sg_status_list")})
+                            "links": links, "status": rec.get("sg_status_list")})
             if limit is not None and len(matches) >= limit:
                 return {"matches": matches, "terms": terms}
     return {"matches": matches, "terms": terms}

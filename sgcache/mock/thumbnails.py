@@ -40,7 +40,12 @@ class Thumbnails:
         self.store = engine.store
         self.events = events
         self.delay = 0.0  # seconds a new thumbnail stays "pending"
-        self._pending: dict[tuple[str, int, str], tuple[float, str, Actor]] = {}
+
+    @property
+    def _pending(self) -> dict[tuple[str, int, str], tuple[float, str, Actor]]:
+        """(type, id, field) -> (wall-clock time it is ready, final path, uploader); kept in
+        the store's meta so a site reloaded from ``--state`` still finishes them."""
+        return self.store.meta.setdefault("thumbnails_pending", {})
 
     def set(self, actor: Actor, etype: str, eid: int, field_name: str, path: str) -> None:
         """Point an entity's image field at a thumbnail (pending first when delay > 0).
@@ -48,7 +53,7 @@ class Thumbnails:
         Runs inside the caller's store transaction."""
         if self.delay > 0:
             self._write(actor, etype, eid, field_name, TRANSIENT)
-            self._pending[(etype, eid, field_name)] = (time.monotonic() + self.delay, path, actor)
+            self._pending[(etype, eid, field_name)] = (time.time() + self.delay, path, actor)
         else:
             self._pending.pop((etype, eid, field_name), None)
             self._write(actor, etype, eid, field_name, path)
@@ -57,7 +62,7 @@ class Thumbnails:
         """Finish the processing of every thumbnail whose delay has passed (store lock held)."""
         if not self._pending:
             return
-        now = time.monotonic()
+        now = time.time()
         store = self.store
         for key, (ready_at, path, actor) in list(self._pending.items()):
             if ready_at > now:

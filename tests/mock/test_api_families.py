@@ -111,6 +111,18 @@ def test_activity_stream_is_newest_first_and_pages_by_id(sg: Any, shot: dict[str
     assert extra["updates"][0]["primary_entity"]["code"] == "fam_shot"
 
 
+def test_text_search_links_a_task_to_its_entity(sg: Any, shot: dict[str, Any]) -> None:
+    sg.create("Task", {"content": "famlinktask", "entity": shot, "project": shot["project"]})
+    found = sg.text_search("famlinktask", {"Task": []})
+    assert found["terms"] == ["famlinktask"]
+    assert [(m["name"], m["links"]) for m in found["matches"]] == [("famlinktask", ["Shot", "fam_shot"])]
+
+
+def test_work_schedule_refuses_to_recalculate_tasks(sg: Any) -> None:
+    with pytest.raises(shotgun_api3.Fault, match="recalculate"):
+        sg.work_schedule_update("2031-04-01", False, recalculate_field="due_date")
+
+
 # -- follows --------------------------------------------------------------------------------------
 
 def test_follow_unfollow_followers_following(sg: Any, shot: dict[str, Any], user: dict[str, Any]) -> None:
