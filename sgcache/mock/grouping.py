@@ -14,8 +14,8 @@ Choices where the reference is silent:
 * Text groups ignore case; a group keeps the first spelling met in id order.
 * `firstletter` is the upper-cased first character; `entitytype` the linked type.
 * Groups sort by their value, the empty group (`group_value` null, `group_name` "")
-  first ascending and last descending; link groups by display name (case-insensitive),
-  then type and id.
+  first ascending and last descending; link groups by linked type, then id (the one
+  documented example orders Step groups by id, not by name).
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def for_link(kind: str, entity_type: str, entity_id: int, name: Any) -> Bucket:
     if kind == "firstletter":
         letter = _first_letter("" if name is None else str(name))
         return Bucket(letter, letter, letter)
-    label = "" if name is None else str(name)
-    return Bucket((label.casefold(), entity_type, entity_id),
+    # by type and id, not by name: the client's own example groups Steps Client (1), Online (2),
+    # ..., Comp (8) (shotgun_api3 `summarize` docstring), which no name order gives
+    return Bucket((entity_type, entity_id),
                   {"type": entity_type, "id": entity_id, "name": name, "valid": "valid"}, name)
 
 

@@ -32,8 +32,9 @@ def link_group(kind: str, etype: str, eid: int, name: Any) -> Group:
     if kind == "firstletter":
         c = str(name or "")[:1].upper()
         return (c, c, c)
-    return ((str(name or "").casefold(), etype, eid),
-            {"type": etype, "id": eid, "name": name, "valid": "valid"}, name)
+    # ordered by (type, id): the client's `summarize` docstring groups Steps Client (id 1),
+    # Online (2), ..., Comp (8), an order no sort by name gives
+    return ((etype, eid), {"type": etype, "id": eid, "name": name, "valid": "valid"}, name)
 
 
 def tag_groups(tags: list[str]) -> list[Group]:

@@ -394,6 +394,11 @@ def test_summarize_groupings(sg: Any) -> None:
     inner = r["groups"][1]["groups"]
     assert [g["group_value"] for g in inner] == [{"type": "Other", "id": 1, "name": "Oak", "valid": "valid"},
                                                 {"type": "Other", "id": 2, "name": "Pine", "valid": "valid"}]
+    # link groups come in id order, not name order: Zoë Müller (1) before Ann (2), as the
+    # client's own summarize example lists Steps Client (1), Online (2), ..., Comp (8)
+    r = sg.summarize("Thing", [["sg_addressing", "is_not", None]], [{"field": "id", "type": "count"}],
+                     grouping=[{"field": "sg_addressing", "type": "exact", "direction": "asc"}])
+    assert [(g["group_name"], g["summaries"]["id"]) for g in r["groups"]] == [("Zoë Müller", 2), ("Ann", 1)]
     r = sg.summarize("Thing", [["sg_number", "is_not", None]], [{"field": "id", "type": "count"}],
                      grouping=[{"field": "sg_number", "type": "tens", "direction": "asc"}])
     assert [g["group_value"] for g in r["groups"]] == [-10, 0, 10]
