@@ -329,6 +329,12 @@ class Writer:
                 if legacy in MODES and mode == "set":
                     mode = legacy
                 self._apply(actor, method, etype, eid, rec, fs, raw, mode, in_create=False)
+            sent = {fs.name for fs, _, _ in fields}
+            strip = self.store.schema.get_field(etype, "filmstrip_image")
+            if "image" in sent and rec.get("image") is None and strip is not None \
+                    and "filmstrip_image" not in sent and rec.get("filmstrip_image") is not None:
+                # clearing the thumbnail clears the filmstrip too (the client's docstrings)
+                self._apply(actor, method, etype, eid, rec, strip, None, "set", in_create=False)
             schema = self.store.schema[etype]
             if "updated_at" in schema.fields and not any(fs.name == "updated_at" for fs, _, _ in fields):
                 rec["updated_at"] = format_datetime(utcnow())

@@ -263,11 +263,15 @@ def test_thumbnail_is_pending_until_processed(sg: Any, settings: Any, shot: dict
     assert sg.find_one("Version", [["id", "is", version["id"]]], ["image"])["image"] == ready
 
 
-def test_filmstrip_upload_sets_filmstrip_image(sg: Any, png: str) -> None:
+def test_filmstrip_upload_sets_filmstrip_image_and_clearing_the_image_clears_both(sg: Any, png: str) -> None:
     v = sg.create("Version", {"code": "fam_strip", "project": {"type": "Project", "id": 1}})
     sg.upload_filmstrip_thumbnail("Version", v["id"], png)
     row = sg.find_one("Version", [["id", "is", v["id"]]], ["image", "filmstrip_image"])
     assert row["image"] is None and "/thumbnail/" in row["filmstrip_image"]
+    sg.upload_thumbnail("Version", v["id"], png)
+    assert sg.update("Version", v["id"], {"image": None}) == {"type": "Version", "id": v["id"], "image": None}
+    row = sg.find_one("Version", [["id", "is", v["id"]]], ["image", "filmstrip_image"])
+    assert row == {"type": "Version", "id": v["id"], "image": None, "filmstrip_image": None}
 
 
 @pytest.mark.parametrize("multipart", [False, True], ids=["single", "multipart"])
