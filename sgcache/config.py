@@ -41,7 +41,7 @@ class Config:
     watch_events: bool = True
     log_json: bool = False
     max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
-    max_json_depth: int = 64  # deeper nesting of lists/objects in an api3 body gets a Fault
+    max_json_depth: int = 64  # api3 bodies nested deeper go to the site as sent, unread by the engine
     shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
     shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
     # api3 request intake (sgcache/serve/intake.py): the memory and CPU a caller can make the cache spend.
