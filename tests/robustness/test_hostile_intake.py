@@ -226,3 +226,30 @@ def test_thirty_nested_filter_groups_are_answered_like_the_site(site: Site, cach
     want = site.sg().find("Shot", filters, ["code"], order=[{"field_name": "id", "direction": "asc"}], limit=5)
     got = cache.sg(site).find("Shot", filters, ["code"], order=[{"field_name": "id", "direction": "asc"}], limit=5)
     assert normalize(got) == normalize(want) and len(want) == 5
+
+
+# -- the pieces, in-process ------------------------------------------------------------------
+
+@pytest.mark.parametrize("head, want", [
+    (b'{"method_name": "read", "params": [{"script_name": "s", "script_key": "k"}, {"type": "Shot"',
+     {"script_name": "s", "script_key": "k"}),
+    (b'{"params":[{"session_token":"t"},', {"session_token": "t"}),  # any key order, compact
+    (b'{ "api_version": [1, 2], "method_name" : "batch" ,\n "params" : [ {"user_login": "u"}',
+     {"user_login": "u"}),
+    (b'{"method_name": "batch", "params": [[{}, {}', None),  # params[0] not an object
+    (b'{"method_name": "batch", "params": [{"script_name": "s", "scr', None),  # cut off
+    (b'[{"script_name": "s"}]', None),
+    (b'{"method_name": "' + b"x" * 70_000, None),
+])
+def test_credentials_are_read_from_the_head_of_a_body_alone(head: bytes, want: Any) -> None:
+    from sgcache.serve.intake import head_credentials
+    assert head_credentials(head) == want
+
+
+def test_the_budget_keeps_a_share_for_small_bodies() -> None:
+    from sgcache.serve.intake import ByteBudget
+    budget = ByteBudget(1000)
+    assert budget.take(700, big=True) and not budget.take(100, big=True)  # large ones stop at 750
+    assert budget.take(250, big=False) and not budget.take(100, big=False)
+    budget.give(700)
+    assert budget.take(400, big=True) and budget.used == 650
