@@ -87,6 +87,9 @@ MATRIX: list[tuple[str, str, Any, set[int]]] = [
     ("sg_checkbox", "is", True, {1}),
     ("sg_checkbox", "is", False, {2, 3, 4, 5}),
     ("sg_checkbox", "is_not", True, {2, 3, 4, 5}),
+    # a checkbox is never empty: null matches no record, and every record is not null
+    ("sg_checkbox", "is", None, set()),
+    ("sg_checkbox", "is_not", None, {1, 2, 3, 4, 5}),
     # list-like
     ("sg_list", "is", "a", {1}),
     ("sg_list", "in", ["a", "c"], {1, 3}),
@@ -286,6 +289,18 @@ def _rpc(mock: MockProcess, method: str, params: Any, raw: bytes | None = None) 
     with urllib.request.urlopen(req) as r:
         assert r.status == 200 and r.headers["content-type"].startswith("application/json")
         return json.loads(r.read())
+
+
+def test_only_the_server_filter_format_is_taken(world_site: MockProcess) -> None:
+    # the client turns [path, relation, value] into {"path", "relation", "values"} itself
+    # (protocol.md §4.2); a raw caller sending the list form gets a Fault, not a guess
+    base = {"type": "Thing", "return_fields": ["id"]}
+    listed = _rpc(world_site, "read", {**base, "filters": {"logical_operator": "and",
+                                                           "conditions": [["sg_number", "is", 10]]}})
+    assert listed["exception"] is True and "malformed condition" in listed["message"]
+    server = _rpc(world_site, "read", {**base, "filters": {"logical_operator": "and", "conditions": [
+        {"path": "sg_number", "relation": "is", "values": [10]}]}})
+    assert [e["id"] for e in server["results"]["entities"]] == [1]
 
 
 def test_both_paging_protocols(world_site: MockProcess) -> None:
