@@ -274,6 +274,7 @@ class Shadow:
         self.skipped: dict[str, int] = {}
         self._paused_until = 0.0
         self._ready = False
+        self.pending = 0  # samples queued or being verified
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -307,6 +308,7 @@ class Shadow:
         hdrs = {k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")}
         self.queue.put_nowait(Sample(method, params, answer, self.position,
                                      caller + (f" as {sudo}" if sudo else ""), hdrs, body))
+        self.pending += 1
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -377,6 +379,7 @@ class Shadow:
                 log.exception("shadow verification of a %s failed", sample.method)
             finally:
                 self.queue.task_done()
+                self.pending -= 1
                 del sample  # the caller's credentials go with it
 
     async def drain(self) -> None:
@@ -387,11 +390,12 @@ class Shadow:
                 await self.verify(sample)
             finally:
                 self.queue.task_done()
+                self.pending -= 1
 
     def snapshot(self) -> dict[str, Any]:
         """For /status.json: settings, this process's counts, quarantines and recent mismatches."""
         return {"rate": self.rate, "budget_per_second": self.budget.rate, "results": dict(self.counts),
-                "skipped": dict(self.skipped), "position": self.position.to_json(),
+                "skipped": dict(self.skipped), "queued": self.pending, "position": self.position.to_json(),
                 "quarantined": [_public(r) for r in self.report["quarantined"]],
                 "mismatches": [_public(r) for r in self.report["mismatches"]]}
 
