@@ -27,25 +27,41 @@ def start_mock(port: int, size: int, *, extra: list[str] | None = None,
     return proc, read_mock_banner(proc, timeout)
 
 
-#: Written into a data dir the demo created: only such a dir is ever wiped by a later run.
+#: Written into a data dir the demo uses: "created" (the demo made the dir: a later run
+#: deletes it whole) or "adopted" (it was empty: a later run deletes only the demo's files).
 MARKER = ".sgcache-demo"
 
 
-def prepare_data_dir(data: Path) -> None:
-    """A fresh, empty data dir for the demo, never deleting anything sgcache did not create.
+def _demo_files(data: Path) -> list[Path]:
+    """What a demo run writes into its data dir: the SQLite cache, the leader lock, the socket."""
+    from ..sync.control import SOCKET_NAME
+    names = {"cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm", "sync.leader", SOCKET_NAME, MARKER}
+    return [p for p in data.iterdir() if p.name in names]
 
-    A dir holding the marker was made by an earlier demo and is wiped; an empty dir is
-    adopted; any other existing path is refused (it may be a user's data).
+
+def prepare_data_dir(data: Path) -> None:
+    """A fresh data dir for the demo, never deleting anything sgcache did not create.
+
+    A dir the demo created is wiped; in a dir it adopted (it was empty) only its own
+    files are removed; an empty dir is adopted; any other existing path is refused.
     """
-    if data.exists():
-        if (data / MARKER).is_file():
-            shutil.rmtree(data)
-        elif not data.is_dir() or any(data.iterdir()):
-            raise click.ClickException(
-                f"--data-dir {data} already exists and was not created by `sgcache demo` (no {MARKER} "
-                "file in it): refusing to delete it. Choose another --data-dir, or empty it yourself.")
+    marker = data / MARKER
+    kind = marker.read_text().split()[0] if marker.is_file() and marker.read_text().strip() else None
+    if kind == "created":
+        shutil.rmtree(data)
+    elif kind == "adopted":
+        for p in _demo_files(data):
+            p.unlink()
+    elif data.exists() and (not data.is_dir() or any(data.iterdir())):
+        raise click.ClickException(
+            f"--data-dir {data} already exists and was not created by `sgcache demo` (no {MARKER} "
+            "file in it): refusing to delete it. Choose another --data-dir, or empty it yourself (a "
+            "demo dir made by an earlier sgcache has no marker either).")
+    else:
+        kind = "adopted" if data.exists() else "created"
     data.mkdir(parents=True, exist_ok=True)
-    (data / MARKER).write_text("created by `sgcache demo`; the next demo run deletes this directory\n")
+    marker.write_text(f"{kind} by `sgcache demo`: the next demo run deletes "
+                      f"{'this directory' if kind == 'created' else 'the files it wrote here'}\n")
 
 
 def run_demo(*, size: int, port: int, mock_port: int, data_dir: str, once: bool) -> int:

@@ -49,8 +49,11 @@ def test_demo_data_dir_is_wiped_only_when_the_demo_made_it(tmp_path: Path) -> No
     assert sorted(p.name for p in ours.iterdir()) == [MARKER]
     empty = tmp_path / "empty"
     empty.mkdir()
-    prepare_data_dir(empty)  # an empty dir is adopted (nothing in it to lose)
-    assert (empty / MARKER).is_file()
+    prepare_data_dir(empty)  # an empty dir is adopted (nothing in it to lose) ...
+    (empty / "cache.sqlite").write_text("old demo cache")
+    (empty / "notes.txt").write_text("added by the user since")
+    prepare_data_dir(empty)  # ... and later only the demo's own files are removed from it
+    assert sorted(p.name for p in empty.iterdir()) == [MARKER, "notes.txt"]
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(click.ClickException):
