@@ -22,6 +22,8 @@ import httpx
 import pytest
 import shotgun_api3
 
+from tests.cache.dbs import BACKENDS, new_db_url
+
 from .harness import Cache, Site, start_cache, start_site
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f"
@@ -110,13 +112,15 @@ def world(site: Site, tmp_path_factory: pytest.TempPathFactory) -> World:
     return World(tmp, project, shot, version, note, attachment, user, str(png))
 
 
-@pytest.fixture(scope="module")
-def cache(site: Site, world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def cache(request: pytest.FixtureRequest, site: Site, world: World,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
     tmp = tmp_path_factory.mktemp("surface-cache")
-    # No event watcher: only write-through may bring the caller's writes into the cache.
-    c = start_cache(site, f"sqlite:///{tmp / 'cache.sqlite'}", tmp, "--no-sync")
-    yield c
-    c.stop()
+    for db_url in new_db_url(request.param, tmp):
+        # No event watcher: only write-through may bring the caller's writes into the cache.
+        c = start_cache(site, db_url, tmp, "--no-sync")
+        yield c
+        c.stop()
 
 
 def site_settings(site: Site, **kw: Any) -> dict[str, Any]:
