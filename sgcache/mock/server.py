@@ -74,6 +74,7 @@ class MockServer:
             Route("/upload/upload_file", self.upload_file, methods=["POST"]),
             Route("/upload/publish_thumbnail", self.publish_thumbnail, methods=["POST"]),
             Route("/upload/share_thumbnail", self.share_thumbnail, methods=["POST"]),
+            Route("/upload/get_thumbnail_url", self.thumbnail_url, methods=["GET"]),
             Route("/upload/api_get_upload_link_info", self.upload_link_info, methods=["POST"]),
             Route("/upload/api_get_upload_link_for_part", self.upload_part_link, methods=["POST"]),
             Route("/upload/api_complete_multipart_upload", self.complete_multipart, methods=["POST"]),
@@ -253,6 +254,12 @@ class MockServer:
                 request.path_params["upload_id"], part, request.query_params.get("X-Amz-Signature", ""),
                 data, request.headers.get("content-type"))
         return Response(body, status_code=status, headers=headers)
+
+    async def thumbnail_url(self, request: Request) -> Response:
+        q = request.query_params
+        with self.site.store.lock:
+            self.site.thumbnails.settle()
+            return PlainTextResponse(self.site.thumbnails.url_of(q.get("entity_type", ""), q.get("entity_id", "")))
 
     async def transient_image(self, request: Request) -> Response:
         return Response(PENDING_PNG, media_type="image/png")

@@ -89,6 +89,17 @@ class Thumbnails:
                                 rec.get("project") if isinstance(rec.get("project"), dict) else None,
                                 old=absolute(old) if isinstance(old, str) else old, new=absolute(value))
 
+    # -- /upload/get_thumbnail_url (clients of sites older than 3.3) ---------------------------
+    def url_of(self, etype: str, eid: str) -> str:
+        """The two-line answer: ``1`` and the image's path, or ``0`` and why not."""
+        rec = self.store.get_active(etype, int(eid)) if etype in self.store.schema and eid.isdigit() else None
+        if rec is None:
+            return f"0\nno such entity {etype} {eid}\n"
+        path = rec.get("image")
+        if not isinstance(path, str):
+            return f"0\n{etype} {eid} has no thumbnail\n"
+        return f"1\n{path}\n"
+
     # -- /upload/share_thumbnail -----------------------------------------------------------
     def share(self, actor: Actor, fields: dict[str, str]) -> str:
         """Point several entities at the source entity's thumbnail; the form reply text."""

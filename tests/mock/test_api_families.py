@@ -263,6 +263,18 @@ def test_thumbnail_is_pending_until_processed(sg: Any, settings: Any, shot: dict
     assert sg.find_one("Version", [["id", "is", version["id"]]], ["image"])["image"] == ready
 
 
+def test_thumbnail_url_lookup_of_old_clients(studio_site: MockProcess, sg: Any, shot: dict[str, Any],
+                                              png: str) -> None:
+    def lookup(etype: str, eid: int) -> list[str]:
+        url = f"{studio_site.url}/upload/get_thumbnail_url?entity_type={etype}&entity_id={eid}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode().splitlines()
+    assert lookup("Shot", shot["id"])[0] == "0"
+    sg.upload_thumbnail("Shot", shot["id"], png)
+    code, path = lookup("Shot", shot["id"])
+    assert code == "1" and sg.find_one("Shot", [["id", "is", shot["id"]]], ["image"])["image"].endswith(path)
+
+
 def test_filmstrip_upload_sets_filmstrip_image_and_clearing_the_image_clears_both(sg: Any, png: str) -> None:
     v = sg.create("Version", {"code": "fam_strip", "project": {"type": "Project", "id": 1}})
     sg.upload_filmstrip_thumbnail("Version", v["id"], png)
