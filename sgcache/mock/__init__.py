@@ -30,7 +30,8 @@ The public port speaks api3: ``POST /api3/json`` (also under a base path),
 ``/upload/upload_file``, ``/upload/publish_thumbnail``, ``/upload/share_thumbnail``,
 the direct-to-storage endpoints (``/upload/api_get_upload_link_info``,
 ``…_for_part``, ``…complete_multipart_upload``, ``/upload/api_link_file``) and the
-storage they point at (``PUT /storage/<id>``), ``/file_serve/attachment/<id>``,
+storage they point at (``PUT /storage/<id>``), ``/upload/get_thumbnail_url``,
+``/file_serve/attachment/<id>``,
 ``/thumbnail/<id>`` and the pending-thumbnail image under ``/images/status/transient/``.
 Every method of the ``shotgun_api3`` client is answered or refused with the site's error
 (docs/api3-methods.md). The admin port listens on 127.0.0.1 only:
