@@ -1,8 +1,8 @@
 """Shadow verification finds a wrong local answer, quarantines its shape, and lets it go when repaired.
 
-The cache runs in-process (the ASGI app on the real mock site over loopback) so the test
-decides when the queued shadow calls run (`Shadow.drain`): between a local answer and
-its shadow call the test can corrupt a row or edit the site, with no timing involved.
+The cache runs in-process (tests/support/app_in_process.py) so the test decides when the
+queued shadow calls run: between a local answer and its shadow call it can corrupt a
+row or edit the site, with no timing involved.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from sgcache.config import load_config
-from sgcache.runtime import CacheService
-from sgcache.serve.app import create_app
 from sgcache.serve.shadow import TokenBucket, compare
 from sgcache.store.quarantine import shape_key, shape_of
 from sgcache.store.tables import ACTIVE, Store, make_engine
 
 from ..e2e.harness import Site, sgcache
+from ..support.app_in_process import Cache, by_id
 from .conftest import prime
 
 
@@ -43,57 +41,6 @@ def store(env: dict[str, str], db_url: str) -> Iterator[Store]:
     assert schema is not None
     yield Store(engine, schema)
     engine.dispose()
-
-
-class Cache:
-    """The serving app in this process, its shadow started but its queue run by the test."""
-
-    def __init__(self, site: Site, env: dict[str, str], **settings: Any) -> None:
-        self.site = site
-        self.config = load_config(env=env).replace(**{"shadow_rate": 1.0, "shadow_budget": 1000.0, **settings})
-
-    async def __aenter__(self) -> "Cache":
-        self.svc = await CacheService.open(self.config, create=False)
-        self.app = create_app(self.svc)
-        self.shadow = self.app.state.shadow
-        await self.shadow.start()
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://cache")
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.http.aclose()
-        await self.svc.aclose()
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"script_name": self.site.script_name, "script_key": self.site.script_key}
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any:
-        r = await self.http.post("/api3/json", content=json.dumps({"method_name": method,
-                                                                    "params": [self.auth, params]}))
-        body = r.json()
-        assert "exception" not in body, body
-        return body["results"]
-
-    async def metric(self, name: str, **labels: str) -> float:
-        text = (await self.http.get("/metrics")).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    async def served(self) -> float:
-        return await self.metric("sgcache_requests_total", outcome="served")
-
-    async def status(self) -> dict[str, Any]:
-        return (await self.http.get("/status.json")).json()["shadow"]
-
-
-def by_id(shot: int, fields: list[str]) -> dict[str, Any]:
-    return {"type": "Shot", "return_fields": fields, "return_only": "active",
-            "filters": {"logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [shot]}]},
-            "paging": {"entities_per_page": 500, "current_page": 1}}
 
 
 def active_shots(store: Store) -> list[int]:

@@ -1,4 +1,4 @@
-"""The soak with every local answer shadowed (issue 17): differences are lag, never mismatches.
+"""Shadow verification against a syncing cache (issue 17): differences are lag, never mismatches.
 
 Random writes on a site whose event commits arrive late and out of order, the serving
 cache SIGKILLed and restarted now and then, and a client reading what is being written
@@ -9,6 +9,7 @@ may be recorded (`_sgcache_shadow` lives in the database, so it survives the kil
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -25,8 +26,10 @@ from sgcache.store.quarantine import shadow_table
 from sgcache.store.tables import make_engine
 from tests.support.procs import MockProcess
 
+from tests.support.app_in_process import Cache, by_id
+
 from .conftest import make_cache
-from .support import CacheEnv
+from .support import NOEVENTS, CacheEnv
 from .test_gaps_and_crashes import DELAY, Writer
 
 SOAK_WRITES = int(os.environ.get("SGCACHE_SOAK_WRITES", "200"))
@@ -107,3 +110,28 @@ def test_soak_with_every_answer_shadowed_finds_lag_and_no_mismatch(faulty: MockP
     assert st["results"]["mismatch"] == 0 and st["quarantined"] == []
     assert results["lag"] > 0, results  # the cache was behind, and that was seen as lag
     assert results["match"] > 0, results  # and, caught up, the same reads agree
+
+
+def test_a_write_by_a_script_with_events_off_is_lag(mock: MockProcess, cache: CacheEnv) -> None:
+    """No event names the change (trap 3): the site's newer `updated_at` says it is lag, and
+    so does the cache's own row, once an interval scan has brought it before the shadow call."""
+    cache.start("events")
+    cache.ctrl("poll")  # an event position, as every syncing cache has
+    bot = mock.sg(script_name=NOEVENTS[0], api_key=NOEVENTS[1])
+    shot = mock.sg().find("Shot", [], ["id"], order=[{"field_name": "id", "direction": "asc"}])[2]["id"]
+
+    async def go() -> None:
+        async with Cache(mock, cache.env) as c:
+            await c.call("read", by_id(shot, ["code", "description"]))
+            bot.update("Shot", shot, {"description": "written by a script with events off"})
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="lag") == 1
+
+            await c.call("read", by_id(shot, ["description"]))
+            bot.update("Shot", shot, {"description": "and again"})
+            cache.ctrl("scan")  # the interval scan brings it in before the shadow call
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="lag") == 2
+            assert await c.metric("sgcache_shadow_total", result="mismatch") == 0
+            assert c.shadow.quarantine == {}
+    asyncio.run(go())
