@@ -200,7 +200,10 @@ def prepare_cache(mock: common.Mock, args: argparse.Namespace, work: Path) -> tu
     reuse = (not args.rescan and args.db_url is None and marker.exists()
              and json.loads(marker.read_text())["key"] == key)
     if reuse:
-        scan = json.loads(marker.read_text())["scan"]
+        primed = json.loads(marker.read_text())
+        # The same saved site, on a new port: the cache records its site's URL.
+        env["SGCACHE_SITE_MOVED_FROM"] = primed.get("site", "")
+        scan = primed["scan"]
         scan["reused"] = True
         return env, scan
     if args.db_url is None and data_dir.exists():
@@ -212,7 +215,7 @@ def prepare_cache(mock: common.Mock, args: argparse.Namespace, work: Path) -> tu
           flush=True)
     scan = common.full_scan(env)
     scan["types"] = "all" if args.all_types else RULES
-    marker.write_text(json.dumps({"key": key, "scan": scan}), encoding="utf-8")
+    marker.write_text(json.dumps({"key": key, "scan": scan, "site": mock.url}), encoding="utf-8")
     scan["reused"] = False
     return env, scan
 

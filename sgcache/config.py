@@ -26,6 +26,7 @@ class Config:
     db_url: str = ""  # default: SQLite in data_dir
     schema: str = ""  # path of the chosen (filtered) schema JSON; empty = whole site
     rules: str = ""  # optional rules file applied to the site schema
+    site_moved_from: str = ""  # the site's former URL: a cache made there is re-recorded at shotgun_url
     host: str = "127.0.0.1"
     port: int = 8010
     upstream_timeout: float = 30.0

@@ -124,11 +124,18 @@ class CacheService:
                 store.set_state(conn, SITE_KEY, ours)
                 log.info("recorded %s as this cache's site", ours)
                 return
-        if recorded != ours:
-            raise RuntimeError(
-                f"this cache database mirrors {recorded}, but SGCACHE_SHOTGUN_URL is {ours}: point "
-                f"SGCACHE_DB_URL (or SGCACHE_DATA_DIR) at the cache of {ours}, or, to reuse this "
-                "database for the new site, drop it (delete the SQLite file) and run `sgcache scan --full`")
+        if recorded == ours:
+            return
+        if config.site_moved_from and site_identity(config.site_moved_from) == recorded:
+            with store.engine.begin() as conn:  # the same site at a new address, as the operator says
+                store.set_state(conn, SITE_KEY, ours)
+            log.warning("this cache's site moved from %s to %s", recorded, ours)
+            return
+        raise RuntimeError(
+            f"this cache database mirrors {recorded}, but SGCACHE_SHOTGUN_URL is {ours}: point "
+            f"SGCACHE_DB_URL (or SGCACHE_DATA_DIR) at the cache of {ours}; or, if it is the same site "
+            f"at a new address, set SGCACHE_SITE_MOVED_FROM={recorded} once; or, to reuse this database "
+            "for another site, drop it (delete the SQLite file) and run `sgcache scan --full`")
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

@@ -54,6 +54,13 @@ def test_a_cache_refuses_to_serve_another_site(backend: str, db_url: str, tmp_pa
     msg = str(err.value)
     assert site in msg and other in msg and "sgcache scan --full" in msg
 
+    # The same site at a new address: the operator says where it was, once.
+    moved = config_for(db_url, other, tmp_path).replace(site_moved_from=site + "/")
+    open_close(moved)
+    open_close(config_for(db_url, other, tmp_path))
+    with pytest.raises(RuntimeError):
+        open_close(config_for(db_url, site, tmp_path))
+
 
 def test_fields_table_records_only_what_is_read(backend: str, db_url: str, tmp_path: Path) -> None:
     """`exposed` was always true and never read: gone, and dropped from older databases."""
