@@ -14,8 +14,9 @@ export them. The relations (`relations.py`) and summaries (`summarize.py`) live 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection
 
 from ..protocol import errors
 from ..store.field_types import (
+    WITHHELD,
     BoolField,
     EntityField,
     FieldType,
@@ -46,7 +48,7 @@ from ..store.tables import ACTIVE, Store
 from .filters import Condition, FieldPath, Group, parse_filters, resolve_path
 from .names import name_field
 from .passthrough import Passthrough
-from .relations import SORTABLE, Ctx, builder_for
+from .relations import SORTABLE, Ctx, builder_for, check_values
 
 #: Read params the engine understands; any other key makes it pass the read through.
 KNOWN_PARAMS = frozenset({
@@ -57,6 +59,108 @@ KNOWN_PARAMS = frozenset({
 MAX_PAGE = 5000
 #: Read plans kept per engine (one per type + return fields + sorts asked for).
 MAX_PLANS = 2000
+
+# Bounds on what one request may make the planner build. Beyond them the request is passed
+# through (not refused: the site decides): without them a valid caller could make a plan,
+# and the caches below, as large as it liked (a 10,000-hop return field kept 1.6 GB).
+#: Links one path may follow (`entity.Shot.sg_sequence.Sequence.code` follows 2).
+MAX_HOPS = 6
+#: Return fields, summaries plus groupings, and sorts per request.
+MAX_FIELDS = 1000
+MAX_SORTS = 32
+#: Conditions and groups in one filter tree; values of all its conditions.
+MAX_CONDITIONS = 1000
+MAX_VALUES = 30_000  # SQLite binds at most 32,766 parameters per statement
+#: Table aliases in one statement (SQLite joins at most 64 tables in one FROM).
+MAX_ALIASES = 256
+SQLITE_MAX_JOIN = 64
+# The caches are bounded in columns: an alias copies every column of its table (~2 KB each),
+# and a plan holds the aliases it joins; the least recently used go first.
+ALIAS_CACHE_COLUMNS = 20_000
+PLAN_CACHE_COLUMNS = 100_000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LRU(Generic[K, V]):
+    """A thread-safe mapping bounded in entries and in total weight, least recently used
+    evicted first. Every cache the engine keys by what requests ask for is one of these:
+    an unbounded dict keyed by callers' input is memory a caller can take and keep."""
+
+    def __init__(self, max_items: int, max_weight: int) -> None:
+        self.max_items = max_items
+        self.max_weight = max_weight
+        self.weight = 0
+        self._d: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is None:
+                return None
+            self._d.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: K, value: V, weight: int = 1) -> None:
+        """Keep `value` (a value heavier than the whole budget is not kept)."""
+        if weight > self.max_weight:
+            return
+        with self._lock:
+            old = self._d.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            self._d[key] = (value, weight)
+            self.weight += weight
+            while len(self._d) > self.max_items or self.weight > self.max_weight:
+                _k, (_v, w) = self._d.popitem(last=False)
+                self.weight -= w
+
+
+def _too_long(path: Any) -> bool:
+    return isinstance(path, str) and path.count(".") > 2 * MAX_HOPS
+
+
+def _check_filter_size(filters: Any) -> None:
+    """Passthrough for a filter tree beyond MAX_CONDITIONS / MAX_VALUES / MAX_HOPS, read
+    before parsing it (iteratively: the parser itself faults on too deep a tree)."""
+    groups, nodes, values = [filters], 0, 0
+    while groups:
+        g = groups.pop()
+        conds = g if isinstance(g, list) else g.get("conditions") if isinstance(g, dict) else None
+        if not isinstance(conds, list):
+            continue  # malformed: the parser faults, the site decides
+        nodes += 1 + len(conds)
+        for c in conds:
+            if isinstance(c, dict) and "conditions" in c:
+                groups.append(c)
+                continue
+            if isinstance(c, dict):
+                path, vals = c.get("path"), c.get("values")
+            elif isinstance(c, list) and c:
+                path, vals = c[0], c[2:]
+                if len(vals) == 1 and isinstance(vals[0], list):
+                    vals = vals[0]
+            else:
+                continue
+            if _too_long(path):
+                raise Passthrough(f"filter path through more than {MAX_HOPS} links: the site decides")
+            values += len(vals) if isinstance(vals, list) else 1
+        if nodes > MAX_CONDITIONS or values > MAX_VALUES:
+            raise Passthrough(f"filters over {MAX_CONDITIONS} conditions or {MAX_VALUES} values: "
+                              "the site decides")
+
+
+def _check_paths(what: str, paths: list[Any], limit: int) -> None:
+    """Passthrough for more than `limit` paths, or a path through more than MAX_HOPS links."""
+    if len(paths) > limit:
+        raise Passthrough(f"more than {limit} {what}: the site decides")
+    if any(_too_long(p) for p in paths):
+        raise Passthrough(f"{what} through more than {MAX_HOPS} links: the site decides")
 
 @dataclass
 class _LinkCols:
@@ -217,22 +321,27 @@ class ReadEngine:
         self.schema = store.schema
         self._is_ready = is_ready or (lambda t, f: True)
         # Aliases are reused across requests: building one copies every column of the
-        # table, which costs more than running a typical query. Numbered per request.
-        self._aliases: dict[tuple[str, int], Any] = {}
+        # table, which costs more than running a typical query. Numbered per statement
+        # (at most MAX_ALIASES), so keys are few; both caches are bounded (see _LRU).
+        self._aliases: _LRU[tuple[str, int], Any] = _LRU(MAX_ALIASES * 8, ALIAS_CACHE_COLUMNS)
         self._local = threading.local()
-        self._plans: dict[Any, _Plan] = {}
-        self._plans_lock = threading.Lock()
+        self._plans: _LRU[Any, _Plan] = _LRU(MAX_PLANS, PLAN_CACHE_COLUMNS)
 
     def alias(self, etype: str, fresh: bool = False) -> Any:
         """The next alias of `etype`'s table for the statement being built (fresh=True: a
-        new request starts, numbering from 0)."""
+        new request starts, numbering from 0); Passthrough beyond MAX_ALIASES."""
         n = 0 if fresh else getattr(self._local, "n", 0) + 1
+        if n >= MAX_ALIASES:
+            raise Passthrough(f"more than {MAX_ALIASES} joins in one statement: the site decides")
         self._local.n = n
         a = self._aliases.get((etype, n))
         if a is None:
-            a = self.store[etype].table.alias(f"t{n}")
+            table = self.store[etype].table
+            a = table.alias(f"t{n}")
             a.c  # build the column proxies before another thread can see the alias
-            self._aliases[(etype, n)] = a
+            self._aliases.put((etype, n), a, len(table.columns))
+        # columns held by the statement's aliases: the weight of a plan in the plan cache
+        self._local.columns = (0 if fresh else getattr(self._local, "columns", 0)) + len(a.c)
         return a
 
     # -- entry point -------------------------------------------------------------
@@ -246,6 +355,12 @@ class ReadEngine:
         etype = params.get("type")
         if not isinstance(etype, str) or etype not in self.store:
             raise Passthrough(f"uncached entity type {etype!r}")
+        if params.get("filters"):
+            _check_filter_size(params["filters"])
+        specs = [s for k in ("summaries", "grouping") if isinstance(params.get(k), list) for s in params[k]]
+        if specs:
+            _check_paths("summaries and groupings", [s.get("field") if isinstance(s, dict) else None
+                                                     for s in specs], MAX_FIELDS)
         return etype
 
     def _request(self, params: Any) -> "_Request":
@@ -342,12 +457,11 @@ class ReadEngine:
                 order.append(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
         order.append(root.c.id.asc())
         id_label = q.label(root.c.id)
+        if self.store.dialect == "sqlite" and self._local.n >= SQLITE_MAX_JOIN:
+            raise Passthrough(f"more than {SQLITE_MAX_JOIN} tables in one join on SQLite: the site decides")
         plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n, q.multi)
         if key is not None:
-            with self._plans_lock:
-                if len(self._plans) >= MAX_PLANS:
-                    self._plans.pop(next(iter(self._plans)))
-                self._plans[key] = plan
+            self._plans.put(key, plan, self._local.columns + len(q.columns))
         return plan
 
     def is_point_read(self, params: Any) -> bool:
@@ -400,6 +514,7 @@ class ReadEngine:
             fields = ["id"]
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise Passthrough("return_fields not a list of strings")
+        _check_paths("return fields", fields, MAX_FIELDS)
         out = []
         for f in dict.fromkeys(fields):
             if f in ("type", "id"):
@@ -412,6 +527,8 @@ class ReadEngine:
             return []
         if not isinstance(sorts, list):
             raise Passthrough("sorts not a list")
+        _check_paths("sorts", [s.get("field_name", s.get("column")) if isinstance(s, dict) else None
+                               for s in sorts], MAX_SORTS)
         out = []
         for s in sorts:
             if not isinstance(s, dict):
@@ -489,6 +606,7 @@ class ReadEngine:
         build = builder_for(ft, cond.relation)
         if build is None:
             raise Passthrough(f"relation {cond.relation} on {path.field.data_type} is not answered locally")
+        check_values(cond.values)
         if isinstance(ft, (EntityField, MultiEntityField)):
             self._targets(ft)
 
@@ -683,7 +801,10 @@ class ReadEngine:
         def render(row: Any, ent: dict[str, Any], name: str, jobs: list[Any]) -> Any:
             if present is not None and row[present] is None:
                 return None
-            return ft.from_db({c: row[lbl] for c, lbl in labels.items()})
+            value = ft.from_db({c: row[lbl] for c, lbl in labels.items()})
+            if value is WITHHELD:  # e.g. the meta of a script key's change: the site answers
+                raise Passthrough(f"{ft.fs.entity_type}.{ft.name} withheld from the cache")
+            return value
         return render
 
     def _plan_link(self, q: _Query, table: Any, ft: EntityField, present: str | None) -> Callable[..., Any]:
@@ -726,6 +847,7 @@ class ReadEngine:
             cols = [a.c.parent_id, a.c.child_type, a.c.child_id]
             frm: Any = a
             per_type = []
+            self._local.n = 0  # a statement of its own: its aliases are numbered from t1
             for t in self._targets(ft):
                 tgt = self.alias(t)
                 frm = frm.outerjoin(tgt, and_(a.c.child_type == t, a.c.child_id == tgt.c.id))

@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 from sqlalchemy import (
     ColumnElement,
+    LargeBinary,
     and_,
+    cast,
     exists,
     false,
     func,
@@ -56,6 +58,10 @@ class Ctx:
         name = "id" if self.ft.name == "id" else self.ft.name + suffix
         return self.table.c[name]
 
+    @property
+    def sqlite(self) -> bool:
+        return bool(self.engine.store.dialect == "sqlite")
+
 
 Builder = Callable[[Ctx, tuple[Any, ...]], ColumnElement[bool]]
 _REGISTRY: dict[tuple[type[FieldType], str], Builder] = {}
@@ -85,6 +91,16 @@ SORTABLE = (TextField, StringField, BoolField, EntityField, IntField, FloatField
 
 def builder_for(ft: FieldType, relation: str) -> Builder | None:
     return _REGISTRY.get((type(ft), relation))
+
+
+def check_values(values: tuple[Any, ...]) -> None:
+    """Passthrough for filter text holding NUL, whatever the relation and field type.
+
+    No store compares it as the site does: PostgreSQL cannot bind it at all, and SQLite's
+    LIKE reads a pattern only up to its first NUL (`contains "\0"` matched every row).
+    """
+    if any(isinstance(v, str) and "\0" in v for v in values):
+        raise Passthrough("filter text holding NUL: the site decides")
 
 
 # -- scalars ---------------------------------------------------------------------
@@ -187,15 +203,24 @@ def _b_is_not(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
 
 # -- text -------------------------------------------------------------------------
 
-def like(col: Any, s: str, kind: str) -> ColumnElement[bool]:
+def like(ctx: Ctx, col: Any, s: str, kind: str) -> ColumnElement[bool]:
     """`col` (already folded) contains / starts with / ends with / equals folded `s`.
 
     An empty needle matches everything, null included: the site treats null text as "".
+    On SQLite not with LIKE, which reads a value only up to its first NUL (a stored
+    `zz\0tail` did not end with `tail`): instr() and byte comparisons read it whole, and a
+    byte prefix or suffix of UTF-8 text is a character prefix or suffix.
     """
     if kind == "is":
         return func.coalesce(col, "") == s
     if s == "":
         return true()
+    if ctx.sqlite:
+        if kind == "contains":
+            return func.instr(col, s) > 0
+        b = s.encode("utf-8")
+        start = 1 if kind == "starts_with" else -len(b)
+        return func.substr(cast(col, LargeBinary), start, len(b)) == literal(b, LargeBinary)
     if kind == "contains":
         return col.contains(s, autoescape=True)
     if kind == "starts_with":
@@ -206,7 +231,7 @@ def like(col: Any, s: str, kind: str) -> ColumnElement[bool]:
 for _rel in ("contains", "starts_with", "ends_with"):
     def _make(rel: str) -> Builder:
         def build(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
-            return like(ctx.col("__ci"), fold(values[0] or ""), rel)
+            return like(ctx, ctx.col("__ci"), fold(values[0] or ""), rel)
         return build
     _REGISTRY[(TextField, _rel)] = _make(_rel)
 
@@ -216,7 +241,7 @@ def _not_contains(ctx: Ctx, values: tuple[Any, ...]) -> ColumnElement[bool]:
     c, s = ctx.col("__ci"), fold(values[0] or "")
     if s == "":
         return false()
-    return or_(c.is_(None), not_(like(c, s, "contains")))
+    return or_(c.is_(None), not_(like(ctx, c, s, "contains")))
 
 
 # -- tag lists: "is" means has the tag; names compare folded -------------------------
@@ -236,8 +261,8 @@ def _tag_has(ctx: Ctx, v: Any, exact: bool) -> ColumnElement[bool]:
     c = ctx.col("__ci")
     s = fold(v or "")
     if exact:
-        return and_(c.is_not(None), c.contains(TAG_SEP + s + TAG_SEP, autoescape=True))
-    return and_(c.is_not(None), like(c, s, "contains"))
+        return and_(c.is_not(None), like(ctx, c, TAG_SEP + s + TAG_SEP, "contains"))
+    return and_(c.is_not(None), like(ctx, c, s, "contains"))
 
 
 @register((TagListField,), "is")
@@ -326,7 +351,7 @@ def _name_match(ctx: Ctx, values: tuple[Any, ...], kind: str) -> ColumnElement[b
         col = ctx.engine.name_ci(t, child)
         if col is None:  # a type without a name field: its links are named ""
             return true() if s == "" else false()
-        return like(func.coalesce(col, ""), s, kind)
+        return like(ctx, func.coalesce(col, ""), s, kind)
     return _any_link(ctx, pred)
 
 

@@ -27,9 +27,10 @@ from sqlalchemy.sql.type_api import TypeEngine
 from ..schema import FieldSchema
 
 #: Bumped whenever a class below changes its columns or their contents (2: casefold instead
-#: of lower; `__ci` shadows on short codes and tag lists; 3: secrets never stored). A database
-#: written under another layout is refused at open (CacheService.open) and must be rebuilt.
-LAYOUT_VERSION = 3
+#: of lower; `__ci` shadows on short codes and tag lists; 3: secrets never stored; 4: nor inside
+#: EventLogEntry.meta). A database written under another layout is refused at open
+#: (CacheService.open) and must be rebuilt.
+LAYOUT_VERSION = 4
 
 
 def fold(value: str) -> str:
@@ -182,6 +183,41 @@ class JsonField(FieldType):
         return json.loads(v) if v is not None else None
 
 
+#: Stored in place of an EventLogEntry.meta the cache refuses to hold (json.dumps never
+#: writes text starting with "!"); read back as WITHHELD.
+WITHHELD_TEXT = "!withheld"
+
+
+class _Withheld:
+    def __repr__(self) -> str:
+        return "WITHHELD"
+
+
+#: What `from_db` returns for a value the cache does not hold: the read engine passes the
+#: read through, so the site answers it (with its own permission checks).
+WITHHELD = _Withheld()
+
+
+class EventMetaField(JsonField):
+    """EventLogEntry.meta, withheld when the event changed a field the cache refuses to hold.
+
+    Such a meta carries the field's values (`old_value`/`new_value`: when a script's key
+    changes, the new key): whatever `field_type` keeps out of the cache as a field is kept
+    out of the event log too. The whole meta is withheld, not just the values, since the
+    site may put them in other keys too; reads of it go to the site.
+    """
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        if refuses_meta(value):
+            return {self.name: WITHHELD_TEXT}
+        return super().to_db(value)
+
+    def from_db(self, row: Any) -> Any:
+        if row[self.name] == WITHHELD_TEXT:
+            return WITHHELD
+        return super().from_db(row)
+
+
 class TagListField(JsonField):
     """Tag names as JSON, plus `<field>__ci`: the folded names joined by TAG_SEP, framed by it
     (`\x1fhero\x1fvfx\x1f`), so "has tag" and "a tag contains" are one LIKE; NULL when empty."""
@@ -269,4 +305,19 @@ def field_type(fs: FieldSchema) -> FieldType:
     """The storage class for a field; unknown data types and secrets are never cached."""
     if (fs.entity_type, fs.name) in SECRET_FIELDS:
         return UncachedField(fs)
+    if (fs.entity_type, fs.name) == ("EventLogEntry", "meta") and fs.data_type == "serializable":
+        return EventMetaField(fs)
     return _BY_TYPE.get(fs.data_type, UncachedField)(fs)
+
+
+def refuses_meta(meta: Any) -> bool:
+    """Whether an event's meta is about a field `field_type` refuses to cache (by the field's
+    type and name as the meta states them; with no type stated, by name alone)."""
+    if not isinstance(meta, dict):
+        return False
+    etype, attr, dt = meta.get("entity_type"), meta.get("attribute_name"), meta.get("field_data_type")
+    if not isinstance(etype, str) or not isinstance(attr, str):
+        return False
+    if not isinstance(dt, str):
+        return (etype, attr) in SECRET_FIELDS
+    return not field_type(FieldSchema(etype, attr, dt)).cacheable
