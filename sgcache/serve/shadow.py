@@ -56,6 +56,8 @@ log = logging.getLogger("sgcache.shadow")
 ET = "EventLogEntry"
 #: Samples waiting for their shadow call, at most (more are dropped, never waited for).
 QUEUE_SIZE = 64
+#: A sample holds the request and the answer until its shadow call: bigger ones are not taken.
+MAX_SAMPLE_BYTES = 4_000_000
 #: Seconds between reads of the quarantine list and the cache's event position.
 REFRESH_EVERY = 2.0
 #: Events read per page, and pages at most, to explain a difference as lag. A cache
@@ -302,6 +304,8 @@ class Shadow:
             return self._skip("site_down")
         if self.queue.full():
             return self._skip("queue_full")
+        if len(body) + len(answer) > MAX_SAMPLE_BYTES:
+            return self._skip("too_big")
         if not self.budget.try_take():
             return self._skip("budget")
         caller, sudo = caller_of(auth if isinstance(auth, Mapping) else None)
