@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..protocol import errors
 from ..protocol.values import utcnow
-from .filters import Clause, Node, Path, parse, resolve
+from .filters import TIME_RELATIONS, Clause, Node, Path, parse, resolve
 from .names import display_field
 from .store import Store
 
@@ -70,8 +70,6 @@ NUMERIC = frozenset({"number", "float", "currency", "percent", "duration", "time
 TEMPORAL = frozenset({"date", "date_time"})
 MULTI = frozenset({"multi_entity", "addressing"})
 UNREADABLE = frozenset({"pivot_column", "summary", "calculated", "query"})
-TIME_RELATIONS = frozenset({"in_last", "not_in_last", "in_next", "not_in_next", "in_calendar_day",
-                            "in_calendar_week", "in_calendar_month", "in_calendar_year"})
 
 
 def fold(v: Any) -> Any:
