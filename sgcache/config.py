@@ -43,6 +43,14 @@ class Config:
     log_json: bool = False
     max_body_bytes: int = 50_000_000  # larger api3 bodies get a Fault (uploads are streamed, no limit)
     max_json_depth: int = 64  # api3 bodies nested deeper go to the site as sent, unread by the engine
+    # Connections to the site, one bounded pool per kind of traffic, so callers' traffic
+    # never makes the cache's own calls wait (see sgcache/upstream/lanes.py).
+    upstream_own_connections: int = 20  # the cache's own calls: events, scans, refresh, probes
+    upstream_auth_connections: int = 20  # verifying callers' credentials
+    upstream_passthrough_connections: int = 64  # callers' passthrough: api3 calls, uploads, downloads
+    passthrough_per_client: int = 16  # passthrough calls one client address may have at once (0: no limit)
+    transfer_timeout: float = 30.0  # seconds an upload/download passthrough may take, plus 1 s ...
+    transfer_min_rate: int = 1024  # ... per this many bytes moved (a caller trickling a body is cut off)
     shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare
     shadow_budget: float = 2.0  # most shadow calls per second to the site (per host; split between workers)
     # api3 request intake (sgcache/serve/intake.py): the memory and CPU a caller can make the cache spend.

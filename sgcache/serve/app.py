@@ -22,7 +22,6 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Route
 
@@ -41,15 +40,13 @@ from ..upstream import (
 from .auth import AuthVerifier, identity
 from .intake import Intake
 from .metrics import Metrics
+from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
 from .shadow import Shadow
 from .permissions import Permissions, load_policy, unprimed_types
 from .status import Monitor
 from .upload_writes import UploadWrite
 
 log = logging.getLogger("sgcache.http")
-
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 
 
 #: Seconds the site's `info` answer is reused.
@@ -87,18 +84,27 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     permissions = Permissions(load_policy(config.permissions), lambda: service.store, ttl=config.permissions_ttl,
                               unprimed=lambda: unprimed_types(service))
 
+    slots = ClientSlots(config.passthrough_per_client)
+
     async def forward(body: bytes, method: str, request: Request) -> Response:
+        """The caller's api3 call sent on as-is (passthrough lane, a slot of the caller's
+        address held meanwhile); the answer, Set-Cookie included, goes back to this caller only."""
+        who = client_key(request)
+        if not slots.take(who):
+            return _fault(UpstreamUnavailable(slots.busy_message()))
         try:
             resp = await upstream.post_json(body, method, request.headers)
         except UpstreamUnavailable as e:
             return _fault(e)
+        finally:
+            slots.give(who)
         if resp.status_code in RETRY_STATUSES:
             # A clear Fault rather than a bare 502/503/504, which the client would turn
             # into a ProtocolError, or retry itself even for a create.
             return _fault(UpstreamUnavailable(unavailable_message(method, resp.status_code)))
-        headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS
-                   and k.lower() != "content-encoding"}
-        return Response(resp.content, status_code=resp.status_code, headers=headers)
+        out = Response(resp.content, status_code=resp.status_code)
+        out.raw_headers = [*site_headers(resp, decoded=True), *out.raw_headers]  # + content-length
+        return out
 
     async def verify_head(auth: dict[str, Any]) -> None:
         """A large body's credentials, checked before the cache keeps more of it."""
@@ -252,25 +258,39 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         return _json(out)
 
     async def raw_proxy(request: Request) -> Response:
-        """Stream /upload, /file_serve, thumbnails and other non-RPC paths to the site."""
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        """Stream /upload, /file_serve, thumbnails and other non-RPC paths to the site.
+
+        The whole transfer keeps to a `Pace` (config.transfer_timeout/transfer_min_rate)
+        and holds one of the caller's address's slots until its answer has been sent.
+        """
+        who = client_key(request)
+        if not slots.take(who):
+            return PlainTextResponse(f"0\n{slots.busy_message()}\n", status_code=503)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        pace = Pace(config.transfer_timeout, config.transfer_min_rate)
         upload = UploadWrite.of(request.method, request.url.path, request.headers.get("content-type", ""), on_write)
         try:
-            body = upload.tee(request.stream()) if upload else request.stream()
-            resp = await upstream.stream(request.method, request.url.path, headers=headers,
-                                         body=body, query=request.url.query)
+            async with pace.bound():
+                body = upload.tee(request.stream()) if upload else request.stream()
+                resp = await upstream.stream(request.method, request.url.path, headers=headers,
+                                             body=pace.count(body), query=request.url.query)
+        except TimeoutError:
+            slots.give(who)
+            log.info("%s %.200s: body too slow (%d bytes in %.0fs); cut off", request.method,
+                     request.url.path, pace.moved, pace.timeout)
+            return PlainTextResponse("0\nThe request body arrived too slowly; sgcache stopped waiting.\n",
+                                     status_code=408, headers={"connection": "close"})
         except UpstreamUnavailable as e:
+            slots.give(who)
             return PlainTextResponse(f"0\n{e.message}\n", status_code=502)
         except Exception as e:  # a malformed request httpx will not send: still no 500
+            slots.give(who)
             log.warning("could not pass %s %.200s through: %s", request.method, request.url.path,
                         type(e).__name__)
             return PlainTextResponse("0\nsgcache could not pass this request through.\n", status_code=400)
         if upload is not None:  # an upload's short answer: written through before it is sent
-            return await upload.finish(resp, lambda: None)
-        out_headers = {k: v for k, v in resp.headers.items()
-                       if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"}
-        return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
-                                 background=BackgroundTask(resp.aclose))
+            return await upload.finish(resp, lambda: slots.give(who))
+        return RelayResponse(resp, pace, lambda: slots.give(who))
 
     async def browser_redirect(request: Request) -> Response:
         site = config.public_shotgun_url.rstrip("/")  # the browser never sees a proxy's user:password@

@@ -3,6 +3,9 @@
 Unknown credentials are verified against the site once; the verdict is remembered
 for a short time keyed by a salted hash of the auth dict (never the secret itself).
 During a site outage, callers verified within the grace period keep cached reads.
+"Outage" is judged from the cache's own calls to the site (`Upstream.site_unreachable`),
+never from callers' traffic: otherwise anyone who can make passthrough calls time out
+could let a key revoked on the site read again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..protocol import errors
-from ..upstream import Upstream, UpstreamUnavailable
+from ..upstream import AUTH, Upstream, UpstreamUnavailable
 
 log = logging.getLogger("sgcache.auth")
 
@@ -123,7 +126,7 @@ class AuthVerifier:
             if not v.ok and now - v.at < self.refusal_ttl:
                 raise errors.auth_failed(v.message)
             if v.ok and now - v.at < self.grace and self.upstream.site_down:
-                return  # the site is down right now: don't wait for it to fail again
+                return  # the cache's own calls find the site down: don't wait for it again
         fut = self._inflight.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._verify(key, auth, entity_type, v))
@@ -133,6 +136,7 @@ class AuthVerifier:
 
     async def _verify(self, key: str, auth: Mapping[str, Any], entity_type: str, v: _Verdict | None) -> None:
         now = self._clock()
+        started = self.upstream.health.now()
         self.verifications += 1
         try:
             await self.upstream.call("read", {
@@ -140,13 +144,15 @@ class AuthVerifier:
                 "filters": {"logical_operator": "and", "conditions": [
                     {"path": "id", "relation": "is", "values": [0]}]},
                 "return_only": "active", "paging": {"entities_per_page": 1, "current_page": 1},
-                "return_paging_info_without_counts": False}, auth=auth)
+                "return_paging_info_without_counts": False}, auth=auth, lane=AUTH)
         except errors.AuthenticationFault as e:
             self._remember(key, _Verdict(False, now, e.message))
             log.info("site refused %s", identity(auth))
             raise
         except UpstreamUnavailable:
-            if v is not None and v.ok and now - v.at < self.grace:
+            # Grace only if the site is really unreachable: this call may have failed for
+            # want of a free connection, which callers can cause and the site cannot.
+            if v is not None and v.ok and now - v.at < self.grace and await self.upstream.site_unreachable(started):
                 log.warning("site unreachable; serving %s from a verification %.0fs old",
                             identity(auth), now - v.at)
                 return

@@ -153,7 +153,9 @@ def test_only_safe_methods_are_retried(site: Site, cache: Cache, faults: dict[st
         body = rpc(cache.url, method, auth, params).json()
         assert body["exception"] is True
         sent = site.stats()["requests"].get(method, 0)
-        assert sent == (3 if method in SAFE else 1), (method, sent)
+        # A read first re-verifies its caller once the verdict is past its TTL: a read of
+        # its own, retried the same way (callers' failures no longer mark the site down).
+        assert sent in ((3, 6) if method == "read" else (3,) if method in SAFE else (1,)), (method, sent)
 
 
 def test_cache_catches_up_when_the_site_returns(site: Site, cache: Cache) -> None:
