@@ -90,11 +90,13 @@ def test_schema_dump_filter_and_a_narrow_cache(site: Site, tmp_path: Path) -> No
     assert sgcache(env, "schema", "dump", "-o", str(dump)).returncode == 0
     assert "Shot" in json.loads(dump.read_text())["schema_read"]
     rules = tmp_path / "rules.txt"
-    rules.write_text("Shot\nSequence\nProject\nHumanUser\nApiUser\n!*.image\n")
+    # the callers' accounts and permission groups too: who may see what is read from them
+    rules.write_text("Shot\nSequence\nProject\nHumanUser\nApiUser\nPermissionRuleSet\n!*.image\n")
     chosen = tmp_path / "chosen.json"
     res = sgcache(env, "schema", "filter", "--rules", str(rules), "-i", str(dump), "-o", str(chosen))
     assert res.returncode == 0, res.stderr
-    assert set(json.loads(chosen.read_text())["schema_read"]) == {"Shot", "Sequence", "Project", "HumanUser", "ApiUser"}
+    assert set(json.loads(chosen.read_text())["schema_read"]) == {"Shot", "Sequence", "Project", "HumanUser", "ApiUser",
+                                                                  "PermissionRuleSet"}
     c = start_cache(site, f"sqlite:///{tmp_path / 'narrow.sqlite'}", tmp_path, "--no-sync",
                     SGCACHE_SCHEMA=str(chosen))
     try:
@@ -114,7 +116,8 @@ def test_types_without_a_completed_full_scan_are_passed_through(site: Site, tmp_
     """An empty or half-loaded table is not an answer: unprimed types go to the site."""
     from .harness import cache_env
     db = f"sqlite:///{tmp_path / 'partial.sqlite'}"
-    res = sgcache(cache_env(site, db, tmp_path), "scan", "--full", "--types", "Sequence,Project,HumanUser,ApiUser")
+    res = sgcache(cache_env(site, db, tmp_path), "scan", "--full", "--types",
+                 "Sequence,Project,HumanUser,ApiUser,PermissionRuleSet")
     assert res.returncode == 0, res.stderr
     c = start_cache(site, db, tmp_path, "--no-sync", scan=False)
     try:

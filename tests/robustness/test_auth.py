@@ -26,6 +26,9 @@ TTL = 3.0
 STALE_TOKEN = "5f4dcc3b5aa765d61d8327deb882cf99"
 BAD_KEY = "not-the-key-0b7e11c94a"
 READ_FROM_CACHE = ("Shot", [["code", "contains", "0"]], ["code", "sg_status_list"])
+#: Callers created here are not in the (unsynced) cache, so their permission group is
+#: unknown; the subject here is credentials: a site where every caller sees everything.
+EVERYONE_FULL = '{"*": "full"}'
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def user(site: Site) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cache(primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
     """DEBUG-level JSON logs; a TTL longer than the module takes."""
-    c = serve(primed, "--no-sync", debug=True, json_logs=True, auth_ttl=60)
+    c = serve(primed, "--no-sync", debug=True, json_logs=True, auth_ttl=60, permissions=EVERYONE_FULL)
     yield c
     c.stop()
 
@@ -50,7 +53,7 @@ def cache(primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
 @pytest.fixture(scope="module")
 def short_ttl_cache(primed: Primed, user: dict[str, Any]) -> Iterator[Cache]:
     """DEBUG-level plain logs; verdicts expire after TTL seconds."""
-    c = serve(primed, "--no-sync", debug=True, auth_ttl=TTL)
+    c = serve(primed, "--no-sync", debug=True, auth_ttl=TTL, permissions=EVERYONE_FULL)
     yield c
     c.stop()
 
