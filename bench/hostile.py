@@ -8,7 +8,8 @@ then runs two phases of `--duration` seconds each, side by side in one run:
    doing `find_one("Shot", [["id", "is", N]], fields)` in a closed loop, N random;
 2. **hostile**: the same honest clients while `--hostile` (300) connections attack from
    one process (at `nice 10`, so on a small machine the attacker's own CPU use does not
-   stand in for the server's handling of it):
+   stand in for the server's handling of it; the mock site, another machine in real
+   life, runs at `nice 10` too):
    - slow api3 bodies: `POST /api3/json` declaring 10 MB, one byte every 2 s;
    - slow uploads: `POST /upload/...` declaring 10 MB, one byte every 2 s;
    - large bodies: `--large-mb` (8) MB of `[{},{},…]`, no credentials or a wrong key
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     state = common.WORK / f"mock-{args.size}.pkl"
     print(f"mock site: {args.size} entities (state {state})", flush=True)
     mock = common.start_mock(state, size=args.size, log=work / "mock.log")
+    os.setpriority(os.PRIO_PROCESS, mock.proc.pid, 10)  # the site is another machine in real life
     server = None
     try:
         env = common.cache_env(mock, None, work, None)
