@@ -74,10 +74,13 @@ MAX_VALUES = 30_000  # SQLite binds at most 32,766 parameters per statement
 #: Table aliases in one statement (SQLite joins at most 64 tables in one FROM).
 MAX_ALIASES = 256
 SQLITE_MAX_JOIN = 64
-# The caches are bounded in columns: an alias copies every column of its table (~2 KB each),
-# and a plan holds the aliases it joins; the least recently used go first.
+# The caches are bounded in columns: an alias copies every column of its table, and a plan
+# or a compiled statement holds the aliases it joins (~2.5 KB a column all told); the least
+# recently used go first. At most ~250 MB between them, whatever callers ask.
 ALIAS_CACHE_COLUMNS = 20_000
-PLAN_CACHE_COLUMNS = 100_000
+PLAN_CACHE_COLUMNS = 40_000
+STATEMENT_CACHE_COLUMNS = 40_000
+STATEMENT_CACHE_ITEMS = 500  # SQLAlchemy's own default
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -119,6 +122,19 @@ class _LRU(Generic[K, V]):
             while len(self._d) > self.max_items or self.weight > self.max_weight:
                 _k, (_v, w) = self._d.popitem(last=False)
                 self.weight -= w
+
+
+class _StatementCache(_LRU[Any, Any]):
+    """SQLAlchemy's compiled-statement cache for the engine's reads (`compiled_cache`), bounded
+    like the others: the Engine's own keeps 500 statements of any size, each holding every
+    alias it joins. A statement weighs the alias columns of the one being executed."""
+
+    def __init__(self, local: threading.local) -> None:
+        super().__init__(STATEMENT_CACHE_ITEMS, STATEMENT_CACHE_COLUMNS)
+        self._local = local
+
+    def __setitem__(self, key: Any, compiled: Any) -> None:
+        self.put(key, compiled, getattr(self._local, "columns", 0) + 1)
 
 
 def _too_long(path: Any) -> bool:
@@ -184,6 +200,7 @@ class _Plan:
     n_aliases: int  # aliases t0..tn are the plan's; filters number theirs after
     multi: bool  # has multi-entity return fields (a second query per page)
     by_id: dict[tuple[str, bool], Any] = field(default_factory=dict)
+    weight: int = 0  # columns of its aliases and labels (its size in the plan cache)
 
 
 def _plan_key(etype: str, fields: Any, sorts: Any) -> Any:
@@ -326,6 +343,11 @@ class ReadEngine:
         self._aliases: _LRU[tuple[str, int], Any] = _LRU(MAX_ALIASES * 8, ALIAS_CACHE_COLUMNS)
         self._local = threading.local()
         self._plans: _LRU[Any, _Plan] = _LRU(MAX_PLANS, PLAN_CACHE_COLUMNS)
+        self._statements = _StatementCache(self._local)
+
+    def bounded(self, conn: Connection) -> Connection:
+        """`conn`, compiling this engine's statements through its bounded cache (in place)."""
+        return conn.execution_options(compiled_cache=self._statements)
 
     def alias(self, etype: str, fresh: bool = False) -> Any:
         """The next alias of `etype`'s table for the statement being built (fresh=True: a
@@ -416,6 +438,8 @@ class ReadEngine:
             group = parse_filters(self.schema, etype, req.filters)
         root = plan.root
         self._local.n = plan.n_aliases  # filter aliases never collide with the plan's joins
+        self._local.columns = plan.weight
+        conn = self.bounded(conn)
         where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
         where.append(self._group(group, root, etype))
         if include_archived is False:
@@ -460,8 +484,9 @@ class ReadEngine:
         if self.store.dialect == "sqlite" and self._local.n >= SQLITE_MAX_JOIN:
             raise Passthrough(f"more than {SQLITE_MAX_JOIN} tables in one join on SQLite: the site decides")
         plan = _Plan(root, q.from_clause, q.columns, renderers, order, id_label, self._local.n, q.multi)
+        plan.weight = self._local.columns + len(q.columns)
         if key is not None:
-            self._plans.put(key, plan, self._local.columns + len(q.columns))
+            self._plans.put(key, plan, plan.weight)
         return plan
 
     def is_point_read(self, params: Any) -> bool:
@@ -847,7 +872,7 @@ class ReadEngine:
             cols = [a.c.parent_id, a.c.child_type, a.c.child_id]
             frm: Any = a
             per_type = []
-            self._local.n = 0  # a statement of its own: its aliases are numbered from t1
+            self._local.n = self._local.columns = 0  # a statement of its own: aliases from t1
             for t in self._targets(ft):
                 tgt = self.alias(t)
                 frm = frm.outerjoin(tgt, and_(a.c.child_type == t, a.c.child_id == tgt.c.id))

@@ -108,6 +108,7 @@ class Summarizer:
         for kind, _d, fp in groups:
             self._check_grouping(fp)
 
+        conn = self.reader.bounded(conn)  # compiled statements kept within the engine's bounds
         root = self.reader.alias(etype, fresh=True)
         q = _Query(self.reader, etype, root, root)
         where = [root.c[ACTIVE], self.reader._group(group, root, etype)]

@@ -76,3 +76,33 @@ def test_a_long_in_list_is_still_answered(reader, loaded_store, demo_records):
         {"path": "id", "relation": "in", "values": shots + list(range(100_000, 110_000))}]})
     assert ids(res) == shots
 
+
+
+def test_the_engines_caches_keep_to_their_bounds_however_many_shapes_are_asked(loaded_store, monkeypatch):
+    """Plans, aliases and compiled statements are kept by weight (columns), not by count:
+    with small bounds, forty distinct wide reads keep a few MB, not one plan's worth each."""
+    import sgcache.read.engine as engine_mod
+    for name in ("PLAN_CACHE_COLUMNS", "ALIAS_CACHE_COLUMNS", "STATEMENT_CACHE_COLUMNS"):
+        monkeypatch.setattr(engine_mod, name, 2000, raising=False)
+    schema = loaded_store.schema
+
+    def links(etype: str) -> list[tuple[str, str]]:
+        return [(f, t) for f, fs in sorted(schema[etype].fields.items()) if fs.data_type == "entity"
+                for t in fs.valid_types if t in loaded_store]
+    pool = [f"{f}.{t}.{g}.{u}.{leaf}" for f, t in links("Shot") for g, u in links(t)
+            for leaf in ("code", "name", "created_by") if leaf in schema[u].fields]
+    assert len(pool) > 40
+    reader = ReadEngine(loaded_store)
+    read(reader, loaded_store, "Shot", fields=pool[:20])  # warm up what every read shares
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):
+            fields = [pool[(i + k) % len(pool)] for k in range(12)] + ["sg_cut_in" if i % 2 else "code"]
+            read(reader, loaded_store, "Shot", F(("code", "contains", "sh")), fields)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 8_000_000, f"{kept / 1e6:.0f} MB kept after forty distinct reads"
