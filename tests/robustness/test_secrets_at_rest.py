@@ -83,8 +83,9 @@ def rotated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             res = sgcache(env, "scan", "--full")
             assert res.returncode == 0, res.stderr[-4000:]
             _update_key(site, script_id, KEYS[2])
-            res = sgcache(env, "events", "--once")
-            assert res.returncode == 0, res.stderr[-4000:]
+            events = sgcache(env, "events", "--once")
+            assert events.returncode == 0, events.stderr[-4000:]
+            assert not [k for k in KEYS for r in (res, events) if k in r.stdout + r.stderr], "a key was logged"
             yield Rotated(site, Primed(site, url, tmp), script_id)
     finally:
         site.stop()
@@ -130,7 +131,7 @@ def _passed_through(cache_url: str) -> float:
 
 def test_the_meta_of_a_key_change_is_answered_by_the_site(rotated: Rotated) -> None:
     site = rotated.site
-    c = serve(rotated.primed, "--no-sync")
+    c = serve(rotated.primed, "--no-sync", debug=True)
     try:
         params = _events(site, rotated.script_id, "salted_password")
         before = _passed_through(c.url)
@@ -147,3 +148,4 @@ def test_the_meta_of_a_key_change_is_answered_by_the_site(rotated: Rotated) -> N
         assert _passed_through(c.url) == before
     finally:
         c.stop()
+    assert c.log is not None and not [k for k in KEYS if k in c.log.read_text()], "a key was logged"
