@@ -6,7 +6,11 @@ so `created_by.HumanUser.x` and `updated_by.HumanUser.x` never share a join), pl
 query per multi-entity return field for the page's ids. Anything the engine cannot
 answer exactly raises `Passthrough(reason)` and the server forwards the request.
 
-Why one module of ~750 lines: planning (paths, joins, sorts), paging and rendering share
+What one request may make it build is bounded (MAX_HOPS, MAX_FIELDS, MAX_CONDITIONS ...:
+beyond them the request is passed through, unplanned), and so is everything it keeps
+between requests (plans, aliases, compiled statements: `_LRU`, bounded in columns).
+
+Why one module of ~900 lines: planning (paths, joins, sorts), paging and rendering share
 the plan's private types (`_Plan`, `_Query`, `_LinkCols`); split apart, each piece would
 export them. The relations (`relations.py`) and summaries (`summarize.py`) live outside.
 """
