@@ -114,6 +114,9 @@ def cache_env(mock: Mock, db_url: str | None, data_dir: Path, rules: Path | None
         env["SGCACHE_RULES"] = str(rules)
     else:
         env.pop("SGCACHE_RULES", None)
+    # The benchmarks read as the site's script (API Admin: everything), also from sites saved
+    # before permission groups existed; bench/permissions.py measures the policies themselves.
+    env.setdefault("SGCACHE_PERMISSIONS", '{"*": "full"}')
     return env
 
 

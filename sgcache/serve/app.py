@@ -83,6 +83,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     config = service.config
     permissions = Permissions(load_policy(config.permissions), lambda: service.store, ttl=config.permissions_ttl,
                               unprimed=lambda: unprimed_types(service))
+    monitor.permissions = permissions  # the status page lists the groups and their policy
 
     slots = ClientSlots(config.passthrough_per_client)
 

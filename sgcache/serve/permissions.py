@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from ..protocol import errors
@@ -85,6 +85,8 @@ class GroupPolicy:
 
 
 PASSTHROUGH = GroupPolicy("passthrough")
+#: A condition no row meets (ids start at 1).
+_NOTHING = {"path": "id", "relation": "is", "values": [0]}
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class Caller:
     user_id: int
     group: str | None
     group_ids: tuple[int, ...] = ()
+    project_ids: frozenset[int] = frozenset()  # live Projects whose users hold them
 
     @property
     def me(self) -> dict[str, Any]:
@@ -276,15 +279,19 @@ class Permissions:
         if rtype == "PermissionRuleSet" and rid is not None and "code" in rs.fields:
             code = conn.execute(select(rs.table.c.code).where(rs.table.c.id == rid, rs.table.c[ACTIVE])
                                 ).scalar_one_or_none()
-        groups: tuple[int, ...] = ()
-        if utype == "HumanUser" and "Group" in store and "users" in store["Group"].assoc \
-                and "Group" not in self._unprimed():
-            g = store["Group"]
-            a = g.assoc["users"]
-            groups = tuple(sorted(conn.execute(
-                select(a.c.parent_id).select_from(a.join(g.table, a.c.parent_id == g.table.c.id)).where(
-                    a.c.child_type == "HumanUser", a.c.child_id == uid, g.table.c[ACTIVE])).scalars()))
-        return Caller(utype, int(uid), code if isinstance(code, str) else None, groups)
+        groups = self._holding(store, conn, "Group", int(uid)) if utype == "HumanUser" else frozenset()
+        projects = self._holding(store, conn, "Project", int(uid)) if utype == "HumanUser" else frozenset()
+        return Caller(utype, int(uid), code if isinstance(code, str) else None, tuple(sorted(groups)), projects)
+
+    def _holding(self, store: Store, conn: Connection, etype: str, uid: int) -> frozenset[int]:
+        """Ids of the live `etype` rows whose `users` hold this HumanUser."""
+        if etype not in store or "users" not in store[etype].assoc:
+            return frozenset()
+        et = store[etype]
+        a = et.assoc["users"]
+        return frozenset(conn.execute(
+            select(a.c.parent_id).select_from(a.join(et.table, a.c.parent_id == et.table.c.id)).where(
+                a.c.child_type == "HumanUser", a.c.child_id == uid, et.table.c[ACTIVE])).scalars())
 
     # -- a request ---------------------------------------------------------------------------
     def restrict(self, grant: Grant, method: str, params: dict[str, Any]) -> "Restricted":
@@ -389,13 +396,18 @@ class Permissions:
         assert caller is not None
         schema = self._store().schema
         me, mine = caller.me, caller.mine
+        # The Projects whose users hold the caller, as read when the grant was made: the
+        # same as `project.Project.users is me`, but an indexed condition.
+        projects = sorted(caller.project_ids)
         if etype == "Project":
             if schema.get_field("Project", "users") is None:
                 raise _reason("Project.users is not in the schema")
-            return [{"path": "users", "relation": "is", "values": [me]}]
+            return [{"path": "id", "relation": "in", "values": projects} if projects else _NOTHING]
         if not self._project_scoped(schema, etype):
             raise _reason(f"no documented rule for {etype} under {rules.policy}")
-        in_project = {"path": "project.Project.users", "relation": "is", "values": [me]}
+        if not projects:
+            return [_NOTHING]
+        in_project = {"path": "project", "relation": "in", "values": [{"type": "Project", "id": p} for p in projects]}
         if rules.policy == "assigned_projects":
             return [in_project]
         # vendor: the article lists exactly these types
@@ -452,39 +464,110 @@ class Permissions:
         r = self.restrict(grant, method, params)
         gate = getattr(service, "read_gate", None)
         reader = service.reader
-        base = {k: v for k, v in params.items() if k in ("type", "include_archived_projects")}
+        store: Store = service.store
+        etype = params["type"]
+        caller = grant.caller
+        by_project = grant.rules.policy == "assigned_projects" or etype == "Project"
 
         def run(conn: Connection, p: dict[str, Any]) -> dict[str, Any]:
             if gate is not None:  # types being rebuilt or unprimed: Passthrough
                 gate(p)
             return reader.read(conn, p)
 
-        with service.store.engine.connect() as conn:
-            if r.null_project is not None:  # whether the site shows such rows is not documented
-                only = params.get("return_only", "active") if method == "read" else "active"
-                probe = run(conn, {**base, "filters": r.null_project, "return_fields": [], "return_only": only,
-                                   "paging": {"entities_per_page": 1, "current_page": 1}})
-                if probe["entities"]:
-                    raise _reason(f"rows of {params['type']} without a project match")
-            if method == "summarize":
-                if gate is not None:
-                    gate(r.params)
-                return Summarizer(reader).summarize(conn, r.params)
-            result = run(conn, r.params)
+        def visible_ids(conn: Connection, t: str, vis: list[Any], ids: list[int]) -> set[int]:
+            if caller is not None and (t == "Project" or grant.rules.policy == "assigned_projects"):
+                return _in_projects(store, conn, t, ids, caller.project_ids)  # the same rule, by index
+            seen: set[int] = set()
+            for i in range(0, len(ids), MAX_PAGE):
+                chunk = ids[i:i + MAX_PAGE]
+                got = run(conn, {"type": t, "return_fields": [], "filters": {
+                    "logical_operator": "and", "conditions": [{"path": "id", "relation": "in", "values": chunk}, *vis]},
+                    "paging": {"entities_per_page": len(chunk), "current_page": 1}})
+                seen.update(e["id"] for e in got["entities"])
+            return seen
 
-            def visible_ids(etype: str, vis: list[Any], ids: list[int]) -> set[int]:
-                seen: set[int] = set()
-                for i in range(0, len(ids), MAX_PAGE):
-                    chunk = ids[i:i + MAX_PAGE]
-                    got = run(conn, {"type": etype, "return_fields": [], "filters": {
-                        "logical_operator": "and", "conditions": [
-                            {"path": "id", "relation": "in", "values": chunk}, *vis]},
-                        "paging": {"entities_per_page": len(chunk), "current_page": 1}})
-                    seen.update(e["id"] for e in got["entities"])
-                return seen
-
-            self.check_links(grant, result.get("entities") or [], visible_ids)
+        with store.engine.connect() as conn:
+            pk = _point(params) if method == "read" and by_project and r.params is not params else None
+            if pk is not None:
+                # One row by id: read it as anyone would (the engine's point path), then
+                # keep it only if its project is the caller's.
+                result = run(conn, params)
+                if result["entities"] and caller is not None:
+                    shown = result["entities"][0].get("project") if etype != "Project" else None
+                    if isinstance(shown, dict) and shown.get("type") == "Project":  # asked for: no lookup
+                        mine = shown.get("id") in caller.project_ids
+                    else:
+                        mine = bool(_in_projects(store, conn, etype, [pk], caller.project_ids, strict=True))
+                    if not mine:
+                        result = run(conn, r.params)  # not theirs: the restricted read says what is
+            else:
+                if r.null_project is not None and _has_null_project(store, conn, etype):
+                    # whether the site shows rows without a project is not documented
+                    only = params.get("return_only", "active") if method == "read" else "active"
+                    probe = run(conn, {"type": etype, "filters": r.null_project, "return_fields": [],
+                                       "return_only": only, "paging": {"entities_per_page": 1, "current_page": 1},
+                                       **({"include_archived_projects": params["include_archived_projects"]}
+                                          if "include_archived_projects" in params else {})})
+                    if probe["entities"]:
+                        raise _reason(f"rows of {etype} without a project match")
+                if method == "summarize":
+                    if gate is not None:
+                        gate(r.params)
+                    return Summarizer(reader).summarize(conn, r.params)
+                result = run(conn, r.params)
+            self.check_links(grant, result.get("entities") or [],
+                             lambda t, vis, ids: visible_ids(conn, t, vis, ids))
         return result
+
+
+def _point(params: dict[str, Any]) -> int | None:
+    """N when the read is exactly `id is N` on its first page without counts."""
+    filters = params.get("filters")
+    conds = filters.get("conditions") if isinstance(filters, dict) and filters.get("logical_operator", "and") == "and" \
+        and set(filters) <= {"logical_operator", "conditions"} else None
+    paging = params.get("paging") or {}
+    if not isinstance(conds, list) or len(conds) != 1 or params.get("return_paging_info") \
+            or not isinstance(paging, dict) or paging.get("current_page", 1) != 1:
+        return None
+    c = conds[0]
+    if not isinstance(c, dict) or set(c) != {"path", "relation", "values"} or c["path"] != "id" \
+            or c["relation"] != "is" or not isinstance(c["values"], list) or len(c["values"]) != 1:
+        return None
+    v = c["values"][0]
+    return v if type(v) is int else None
+
+
+def _in_projects(store: Store, conn: Connection, etype: str, ids: list[int], projects: frozenset[int],
+                 strict: bool = False) -> set[int]:
+    """Which of these rows are in the caller's projects (a Project: is one of them). A row
+    without a project raises Passthrough when `strict` (the site's rule is not documented);
+    otherwise it is not counted, so the caller of a link check passes the read through."""
+    if etype == "Project":
+        return {i for i in ids if i in projects}
+    t = store[etype].table
+    stmt = _PROJECT_OF.get(t)
+    if stmt is None:
+        stmt = _PROJECT_OF[t] = select(t.c.id, t.c.project__type, t.c.project__id).where(
+            t.c.id.in_(bindparam("ids", expanding=True)))
+    out: set[int] = set()
+    for i in range(0, len(ids), 500):
+        rows = conn.execute(stmt, {"ids": ids[i:i + 500]}).all()
+        for rid, ptype, pid in rows:
+            if pid is None and strict:
+                raise _reason(f"{etype} {rid} has no project")
+            if ptype == "Project" and pid in projects:
+                out.add(rid)
+    return out
+
+
+#: table -> SELECT id, project of its rows by id (built once: building costs more than running it).
+_PROJECT_OF: dict[Any, Any] = {}
+
+
+def _has_null_project(store: Store, conn: Connection, etype: str) -> bool:
+    """Whether any row of `etype` has no project (by the link's index)."""
+    t = store[etype].table
+    return conn.execute(select(t.c.id).where(t.c.project__id.is_(None)).limit(1)).first() is not None
 
 
 def unprimed_types(service: Any) -> frozenset[str]:

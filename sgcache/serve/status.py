@@ -101,6 +101,7 @@ class Monitor:
         self.state = State()
         self.sync: Any = None  # the SyncLoop, when this process runs one (set by the server)
         self.shadow: Any = None  # the shadow verifier (serve/shadow.py), set by the app
+        self.permissions: Any = None  # what each permission group sees (serve/permissions.py), set by the app
         self._rows_at = 0.0
         self._last_totals = (time.monotonic(), 0, 0, 0)
         self._lock = asyncio.Lock()
@@ -309,6 +310,7 @@ class Monitor:
             "recent_passthrough": [asdict(n) for n in reversed(m.recent)],
             "history": [asdict(s) for s in _thin(list(self.history), PLOT_POINTS)],
             "shadow": self.shadow.snapshot() if self.shadow is not None else None,  # mismatches, quarantines
+            "permissions": self.permissions.describe() if self.permissions is not None else None,
             "interval": self.interval,
         }
 

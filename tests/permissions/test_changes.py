@@ -106,3 +106,6 @@ def test_group_and_project_changes_show_within_one_poll(site_and_cache: tuple[Mo
     assert _reads(mock) == before + 2  # passed through, then asked directly
     metrics = httpx.get(url + "/metrics", timeout=10).text
     assert 'reason="permission"' in metrics, json.dumps(metrics[-2000:])
+    # the status page says which groups are answered how
+    groups = httpx.get(url + "/status.json", timeout=10).json()["permissions"]["groups"]
+    assert groups["Artist"] == {"policy": "assigned_projects"} and groups["*"] == {"policy": "passthrough"}
