@@ -1,7 +1,8 @@
 """Callers' traffic passed on to the site, within limits a caller cannot stretch.
 
-A passthrough holds one connection of the upstream ``passthrough`` lane for as long as
-it lasts, and an upload lasts as long as its caller takes to send the body. So:
+A transfer holds one connection of the upstream ``transfer`` lane (an api3 call one of
+the ``passthrough`` lane) for as long as it lasts, and an upload lasts as long as its
+caller takes to send the body. So:
 
 - a transfer (upload or download) must move at least `min_rate` bytes a second on
   average after a first `timeout` seconds (`Pace`, the rule of Apache's mod_reqtimeout

@@ -5,7 +5,7 @@ May import: `config`, `schema`, `protocol`. Nothing above.
 
 from .client import Upstream, fetch_site_schema, make_upstream
 from .health import DOWN_WINDOW, SiteHealth
-from .lanes import AUTH, OWN, PASSTHROUGH, LaneLimits
+from .lanes import AUTH, OWN, PASSTHROUGH, TRANSFER, LaneLimits
 from .methods import (
     KNOWN_METHODS,
     RETRY_STATUSES,
@@ -17,7 +17,7 @@ from .methods import (
 )
 
 __all__ = [
-    "AUTH", "DOWN_WINDOW", "KNOWN_METHODS", "OWN", "PASSTHROUGH", "RETRY_STATUSES", "SAFE_METHODS",
+    "AUTH", "DOWN_WINDOW", "KNOWN_METHODS", "OWN", "PASSTHROUGH", "RETRY_STATUSES", "SAFE_METHODS", "TRANSFER",
     "UNSAFE_METHODS", "LaneLimits", "SiteHealth", "Upstream", "UpstreamUnavailable", "fetch_site_schema",
     "make_upstream", "method_label", "unavailable_message",
 ]

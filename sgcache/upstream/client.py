@@ -19,7 +19,7 @@ from ..config import Config
 from ..protocol import errors, jsoncodec
 from ..schema import Schema
 from .health import SiteHealth
-from .lanes import AUTH, LANES, OWN, PASSTHROUGH, LaneLimits, lane_client
+from .lanes import CALLERS, LANES, OWN, PASSTHROUGH, TRANSFER, LaneLimits, lane_client
 from .methods import (
     RETRY_STATUSES,
     SAFE_METHODS,
@@ -45,11 +45,10 @@ class Upstream:
         self.backoff = backoff
         self.limits = limits or LaneLimits()
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        sizes = {OWN: self.limits.own, AUTH: self.limits.auth, PASSTHROUGH: self.limits.passthrough}
         self.clients = {
-            lane: lane_client(self.base_url, sizes[lane], transport=transport, timeout=httpx.Timeout(
+            lane: lane_client(self.base_url, self.limits.size(lane), transport=transport, timeout=httpx.Timeout(
                 timeout, connect=connect_timeout,
-                pool=min(timeout, self.limits.passthrough_wait) if lane == PASSTHROUGH else timeout))
+                pool=min(timeout, self.limits.callers_wait) if lane in CALLERS else timeout))
             for lane in LANES}
         #: the whole call, retries and backoff included, must finish within this
         self.deadline = timeout
@@ -210,18 +209,18 @@ class Upstream:
     # -- raw HTTP (uploads, downloads): callers' traffic -----------------------------------
     async def stream(self, method: str, path: str, *, headers: Mapping[str, str],
                      body: AsyncIterator[bytes] | bytes | None, query: str = "") -> httpx.Response:
-        """Send a caller's raw request on the passthrough lane; the response body still streams.
+        """Send a caller's raw request on the transfer lane; the response body still streams.
 
         The caller bounds how long its body may take (`sgcache.serve.relay`): httpx's
         timeouts only cover waiting on the site.
         """
-        client = self.clients[PASSTHROUGH]
+        client = self.clients[TRANSFER]
         url = path + (f"?{query}" if query else "")
         req = client.build_request(method, url, headers=headers, content=body)
         try:
             return await client.send(req, stream=True)
         except httpx.PoolTimeout as e:
-            self._count_error(f"{PASSTHROUGH}_pool_full")
+            self._count_error(f"{TRANSFER}_pool_full")
             raise UpstreamUnavailable("sgcache has too many transfers to the site in flight; "
                                       "this one was not sent. Try again shortly.") from e
         except httpx.TimeoutException as e:
@@ -236,7 +235,8 @@ def make_upstream(config: Config, transport: httpx.AsyncBaseTransport | None = N
     """The cache's site client, as the config describes it (`transport` swaps the network in tests)."""
     limits = LaneLimits(own=config.upstream_own_connections, auth=config.upstream_auth_connections,
                         passthrough=config.upstream_passthrough_connections,
-                        passthrough_wait=config.upstream_connect_timeout)
+                        transfer=config.upstream_transfer_connections,
+                        callers_wait=config.upstream_connect_timeout)
     return Upstream(config.shotgun_url, script_name=config.script_name, script_key=config.script_key,
                     timeout=config.upstream_timeout, connect_timeout=config.upstream_connect_timeout,
                     transport=transport, limits=limits)

@@ -7,7 +7,8 @@ client with its own connection limit, so a full lane only delays its own kind:
 
 - ``own``: the cache's calls with its own script (events, scans, refresh, probes);
 - ``auth``: verifying a caller's credentials;
-- ``passthrough``: callers' requests sent on as they came (api3 calls, uploads, downloads).
+- ``passthrough``: callers' api3 calls sent on as they came (writes among them);
+- ``transfer``: callers' uploads and downloads (raw paths), whose pace the caller sets.
 
 No lane keeps cookies: a ``Set-Cookie`` from the site belongs to the one caller whose
 request it answers (it is handed back to that caller), never to the next request.
@@ -22,8 +23,11 @@ from typing import Any
 
 import httpx
 
-OWN, AUTH, PASSTHROUGH = "own", "auth", "passthrough"
-LANES = (OWN, AUTH, PASSTHROUGH)
+OWN, AUTH, PASSTHROUGH, TRANSFER = "own", "auth", "passthrough", "transfer"
+LANES = (OWN, AUTH, PASSTHROUGH, TRANSFER)
+#: Lanes carrying callers' traffic: a caller's call waits at most `LaneLimits.callers_wait`
+#: for a free connection, and then is refused unsent.
+CALLERS = frozenset({PASSTHROUGH, TRANSFER})
 
 
 class NoCookieJar(http.cookiejar.CookieJar):
@@ -38,12 +42,16 @@ class NoCookieJar(http.cookiejar.CookieJar):
 
 @dataclass(frozen=True)
 class LaneLimits:
-    """Connections per lane; `passthrough_wait` is how long a caller's call may wait for one."""
+    """Connections per lane; `callers_wait` is how long a caller's call may wait for one."""
 
     own: int = 20
     auth: int = 20
     passthrough: int = 64
-    passthrough_wait: float = 5.0
+    transfer: int = 32
+    callers_wait: float = 5.0
+
+    def size(self, lane: str) -> int:
+        return int(getattr(self, lane))
 
 
 def lane_client(base_url: str, connections: int, timeout: httpx.Timeout,
