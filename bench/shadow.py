@@ -143,7 +143,7 @@ def main() -> int:
         for kind in ("by_id", "filtered"):  # warm-up: connections, credentials verified, code paths
             interleaved(kind, clients, pool[kind][:args.warmup], args.batch)
 
-        before = {t: served_counts(urls[t]) for t in urls}
+        outcomes0 = {t: served_counts(urls[t]) for t in urls}
         result["sequential"] = {}
         for kind in ("by_id", "filtered"):
             queries = pool[kind][args.warmup:]
@@ -186,7 +186,8 @@ def main() -> int:
                             "shadow": {k: after.get(k, 0) - before.get(k, 0) for k in after}}
         result["shadow_counts"] = {t: shadow_counts(urls[t]) for t in ("rate0", "rate")}
         after = {t: served_counts(urls[t]) for t in urls}
-        result["read_outcomes"] = {t: {k: after[t].get(k, 0) - before[t].get(k, 0) for k in after[t]} for t in urls}
+        result["read_outcomes"] = {t: {k: after[t].get(k, 0) - outcomes0[t].get(k, 0) for k in after[t]}
+                                   for t in urls}
     finally:
         for p in procs:
             common.stop(p)
