@@ -49,7 +49,7 @@ class Config:
     upstream_auth_connections: int = 20  # verifying callers' credentials
     upstream_passthrough_connections: int = 64  # callers' api3 calls passed through (writes among them)
     upstream_transfer_connections: int = 32  # callers' uploads and downloads (raw paths)
-    passthrough_per_client: int = 16  # passthrough calls one client address may have at once (0: no limit)
+    transfer_per_client: int = 16  # uploads/downloads one client address may have at once (0: no limit)
     transfer_timeout: float = 30.0  # seconds an upload/download passthrough may take, plus 1 s ...
     transfer_min_rate: int = 1024  # ... per this many bytes moved (a caller trickling a body is cut off)
     shadow_rate: float = 0.01  # share of locally answered reads asked again of the site, to compare

@@ -85,20 +85,16 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                               unprimed=lambda: unprimed_types(service))
     monitor.permissions = permissions  # the status page lists the groups and their policy
 
-    slots = ClientSlots(config.passthrough_per_client)
+    slots = ClientSlots(config.transfer_per_client)  # transfers (raw paths) per client address
 
     async def forward(body: bytes, method: str, request: Request) -> Response:
-        """The caller's api3 call sent on as-is (passthrough lane, a slot of the caller's
-        address held meanwhile); the answer, Set-Cookie included, goes back to this caller only."""
-        who = client_key(request)
-        if not slots.take(who):
-            return _fault(UpstreamUnavailable(slots.busy_message()))
+        """The caller's api3 call sent on as-is (on the passthrough lane: its body is already
+        read, so it holds a connection only while the site answers); the answer, Set-Cookie
+        included, goes back to this caller only."""
         try:
             resp = await upstream.post_json(body, method, request.headers)
         except UpstreamUnavailable as e:
             return _fault(e)
-        finally:
-            slots.give(who)
         if resp.status_code in RETRY_STATUSES:
             # A clear Fault rather than a bare 502/503/504, which the client would turn
             # into a ProtocolError, or retry itself even for a create.

@@ -7,7 +7,9 @@ caller takes to send the body. So:
 - a transfer (upload or download) must move at least `min_rate` bytes a second on
   average after a first `timeout` seconds (`Pace`, the rule of Apache's mod_reqtimeout
   ``MinRate``): a body trickled a byte at a time is cut off, a large file is not;
-- one client address may have at most `limit` passthrough calls in flight (`ClientSlots`);
+- one client address may have at most `limit` transfers in flight (`ClientSlots`; the
+  address is uvicorn's: behind a proxy, the one in X-Forwarded-For if the proxy is
+  trusted through FORWARDED_ALLOW_IPS);
 - the site's headers go back to the one caller they answer, every ``Set-Cookie`` kept
   separate (`site_headers`); the upstream client itself keeps no cookies.
 """
@@ -41,12 +43,12 @@ def site_headers(resp: httpx.Response, *, decoded: bool) -> list[tuple[bytes, by
 
 
 def client_key(request: Request) -> str:
-    """Who a passthrough counts against: the client address (uvicorn resolves trusted proxies)."""
+    """Who a transfer counts against: the client address (uvicorn resolves trusted proxies)."""
     return request.client.host if request.client else "?"
 
 
 class ClientSlots:
-    """Passthrough calls in flight per client address, at most `limit` each (0: no limit)."""
+    """Transfers in flight per client address, at most `limit` each (0: no limit)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -67,7 +69,7 @@ class ClientSlots:
             self._held.pop(who, None)
 
     def busy_message(self) -> str:
-        return (f"Too many requests from your address are being passed to the site at once "
+        return (f"Too many uploads or downloads from your address are in progress at once "
                 f"(the limit is {self.limit}). Try again when one has finished.")
 
 

@@ -124,7 +124,7 @@ def _new_code() -> str:
 def test_slow_uploads_do_not_hold_up_the_caches_own_calls(site: Site, own_primed: Primed,
                                                           flood: list[SlowUploads]) -> None:
     cache = serve(own_primed, upstream_timeout=TIMEOUT, upstream_connect_timeout=TIMEOUT, poll_interval=0.3,
-                  upstream_transfer_connections=16, passthrough_per_client=0, transfer_timeout=120)
+                  upstream_transfer_connections=16, transfer_per_client=0, transfer_timeout=120)
     try:
         sg = cache.sg(site)
         project = sg.find_one("Shot", [["project", "is_not", None]], ["project"])["project"]
@@ -157,7 +157,7 @@ def test_slow_uploads_do_not_hold_up_the_caches_own_calls(site: Site, own_primed
 
 def test_a_trickled_upload_body_is_cut_off(site: Site, primed: Primed, flood: list[SlowUploads]) -> None:
     cache = serve(primed, "--no-sync", upstream_timeout=TIMEOUT, upstream_connect_timeout=TIMEOUT,
-                  upstream_transfer_connections=8, passthrough_per_client=0, transfer_timeout=2,
+                  upstream_transfer_connections=8, transfer_per_client=0, transfer_timeout=2,
                   transfer_min_rate=1000)
     try:
         uploads = SlowUploads(cache.url, 12)
@@ -174,10 +174,10 @@ def test_a_trickled_upload_body_is_cut_off(site: Site, primed: Primed, flood: li
         cache.stop()
 
 
-def test_one_address_cannot_take_every_passthrough_connection(site: Site, primed: Primed,
+def test_one_address_cannot_take_every_transfer_connection(site: Site, primed: Primed,
                                                               flood: list[SlowUploads]) -> None:
     cache = serve(primed, "--no-sync", upstream_timeout=TIMEOUT, upstream_connect_timeout=TIMEOUT,
-                  upstream_transfer_connections=16, passthrough_per_client=4, transfer_timeout=120)
+                  upstream_transfer_connections=16, transfer_per_client=4, transfer_timeout=120)
     try:
         # One address behind a trusted proxy (uvicorn takes X-Forwarded-For from loopback).
         uploads = SlowUploads(cache.url, FLOOD, address="10.66.0.1")
@@ -202,7 +202,7 @@ def test_a_revoked_key_is_not_let_in_by_callers_timeouts(site: Site, tmp_path: P
     primed = _prime(site, f"sqlite:///{tmp_path / 'revoked.sqlite'}", tmp_path)
     cache = serve(primed, "--no-sync", upstream_timeout=TIMEOUT, upstream_connect_timeout=TIMEOUT,
                   auth_ttl=1, auth_grace=3600, upstream_transfer_connections=8,
-                  passthrough_per_client=0, transfer_timeout=120)
+                  transfer_per_client=0, transfer_timeout=120)
     try:
         revoked = cache.sg(site, script_name=name, api_key=key, connect=False)
         assert revoked.find(*SHOTS)  # verified while the key is good
