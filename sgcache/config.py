@@ -62,6 +62,11 @@ class Config:
     # inline JSON, a JSON/TOML file, or a table in the config file; empty: the site's default roles.
     permissions: str = ""
     permissions_ttl: float = 1.0  # seconds a caller's group and assignments are reused
+    # The read-only browser at /browse and its local thumbnails (sgcache/serve/browse, serve/thumbnails.py).
+    browse_session_hours: float = 12.0  # a browser sign-in lasts this long (a cookie signed with a per-data-dir key)
+    thumbnail_cache_mb: int = 512  # local copies of images, least recently shown evicted first (0: none kept)
+    thumbnail_interval: float = 10.0  # seconds between looks for rows whose image may have changed
+    thumbnail_hosts: tuple[str, ...] = ()  # hosts images may be fetched from besides the site's (empty: any)
 
     @property
     def public_shotgun_url(self) -> str:

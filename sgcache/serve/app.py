@@ -44,6 +44,7 @@ from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, si
 from .shadow import Shadow
 from .permissions import Permissions, load_policy, unprimed_types
 from .status import Monitor
+from .browse import Browser
 from .upload_writes import UploadWrite
 
 log = logging.getLogger("sgcache.http")
@@ -222,6 +223,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         return response, "served"
 
     point_reads = PointReads(service)
+    browser = Browser(service, monitor, verifier, permissions)
 
     def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
         gate = getattr(service, "read_gate", None)
@@ -303,7 +305,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:
         try:
-            async with monitor.running(), shadow.running():
+            async with monitor.running(), shadow.running(), browser.running():
                 if lifespan is None:
                     yield
                 else:
@@ -317,6 +319,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *monitor.routes(),
+        *browser.routes(),  # /browse: the read-only web view (serve/browse)
         *(extra_routes or []),
         Route("/detail/{rest:path}", browser_redirect, methods=["GET"]),
         Route("/page/{rest:path}", browser_redirect, methods=["GET"]),
@@ -329,4 +332,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.shadow = shadow
     app.state.auth = verifier
     app.state.permissions = permissions
+    app.state.browser = browser
     return app
