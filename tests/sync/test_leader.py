@@ -48,12 +48,17 @@ def test_follower_takes_over_when_the_leader_dies(mock: MockProcess, cache: Cach
 
 def test_leader_survives_a_site_outage_while_taking_over(mock: MockProcess, cache: CacheEnv,
                                                           view: CacheView) -> None:
-    mock.set_faults(outage=2.5)  # every request answers 503 for 2.5 s
+    mock.set_faults(outage=120)  # every request answers 503 until the outage is ended below
     proc = cache.start("events")
-    time.sleep(2.7)
+    # Wait for the leader to fail its start against the outage (however long start-up takes),
+    # then end the outage: no timing guess either way.
+    deadline = time.monotonic() + 60
+    while "sync leader start failed" not in cache.log("events"):
+        assert proc.poll() is None and time.monotonic() < deadline, cache.log("events")
+        time.sleep(0.05)
+    mock.set_faults(outage=0)
     assert proc.poll() is None
     sg = mock.sg()
     sg.update("Shot", 2, {"description": "after the outage"})
     cache.ctrl("poll")
     assert view.one("Shot", 2, ["description"]) == site_one(sg, "Shot", 2, ["description"])
-    assert "sync leader start failed" in cache.log("events")
