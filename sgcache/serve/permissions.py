@@ -459,6 +459,24 @@ class Permissions:
     def describe(self) -> dict[str, Any]:
         return {"source": SOURCE, "groups": self.policy.describe()}
 
+    def _joined_projects(self, store: Store, grant: Grant, etype: str, params: dict[str, Any]) -> dict[str, list[str]]:
+        """Return field -> `field.Type.project` paths telling whether its links are the
+        caller's (assigned_projects: a linked row is visible iff its project is theirs)."""
+        if grant.rules.policy != "assigned_projects" or grant.caller is None:
+            return {}
+        out: dict[str, list[str]] = {}
+        schema = store.schema
+        for f in params.get("return_fields") or []:
+            fs = schema.get_field(etype, f) if isinstance(f, str) and "." not in f else None
+            if fs is None or fs.data_type != "entity":
+                continue
+            extra = [f"{f}.{t}.project" for t in fs.valid_types
+                     if t != "Project" and t in store and t not in grant.rules.open_types
+                     and self._project_scoped(schema, t) and "project" in store[t].fields]
+            if extra:
+                out[f] = extra
+        return out
+
     def answer(self, service: Any, grant: Grant, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A read or summarize as this caller may see it (blocking), or Passthrough."""
         r = self.restrict(grant, method, params)
@@ -474,7 +492,31 @@ class Permissions:
                 gate(p)
             return reader.read(conn, p)
 
+        # Linked rows' projects joined into the same query (`sg_sequence.Sequence.project`),
+        # so most link checks need no query of their own; taken out of the answer after.
+        joined = self._joined_projects(store, grant, etype, params) if method == "read" else {}
+        known: set[tuple[str, int]] = set()
+
+        def with_joined(p: dict[str, Any]) -> dict[str, Any]:
+            if not joined:
+                return p
+            return {**p, "return_fields": [*(p.get("return_fields") or []), *[x for xs in joined.values() for x in xs]]}
+
+        def take_joined(result: dict[str, Any]) -> dict[str, Any]:
+            for ent in result.get("entities") or []:
+                for f, extra in joined.items():
+                    link = ent.get(f)
+                    for x in extra:
+                        jp = ent.pop(x, None)
+                        if isinstance(link, dict) and x == f"{f}.{link.get('type')}.project" and isinstance(jp, dict) \
+                                and jp.get("type") == "Project" and caller is not None and jp.get("id") in caller.project_ids:
+                            known.add((link["type"], link["id"]))
+            return result
+
         def visible_ids(conn: Connection, t: str, vis: list[Any], ids: list[int]) -> set[int]:
+            seen_known = {i for i in ids if (t, i) in known}
+            if len(seen_known) == len(ids):
+                return seen_known
             if caller is not None and (t == "Project" or grant.rules.policy == "assigned_projects"):
                 return _in_projects(store, conn, t, ids, caller.project_ids)  # the same rule, by index
             seen: set[int] = set()
@@ -491,15 +533,15 @@ class Permissions:
             if pk is not None:
                 # One row by id: read it as anyone would (the engine's point path), then
                 # keep it only if its project is the caller's.
-                result = run(conn, params)
+                result = take_joined(run(conn, with_joined(params)))
                 if result["entities"] and caller is not None:
                     shown = result["entities"][0].get("project") if etype != "Project" else None
                     if isinstance(shown, dict) and shown.get("type") == "Project":  # asked for: no lookup
                         mine = shown.get("id") in caller.project_ids
                     else:
                         mine = bool(_in_projects(store, conn, etype, [pk], caller.project_ids, strict=True))
-                    if not mine:
-                        result = run(conn, r.params)  # not theirs: the restricted read says what is
+                    if not mine:  # not theirs: the restricted read says what is
+                        result = take_joined(run(conn, with_joined(r.params)))
             else:
                 if r.null_project is not None and _has_null_project(store, conn, etype):
                     # whether the site shows rows without a project is not documented
@@ -514,7 +556,7 @@ class Permissions:
                     if gate is not None:
                         gate(r.params)
                     return Summarizer(reader).summarize(conn, r.params)
-                result = run(conn, r.params)
+                result = take_joined(run(conn, with_joined(r.params)))
             self.check_links(grant, result.get("entities") or [],
                              lambda t, vis, ids: visible_ids(conn, t, vis, ids))
         return result
