@@ -70,7 +70,8 @@ def _offline_reason(p: Passthrough, grant: Grant) -> str:
         return (f"Your permission group ({group}) is answered by the site only: "
                 "this browser cannot show it from the cache.")
     if p.reason.startswith("permission:"):
-        return "Your permission group's rules for this cannot be applied offline: the site has to show it."
+        return ("Your permission group's rules for this cannot be applied offline: the site has to show it "
+                f"({p.reason[len('permission:'):].strip()}).")
     return f"The cache cannot show this offline ({p.reason})."
 
 
@@ -344,7 +345,16 @@ class Browser:
         offline = ""
         if not tq.errors:
             try:
-                res = await self.read(user, params)
+                try:
+                    res = await self.read(user, params)
+                except Offline:
+                    plain = self._without_links(user, table, tq.columns)
+                    if plain is None:
+                        raise
+                    # a restricted group: links to what its rules cannot place stay on the site
+                    res = await self.read(user, {**params, "return_fields": plain})
+                    offline = "Links are not shown: your permission group's rules for them cannot be applied offline."
+                    tq.columns = plain
                 entities, total = res["entities"], res["paging_info"].get("entity_count", 0)
             except Offline as e:
                 offline = str(e)
@@ -373,8 +383,19 @@ class Browser:
         table = self.service.store[etype]
         hidden = user.grant.rules.hidden_fields
         fields = [f for f in table.fields if f"{etype}.{f}" not in hidden]
+        note = ""
         try:
-            res = await self.read(user, {"type": etype, "return_fields": fields, "filters": _where("id", "is", eid)})
+            try:
+                res = await self.read(user, {"type": etype, "return_fields": fields,
+                                             "filters": _where("id", "is", eid)})
+            except Offline:
+                plain = self._without_links(user, table, fields)
+                if plain is None:
+                    raise
+                res = await self.read(user, {"type": etype, "return_fields": plain,
+                                             "filters": _where("id", "is", eid)})
+                note = "Links are not shown: your permission group's rules for them cannot be applied offline."
+                fields = plain
         except Offline as e:
             return await self.render(request, "message.html", user, title=f"{self.type_label(etype)} {eid}",
                                      message=str(e), site_link=self._site_link(etype, eid))
@@ -394,8 +415,16 @@ class Browser:
         title = ent.get(nf) if nf else None
         return await self.render(request, "entity.html", user, etype=etype, eid=eid, ent=ent, order=order,
                                  title=title or f"{self.type_label(etype)} {eid}", backrefs=backrefs,
-                                 thumb=thumb, site_link=self._site_link(etype, eid),
+                                 thumb=thumb, site_link=self._site_link(etype, eid), note=note,
                                  has_image=any(t == etype for t, _ in image_types(self.service)))
+
+    @staticmethod
+    def _without_links(user: User, table: Any, fields: list[str]) -> list[str] | None:
+        """For a restricted user, the fields minus links (None if that changes nothing)."""
+        if user.grant.full:
+            return None
+        plain = [f for f in fields if table.fields[f].fs.data_type not in ("entity", "multi_entity", "addressing")]
+        return plain if len(plain) < len(fields) else None
 
     def _site_link(self, etype: str, eid: int) -> str:
         """The same record on the site (no credentials: the public form of its URL)."""
