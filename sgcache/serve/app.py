@@ -219,7 +219,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         response = _json({"results": result})
-        shadow.offer(method, params, body, response.body, auth, request.headers)  # maybe compared later
+        shadow.offer(method, params, body, response.body, auth, request.headers,  # maybe compared later
+                     full_view=grant.full)
         return response, "served"
 
     point_reads = PointReads(service)

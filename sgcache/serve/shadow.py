@@ -130,6 +130,7 @@ class Sample:
     caller: str
     headers: dict[str, str]
     body: bytes = field(repr=False)  # the caller's request as sent, credentials inside: memory only
+    full_view: bool = True  # answered unrestricted (no permission filters applied for this caller)
 
 
 @dataclass
@@ -294,8 +295,11 @@ class Shadow:
                                   "(`sgcache shadow report`)")
 
     def offer(self, method: str, params: dict[str, Any], body: bytes, answer: bytes,
-              auth: Any, headers: Mapping[str, str]) -> None:
-        """After a local answer: maybe queue it for a shadow call. Never waits."""
+              auth: Any, headers: Mapping[str, str], *, full_view: bool = True) -> None:
+        """After a local answer: maybe queue it for a shadow call. Never waits.
+
+        `full_view` False: the answer was restricted to what the caller may see (permissions).
+        """
         if self.rate <= 0 or random.random() >= self.rate:
             return
         if not self._ready:
@@ -311,7 +315,7 @@ class Shadow:
         caller, sudo = caller_of(auth if isinstance(auth, Mapping) else None)
         hdrs = {k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")}
         self.queue.put_nowait(Sample(method, params, answer, self.position,
-                                     caller + (f" as {sudo}" if sudo else ""), hdrs, body))
+                                     caller + (f" as {sudo}" if sudo else ""), hdrs, body, full_view))
         self.pending += 1
 
     def _skip(self, reason: str) -> None:
@@ -568,7 +572,10 @@ class Shadow:
         return named, False
 
     async def _local_now(self, s: Sample) -> Any:
-        """The cache's answer to the same request now, as the client decodes it (None: not local now)."""
+        """The cache's answer to the same request now, as the client decodes it (None: not local now,
+        or not the same answer: a caller's restricted view is not re-created here)."""
+        if not s.full_view:
+            return None
         try:
             now = await asyncio.to_thread(self._local, s.method, s.params)
         except Exception:  # Passthrough now (a rebuild, a schema change): no verdict from it
