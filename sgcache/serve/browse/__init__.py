@@ -481,7 +481,7 @@ class Browser:
         if got is None:
             return Response(status_code=404)
         return FileResponse(got.path, media_type=got.content_type,
-                            headers={"cache-control": "private, max-age=300", "etag": f'"{got.digest[:32]}"'})
+                            headers={"cache-control": "private, no-cache", "etag": f'"{got.digest[:32]}"'})
 
 
 def _where(path: str, relation: str, value: Any) -> dict[str, Any]:

@@ -98,7 +98,9 @@ def default_columns(table: EntityTable, etype: str) -> list[str]:
 def parse_type_query(table: EntityTable, etype: str, args: Mapping[str, Any], multi: Any) -> TypeQuery:
     """The page's state from its query string; unknown fields and junk are dropped quietly,
     unusable filters are kept (the form shows them back) with an error."""
-    picked = multi("col") or str(args.get("cols") or "").split(",")  # the form's boxes, else the link's list
+    prior = str(args.get("cols") or "").split(",")  # the link's columns, in their order
+    boxes = multi("col")  # the form's ticked boxes: keep the prior order, new ones at the end
+    picked = [c for c in prior if c in boxes] + [c for c in boxes if c not in prior] if boxes else prior
     cols = [c for c in dict.fromkeys(picked) if c in table.fields][:MAX_COLUMNS]
     tq = TypeQuery(cols or default_columns(table, etype))
     tq.search = str(args.get("q") or "").strip()[:200]
