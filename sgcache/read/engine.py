@@ -72,11 +72,12 @@ MAX_HOPS = 6
 #: Return fields, summaries plus groupings, and sorts per request.
 MAX_FIELDS = 1000
 MAX_SORTS = 32
-#: Conditions and groups in one filter tree; values of all its conditions.
-MAX_CONDITIONS = 1000
+#: Conditions and groups in one filter tree (SQLite parses 999 ORed conditions no more: its
+#: expression depth is 1,000); values of all its conditions.
+MAX_CONDITIONS = 500
 MAX_VALUES = 30_000  # SQLite binds at most 32,766 parameters per statement
 #: Table aliases in one statement (SQLite joins at most 64 tables in one FROM).
-MAX_ALIASES = 256
+MAX_ALIASES = 128
 SQLITE_MAX_JOIN = 64
 # The caches are bounded in columns: an alias copies every column of its table, and a plan
 # or a compiled statement holds the aliases it joins (~2.5 KB a column all told); the least
