@@ -2,7 +2,8 @@
 
 Starts the mock site (a demo studio kept as a `--state` file), primes a fresh SQLite
 cache with `sgcache scan --full`, starts `sgcache serve --no-sync` with its defaults,
-then runs two phases of `--duration` seconds each, side by side in one run:
+then runs two phases of `--duration` seconds each, side by side in one run (alternating in
+`--rounds` (3) rounds, so the machine's other load falls on both):
 
 1. **alone**: `--honest` (4) client processes, each a real `shotgun_api3.Shotgun`
    doing `find_one("Shot", [["id", "is", N]], fields)` in a closed loop, N random;
@@ -18,7 +19,8 @@ then runs two phases of `--duration` seconds each, side by side in one run:
      is `created_by.HumanUser.` repeated `--hops` (1000) times, again and again.
 
 Reports per phase: the honest clients' latency percentiles, throughput and errors (any
-answer but the right entity), the server's peak RSS in the phase (VmHWM from /proc,
+answer but the right entity), the server's own time for those reads (its access log), the
+server's peak RSS in the phase (VmHWM from /proc,
 reset at the start of each phase through /proc/PID/clear_refs) and CPU, the hostile
 connections' outcomes by kind, and the load average. Targets: 0 honest errors, honest
 p99 within 3x of the alone phase, server peak RSS <= 500 MB.
@@ -231,15 +233,16 @@ class RssSampler(threading.Thread):
 
 # -- phases --------------------------------------------------------------------------------------
 
-def phase(name: str, url: str, server_pid: int, script: tuple[str, str], ids: list[int], args: argparse.Namespace,
-          hostile: int) -> dict[str, Any]:
+def segment(url: str, server_pid: int, script: tuple[str, str], ids: list[int], args: argparse.Namespace,
+            hostile: int, seconds: float, seed: int) -> dict[str, Any]:
+    """`seconds` of the honest clients, beside `hostile` connections if any: raw figures."""
     ctx = mp.get_context("spawn")
     start_at = time.monotonic() + 3.0
     pipes, procs = [], []
     for i in range(args.honest):
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_honest, args=(url, script, ids, 1000 * i + len(name), start_at, args.warmup,
-                                              args.duration, child))
+        p = ctx.Process(target=_honest, args=(url, script, ids, seed + 1000 * i, start_at, args.warmup,
+                                              seconds, child))
         p.start()
         pipes.append(parent)
         procs.append(p)
@@ -247,48 +250,86 @@ def phase(name: str, url: str, server_pid: int, script: tuple[str, str], ids: li
     if hostile:
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_hostile, args=(url, script, hostile, args.large_mb, args.hops, start_at,
-                                               args.warmup + args.duration, child))
+                                               args.warmup + seconds, child))
         p.start()
         hostile_pipe = parent
         procs.append(p)
     load_before = common.loadavg()
     time.sleep(max(0.0, start_at - time.monotonic()))
     peak_reset = _reset_peak(server_pid)
+    wall0 = time.time()
     sampler = RssSampler(server_pid)
     sampler.start()
     cpu0, t0 = common.cpu_seconds(server_pid), time.monotonic()
     results = [pipe.recv() for pipe in pipes]
     hostile_out = hostile_pipe.recv() if hostile_pipe is not None else None
-    seconds = time.monotonic() - t0
+    elapsed = time.monotonic() - t0
     cpu = (common.cpu_seconds(server_pid) or 0) - (cpu0 or 0)
     sampler.stop()
     for p in procs:
         p.join(30)
     status = _status_kb(server_pid)
-    lat = sorted(x for r in results for x in r["lat"])
     errors: dict[str, int] = {}
     for r in results:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
+    return {"lat": [x for r in results for x in r["lat"]], "errors": errors,
+            "peak_kb": status["VmHWM"] if peak_reset else sampler.max_kb, "sampled_kb": sampler.max_kb,
+            "end_kb": status["VmRSS"], "cpu": cpu, "elapsed": elapsed, "hostile": hostile_out,
+            "load": [load_before, common.loadavg()], "wall": [wall0, time.time()]}
+
+
+def server_side_ms(log: Path, windows: list[list[float]]) -> dict[str, float]:
+    """Percentiles of the server's own time for the honest reads (its access log: from the
+    handler's start to the answer) within `windows`: what the server adds, apart from
+    waiting for a CPU or a turn of the event loop."""
+    import datetime as dt
+    times: list[float] = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if " read Shot served " not in line:
+            continue
+        try:
+            at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            ms = float(line.split(" served ", 1)[1].split("ms", 1)[0])
+        except ValueError:
+            continue
+        if any(a <= at <= b for a, b in windows):
+            times.append(ms)
+    times.sort()
+    return {k: round(common.percentile(times, p), 2) for k, p in (("p50", 50), ("p99", 99))} if times else {}
+
+
+def combine(segments: list[dict[str, Any]], seconds: float, hostile: int) -> dict[str, Any]:
+    """One phase's figures from its segments."""
+    lat = sorted(x for sg in segments for x in sg["lat"])
+    errors: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for sg in segments:
+        for k, v in sg["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+        for k, v in ((sg["hostile"] or {}).get("outcomes") or {}).items():
+            outcomes[k] = outcomes.get(k, 0) + v
     return {
         "hostile_connections": hostile,
         "honest": {"requests": len(lat) + sum(errors.values()), "errors": sum(errors.values()),
-                   "error_kinds": errors, "throughput_rps": round(len(lat) / args.duration, 1),
+                   "error_kinds": errors, "throughput_rps": round(len(lat) / seconds, 1),
                    "latency_ms": {k: round(common.percentile(lat, p) * 1000, 2)
                                   for k, p in (("p50", 50), ("p90", 90), ("p99", 99))} if lat else {},
                    "max_ms": round(lat[-1] * 1000, 1) if lat else None},
-        "server": {"peak_rss_mb": round(status["VmHWM"] / 1024, 1) if peak_reset else None,
-                   "max_sampled_rss_mb": round(sampler.max_kb / 1024, 1),
-                   "end_rss_mb": round(status["VmRSS"] / 1024, 1),
-                   "cpu_s_per_s": round(cpu / seconds, 2) if seconds else None},
-        "hostile": hostile_out,
-        "loadavg_before_after": [load_before, common.loadavg()],
+        "server": {"peak_rss_mb": round(max(sg["peak_kb"] for sg in segments) / 1024, 1),
+                   "max_sampled_rss_mb": round(max(sg["sampled_kb"] for sg in segments) / 1024, 1),
+                   "end_rss_mb": round(segments[-1]["end_kb"] / 1024, 1),
+                   "cpu_s_per_s": round(sum(sg["cpu"] for sg in segments) / sum(sg["elapsed"] for sg in segments), 2)},
+        "hostile": ({**(segments[0]["hostile"] or {}), "outcomes": outcomes} if hostile else None),
+        "loadavg_per_segment": [sg["load"] for sg in segments],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds measured per phase")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the phases alternate in this many rounds (the machine's other load falls on both)")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--honest", type=int, default=4, help="honest client processes")
     ap.add_argument("--hostile", type=int, default=300, help="hostile connections")
@@ -306,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     mock = common.start_mock(state, size=args.size, log=work / "mock.log")
     os.setpriority(os.PRIO_PROCESS, mock.proc.pid, 10)  # the site is another machine in real life
     server = None
+    seconds = args.duration / args.rounds
+    alone_segs: list[dict[str, Any]] = []
+    hostile_segs: list[dict[str, Any]] = []
     try:
         env = common.cache_env(mock, None, work, None)
         scan = common.full_scan(env)
@@ -314,25 +358,32 @@ def main(argv: list[str] | None = None) -> int:
         ids = [e["id"] for e in mock.sg().find("Shot", [], ["id"])]
         script = (mock.script_name, mock.script_key)
         idle = _status_kb(server.pid)
-        print(f"server idle: {idle['VmRSS'] / 1024:.0f} MB; phase 1: {args.honest} honest clients alone", flush=True)
-        alone = phase("alone", url, server.pid, script, ids, args, 0)
-        print(json.dumps(alone["honest"]), flush=True)
-        print(f"phase 2: with {args.hostile} hostile connections", flush=True)
-        attacked = phase("hostile", url, server.pid, script, ids, args, args.hostile)
-        print(json.dumps(attacked["honest"]), flush=True)
+        print(f"server idle: {idle['VmRSS'] / 1024:.0f} MB; {args.rounds} rounds of {seconds:.0f} s alone, "
+              f"{seconds:.0f} s beside {args.hostile} hostile connections", flush=True)
+        for r in range(args.rounds):
+            for name, n, segs in (("alone", 0, alone_segs), ("hostile", args.hostile, hostile_segs)):
+                segs.append(segment(url, server.pid, script, ids, args, n, seconds, 100 * r + n))
+                lat = sorted(segs[-1]["lat"])
+                print(f"  round {r + 1} {name}: {len(lat)} ok, {sum(segs[-1]['errors'].values())} errors, "
+                      f"p99 {common.percentile(lat, 99) * 1000:.1f} ms, peak RSS {segs[-1]['peak_kb'] / 1024:.0f} MB, "
+                      f"load {segs[-1]['load'][1][:1]}", flush=True)
         alive = server.poll() is None
     finally:
         common.stop(server)
         mock.discard()
 
+    alone = combine(alone_segs, args.duration, 0)
+    attacked = combine(hostile_segs, args.duration, args.hostile)
+    for phase_out, segs in ((alone, alone_segs), (attacked, hostile_segs)):
+        phase_out["honest"]["server_side_ms"] = server_side_ms(work / "serve.log", [sg["wall"] for sg in segs])
     p99_alone = alone["honest"]["latency_ms"].get("p99")
     p99_hostile = attacked["honest"]["latency_ms"].get("p99")
     ratio = round(p99_hostile / p99_alone, 2) if p99_alone and p99_hostile else None
-    peak = attacked["server"]["peak_rss_mb"] or attacked["server"]["max_sampled_rss_mb"]
+    peak = attacked["server"]["peak_rss_mb"]
     out = {
-        "settings": {"duration_s": args.duration, "honest_clients": args.honest, "hostile_connections": args.hostile,
-                     "large_body_mb": args.large_mb, "deep_hops": args.hops, "db": "sqlite",
-                     "site_entities": scan["rows"]},
+        "settings": {"duration_s": args.duration, "rounds": args.rounds, "honest_clients": args.honest,
+                     "hostile_connections": args.hostile, "large_body_mb": args.large_mb, "deep_hops": args.hops,
+                     "db": "sqlite", "site_entities": scan["rows"]},
         "server_idle_rss_mb": round(idle["VmRSS"] / 1024, 1),
         "alone": alone, "hostile": attacked, "server_alive": alive,
         "summary": {"honest_errors": attacked["honest"]["errors"], "honest_p99_ms_alone": p99_alone,
