@@ -75,9 +75,12 @@ class Sessions:
             return None
         return Session(data["u"], float(data.get("t", 0)), data["c"])
 
+    def issue(self, login: str) -> str:
+        """A new session cookie's value for `login` (fresh CSRF token)."""
+        return str(self._session.dumps({"u": login, "t": time.time(), "c": secrets.token_urlsafe(24)}))
+
     def start(self, response: Response, request: Request, login: str) -> None:
-        token = self._session.dumps({"u": login, "t": time.time(), "c": secrets.token_urlsafe(24)})
-        self._set(response, request, COOKIE, token, int(self.max_age))
+        self._set(response, request, COOKIE, self.issue(login), int(self.max_age))
         response.delete_cookie(CSRF_COOKIE, path=PATH)
 
     def end(self, response: Response) -> None:
