@@ -16,8 +16,9 @@ Then the budget: a third server at rate 1 (every local answer sampled) takes
 `--concurrency` clients for `--duration` s, and the site's own request counter (the
 mock's admin `/stats`) says how many calls reached it: shadow calls per second must not
 exceed `SGCACHE_SHADOW_BUDGET` (default 2). With `--no-sync` the servers make no other
-calls to the site once the clients' credentials are verified (warm-up), so every call
-the site counts in a phase is a shadow call (or a read to classify a difference).
+calls to the site once the clients' credentials are verified (warm-up), and the thumbnail
+worker is off, so every call the site counts in a phase is a shadow call (or a read to
+classify a difference).
 
     .venv/bin/python bench/shadow.py                       # SQLite, a 100,000-entity site
     .venv/bin/python bench/shadow.py --db-url postgresql+psycopg://...
@@ -133,7 +134,9 @@ def main() -> int:
         urls: dict[str, str] = {}
         pids: dict[str, int] = {}
         for name, rate in (("rate0", 0.0), ("rate", args.rate), ("rate1", 1.0)):
-            e = {**env, "SGCACHE_SHADOW_RATE": str(rate), "SGCACHE_SHADOW_BUDGET": str(args.budget)}
+            # No thumbnail worker: its reads of the site would mix with the shadow calls counted.
+            e = {**env, "SGCACHE_SHADOW_RATE": str(rate), "SGCACHE_SHADOW_BUDGET": str(args.budget),
+                 "SGCACHE_THUMBNAIL_CACHE_MB": "0"}
             urls[name], p = common.start_cache_server(e, work / f"serve-shadow-{name}.log", "--no-sync")
             procs.append(p)
             pids[name] = p.pid
