@@ -12,6 +12,11 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# Shadow verification re-asks the site for a sample of local answers (default 1%): the
+# tests that count the site's requests would then flake. Processes the tests start
+# inherit this; the shadow tests set their own rate.
+os.environ.setdefault("SGCACHE_SHADOW_RATE", "0")
+
 
 #: The real site's schema dump, kept beside the checkout in ../shared/fixtures (not in it:
 #: it is the site's data); SGCACHE_SITE_SCHEMA points elsewhere.
