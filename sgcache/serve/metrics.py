@@ -42,6 +42,9 @@ REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label,
     ("permission", r"^permission: "),  # what this caller may see is the site's to say (serve/permissions.py)
     ("quarantine", r"^quarantined"),  # a shadow read found this shape answered wrongly (serve/shadow.py)
     ("not_ready", r"being backfilled|being rebuilt|not ready|not primed"),
+    ("limits", r"through more than \d+ links|^more than \d+|^filters over \d+|tables in one join"),  # read/engine.py bounds
+    ("nul_text", r"holding NUL"),
+    ("withheld", r"withheld from the cache"),  # EventLogEntry.meta about a refused field
     ("uncached_type", r"^uncached entity type"),
     ("uncached_field", r"^uncached field"),
     ("time_relative", r"^time-relative"),

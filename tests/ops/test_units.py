@@ -25,6 +25,13 @@ from sgcache.sync.validate import wire_filters
     ("status_list over tag_list field tag_list", "summary"),
     ("invalid request, site decides: bad", "invalid"),
     ("method", "method"),
+    ("return fields through more than 6 links: the site decides", "limits"),
+    ("filter path through more than 6 links: the site decides", "limits"),
+    ("filters over 500 conditions or 30000 values: the site decides", "limits"),
+    ("more than 1000 return fields: the site decides", "limits"),
+    ("more than 64 tables in one join on SQLite: the site decides", "limits"),
+    ("filter text holding NUL: the site decides", "nul_text"),
+    ("EventLogEntry.meta withheld from the cache", "withheld"),
     ("something new", "other"),
 ])
 def test_passthrough_reasons_collapse_to_a_few_labels(reason: str, label: str) -> None:
