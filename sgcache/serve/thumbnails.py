@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..protocol import errors
+from ..protocol.values import parse_datetime
 from ..read.passthrough import Passthrough
 from ..runtime import CacheService
 from ..upstream import OWN, UpstreamUnavailable
@@ -44,6 +45,13 @@ MAX_IMAGE_BYTES = 20_000_000
 BATCH = 200
 #: Paths the site answers while it is still processing an upload: never kept.
 PLACEHOLDER_MARK = "/images/status/transient/"
+#: Rows updated in the mark's second are looked at again for this long (see `step`).
+RECHECK_SECONDS = 120.0
+
+
+def _recent(at: str, seconds: float) -> bool:
+    when = parse_datetime(at)
+    return when is not None and time.time() - when.timestamp() < seconds
 
 
 def source_key(url: str) -> str:
@@ -254,10 +262,18 @@ class ThumbnailFetcher:
         with self.service.store.engine.connect() as conn:
             return list(self.service.reader.read(conn, params)["entities"])
 
-    async def step(self, etype: str, field: str) -> bool:
-        """Look at the next batch of changed rows of `etype`; False when none were left."""
-        mark = await asyncio.to_thread(self.store.mark, etype)
-        rows = await asyncio.to_thread(self._changed, etype, mark)
+    async def step(self, etype: str, field: str, first: bool = False) -> bool:
+        """Look at the next batch of changed rows of `etype`; False when none were left.
+
+        `updated_at` has a resolution of a second: a row changed again within the second
+        of the mark has the mark's time and may have a lower id. So the first step of a pass
+        starts at the beginning of the mark's second while that second is recent (the events
+        bring such a change within the event lag); rows already copied cost no download.
+        """
+        at, last = await asyncio.to_thread(self.store.mark, etype)
+        if first and at is not None and _recent(at, RECHECK_SECONDS):
+            last = 0
+        rows = await asyncio.to_thread(self._changed, etype, (at, last))
         if not rows:
             return False
         ids = [r["id"] for r in rows]
@@ -293,10 +309,15 @@ class ThumbnailFetcher:
         return len(rows) == BATCH
 
     async def run_once(self) -> None:
-        """One pass over every image type, until no changed rows are left."""
+        """One pass over every image type, until no changed rows are left. A type the
+        engine will not read now (being rebuilt, not primed) waits for the next pass."""
         for etype, field in image_types(self.service):
-            while await self.step(etype, field):
-                pass
+            try:
+                if await self.step(etype, field, first=True):
+                    while await self.step(etype, field):
+                        pass
+            except Passthrough as e:
+                log.debug("thumbnails of %s wait: %s", etype, e.reason)
 
     async def run(self) -> None:
         while True:
@@ -307,8 +328,6 @@ class ThumbnailFetcher:
                     raise
                 except (UpstreamUnavailable, errors.Fault) as e:  # the site is down: next time
                     log.debug("thumbnail pass stopped: %s", e)
-                except Passthrough as e:  # a type being rebuilt or a field backfilled
-                    log.debug("thumbnail pass skipped a type: %s", e.reason)
                 except Exception:
                     log.exception("thumbnail pass failed")
             await asyncio.sleep(self.interval)
