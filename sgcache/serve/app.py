@@ -195,7 +195,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             await verifier.check(auth, etype)
             grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
             if not grant.full:  # what the site shows this caller, or Passthrough
-                result = await run_in_threadpool(permissions.answer, service, grant, method, params)
+                result = await permissions.answer_point(grant, method, params, point_reads.answer) \
+                    or await run_in_threadpool(permissions.answer, service, grant, method, params)
             else:
                 result = await point_reads.answer(params) if method == "read" else None
             if result is None:

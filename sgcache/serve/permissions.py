@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
@@ -459,6 +459,55 @@ class Permissions:
     def describe(self) -> dict[str, Any]:
         return {"source": SOURCE, "groups": self.policy.describe()}
 
+    async def answer_point(self, grant: Grant, method: str, params: dict[str, Any],
+                           point: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+        """A restricted read of one row by id answered on the point-read path (no worker
+        thread), when the caller's project ids and what the row holds decide every check;
+        None: ask `answer`, which decides the rest."""
+        caller, etype = grant.caller, params.get("type")
+        if method != "read" or caller is None or grant.rules.policy not in RESTRICTED or _point(params) is None \
+                or not (grant.rules.policy == "assigned_projects" or etype == "Project"):
+            return None
+        r = self.restrict(grant, method, params)
+        if r.params is params:
+            return None
+        store = self._store()
+        joined = self._joined_projects(store, grant, etype, params)
+        extra = [x for xs in joined.values() for x in xs]
+        if etype != "Project" and "project" not in (params.get("return_fields") or []):
+            extra.append("project")
+        result = await point({**params, "return_fields": [*(params.get("return_fields") or []), *extra]}
+                             if extra else params)
+        if result is None or not result["entities"]:
+            return result  # None: not a ready point read; no row: nothing to keep from anyone
+        ent = result["entities"][0]
+        own = ent if etype != "Project" else None
+        proj = own.get("project") if own is not None else {"type": "Project", "id": ent["id"]}
+        if not (isinstance(proj, dict) and proj.get("type") == "Project" and proj.get("id") in caller.project_ids):
+            return None  # not theirs, or no live project: `answer` says what the site shows
+        known = _known_visible(result, joined, caller.project_ids)
+        for x in extra:
+            ent.pop(x, None)
+        schema = store.schema
+        for k, v in ent.items():
+            if k in ("type", "id"):
+                continue
+            for link in (v if isinstance(v, list) else [v]):
+                if not (isinstance(link, dict) and isinstance(link.get("type"), str) and "id" in link):
+                    continue
+                t = link["type"]
+                nf = name_field(schema.entities.get(t), t)
+                if nf is not None and f"{t}.{nf}" in grant.rules.hidden_fields:
+                    return None
+                try:
+                    vis = self.visibility(grant, t)
+                except Passthrough:
+                    return None
+                if vis is not None and not ((t == "Project" and link["id"] in caller.project_ids)
+                                            or (t, link["id"]) in known):
+                    return None
+        return result
+
     def _joined_projects(self, store: Store, grant: Grant, etype: str, params: dict[str, Any]) -> dict[str, list[str]]:
         """Return field -> `field.Type.project` paths telling whether its links are the
         caller's (assigned_projects: a linked row is visible iff its project is theirs)."""
@@ -497,20 +546,19 @@ class Permissions:
         joined = self._joined_projects(store, grant, etype, params) if method == "read" else {}
         known: set[tuple[str, int]] = set()
 
+        pk = _point(params) if method == "read" and by_project and r.params is not params else None
+        extra = [x for xs in joined.values() for x in xs]
+        if pk is not None and etype != "Project" and "project" not in (params.get("return_fields") or []):
+            extra.append("project")  # the row's own project (and the same plan as `answer_point`)
+
         def with_joined(p: dict[str, Any]) -> dict[str, Any]:
-            if not joined:
+            if not extra:
                 return p
-            return {**p, "return_fields": [*(p.get("return_fields") or []), *[x for xs in joined.values() for x in xs]]}
+            return {**p, "return_fields": [*(p.get("return_fields") or []), *extra]}
 
         def take_joined(result: dict[str, Any]) -> dict[str, Any]:
-            for ent in result.get("entities") or []:
-                for f, extra in joined.items():
-                    link = ent.get(f)
-                    for x in extra:
-                        jp = ent.pop(x, None)
-                        if isinstance(link, dict) and x == f"{f}.{link.get('type')}.project" and isinstance(jp, dict) \
-                                and jp.get("type") == "Project" and caller is not None and jp.get("id") in caller.project_ids:
-                            known.add((link["type"], link["id"]))
+            if caller is not None:
+                known.update(_known_visible(result, joined, caller.project_ids))
             return result
 
         def visible_ids(conn: Connection, t: str, vis: list[Any], ids: list[int]) -> set[int]:
@@ -529,19 +577,21 @@ class Permissions:
             return seen
 
         with store.engine.connect() as conn:
-            pk = _point(params) if method == "read" and by_project and r.params is not params else None
             if pk is not None:
                 # One row by id: read it as anyone would (the engine's point path), then
                 # keep it only if its project is the caller's.
                 result = take_joined(run(conn, with_joined(params)))
                 if result["entities"] and caller is not None:
                     shown = result["entities"][0].get("project") if etype != "Project" else None
-                    if isinstance(shown, dict) and shown.get("type") == "Project":  # asked for: no lookup
+                    if isinstance(shown, dict) and shown.get("type") == "Project":  # no lookup
                         mine = shown.get("id") in caller.project_ids
                     else:
                         mine = bool(_in_projects(store, conn, etype, [pk], caller.project_ids, strict=True))
                     if not mine:  # not theirs: the restricted read says what is
                         result = take_joined(run(conn, with_joined(r.params)))
+                if "project" in extra:
+                    for ent in result["entities"]:
+                        ent.pop("project", None)
             else:
                 if r.null_project is not None and _has_null_project(store, conn, etype):
                     # whether the site shows rows without a project is not documented
@@ -560,6 +610,22 @@ class Permissions:
             self.check_links(grant, result.get("entities") or [],
                              lambda t, vis, ids: visible_ids(conn, t, vis, ids))
         return result
+
+
+def _known_visible(result: dict[str, Any], joined: dict[str, list[str]],
+                   projects: frozenset[int]) -> set[tuple[str, int]]:
+    """Links whose joined `field.Type.project` is one of the caller's projects (the joined
+    fields are taken out of the answer)."""
+    known: set[tuple[str, int]] = set()
+    for ent in result.get("entities") or []:
+        for f, extra in joined.items():
+            link = ent.get(f)
+            for x in extra:
+                jp = ent.pop(x, None)
+                if isinstance(link, dict) and x == f"{f}.{link.get('type')}.project" and isinstance(jp, dict) \
+                        and jp.get("type") == "Project" and jp.get("id") in projects:
+                    known.add((link["type"], link["id"]))
+    return known
 
 
 def _point(params: dict[str, Any]) -> int | None:

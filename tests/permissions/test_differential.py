@@ -86,3 +86,25 @@ def test_hand_picked_reads_cross_into_hidden_rows(perm_world: UserWorld) -> None
         assert cache == site, params
         local += _sent(world) - before == 1
     assert local >= 2
+
+
+@pytest.mark.parametrize("role", ["Artist", "Client", "Vendor"])
+def test_reads_of_one_row_by_id_show_only_the_callers_rows(perm_world: UserWorld, role: str) -> None:
+    """`find_one` by id, the commonest call: the site's answer for rows of the caller's
+    projects and of others (nothing), answered by the cache itself for plain fields."""
+    world = _as(perm_world, role)
+    shots = world.ids["Shot"][:40] + [999999]
+    projects = world.ids["Project"]
+    world.call(world.cache.url, "read", {"type": "Shot", "return_fields": ["id"]})
+    before, sent = _sent(world), 0
+    for etype, ids, fields in [("Shot", shots, ["code", "sg_sequence", "project", "sg_cut_in"]),
+                               ("Shot", shots, ["code", "sg_status_list"]),
+                               ("Project", projects, ["name", "archived"])]:
+        for i in ids:
+            params = {"type": etype, "return_fields": fields, "filters": {"logical_operator": "and", "conditions": [
+                {"path": "id", "relation": "is", "values": [i]}]}, "paging": {"entities_per_page": 1, "current_page": 1}}
+            site, cache = world.both("read", params)
+            sent += 1
+            assert cache == site, params
+    local = sent - (_sent(world) - before - sent)
+    assert local >= sent // 2, (role, local, sent)
