@@ -160,7 +160,7 @@ class Browser:
     def close(self) -> None:
         try:
             self.call("Browser.close")
-        except Exception:
+        except (AssertionError, OSError):  # already gone: the process wait below settles it
             pass
         try:
             self.proc.wait(10)

@@ -32,11 +32,11 @@ def png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def vendors(size: int) -> list[str]:
-    """Logins of the demo's active Vendor-group users (the demo is deterministic)."""
+def logins_of(size: int, group: str) -> list[str]:
+    """Logins of the demo's active users in a permission group (the demo is deterministic)."""
     rule_sets = {r["id"]: r["code"] for t, r in generate(size) if t == "PermissionRuleSet"}
     return [r["login"] for t, r in generate(size) if t == "HumanUser" and r.get("sg_status_list") == "act"
-            and rule_sets.get((r.get("permission_rule_set") or {}).get("id")) == "Vendor"]
+            and rule_sets.get((r.get("permission_rule_set") or {}).get("id")) == group]
 
 
 @dataclass
@@ -46,14 +46,16 @@ class World:
     shot_id: int  # a Shot with a thumbnail uploaded on the site
     thumb: bytes
     vendors: list[str]
+    managers: list[str]  # a group the default policy leaves to the site
     data_dir: Path
 
 
 @pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     size = 300
-    vs = vendors(size)[:2]
-    users = [f"{ADMIN[0]}:{ADMIN[1]}", *(f"{v}:{PASSWORD}" for v in vs)]
+    vs = logins_of(size, "Vendor")[:2]
+    ms = logins_of(size, "Manager")[:1]
+    users = [f"{ADMIN[0]}:{ADMIN[1]}", *(f"{v}:{PASSWORD}" for v in vs + ms)]
     site = start_site(*(a for u in users for a in ("--human-user", u)), demo=size)
     cache = None
     try:
@@ -69,7 +71,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cache = start_cache(site, f"sqlite:///{data / 'cache.sqlite'}", data, SGCACHE_POLL_INTERVAL="0.5",
                             SGCACHE_THUMBNAIL_INTERVAL="0.5", SGCACHE_THUMBNAIL_HOSTS="127.0.0.1",
                             SGCACHE_AUTH_TTL="2")
-        yield World(site, cache, shot["id"], thumb, vs, data)
+        yield World(site, cache, shot["id"], thumb, vs, ms, data)
     finally:
         if cache is not None:
             cache.stop()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import stat
+from pathlib import Path
 
 import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
 
-from sgcache.serve.browse.session import COOKIE, SECRET_FILE
+from sgcache.serve.browse.session import COOKIE, SECRET_FILE, Sessions, load_secret
 
 from .conftest import ADMIN, PASSWORD, World, sign_in, wait_for
 
@@ -34,6 +37,7 @@ def test_no_page_or_thumbnail_without_a_session(world: World) -> None:
     for path in [*PAGES, _thumb_path(world)]:
         r = c.get(path)
         assert _refused(r), (path, r.status_code, r.text[:200])
+    assert c.get("/browse/Shot/not-an-id/x").status_code == 404  # nothing under /browse goes to the site
     # what a signed-in user gets there, for contrast
     s = sign_in(world.cache.url, *ADMIN)
     assert s.get("/browse/Shot").status_code == 200
@@ -59,7 +63,6 @@ def test_forged_altered_and_expired_cookies_are_refused(world: World) -> None:
     good = _cookie_from(key, ADMIN[0])
     forged = _cookie_from(b"not-the-data-dirs-key-" * 3, ADMIN[0])
     expired = _cookie_from(key, ADMIN[0], issued_ago=13 * 3600)  # past the 12 h default
-    payload, _, sig = good.partition(".")
     altered = good[:-3] + ("AAA" if good[-3:] != "AAA" else "BBB")
     for name, value, ok in [("good", good, True), ("forged", forged, False), ("expired", expired, False),
                             ("altered", altered, False), ("garbage", "x.y.z", False)]:
@@ -140,3 +143,27 @@ def test_a_vendor_sees_only_what_the_site_shows_them(world: World) -> None:
         r = s.get(f"/browse/Task/{tid}")
         assert r.status_code == 404 and 'id="fields"' not in r.text
 
+
+
+def test_a_group_the_policy_leaves_to_the_site_is_told_so_not_shown_everything(world: World) -> None:
+    if not world.managers:
+        pytest.skip("the demo has no Manager")
+    s = sign_in(world.cache.url, world.managers[0], PASSWORD)
+    r = s.get("/browse/Shot")
+    assert r.status_code == 200
+    assert "answered by the site only" in r.text and "(Manager)" in r.text
+    assert not _row_ids(r.text)
+    assert "answered by the site only" in s.get(f"/browse/Shot/{world.shot_id}").text
+    assert s.get(f"/browse/thumb/Shot/{world.shot_id}").status_code == 404
+
+
+def test_the_session_cookie_is_secure_behind_https(tmp_path: Path) -> None:
+    sessions = Sessions(load_secret(tmp_path), 3600)
+    for scheme, secure in (("https", True), ("http", False)):
+        req = Request({"type": "http", "scheme": scheme, "method": "POST", "path": "/browse/login",
+                       "headers": [], "query_string": b"", "server": ("cache", 443)})
+        resp = Response()
+        sessions.start(resp, req, "someone")
+        assert ("secure" in resp.headers["set-cookie"].lower()) is secure
+    assert sessions.read(Request({"type": "http", "headers": [(b"cookie", f"{COOKIE}={sessions.issue('a')}".encode())],
+                                  "method": "GET", "path": "/", "query_string": b""})).login == "a"  # type: ignore[union-attr]

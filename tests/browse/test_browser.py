@@ -62,6 +62,10 @@ def test_signing_in_filtering_sorting_paging_and_a_thumbnail_through_an_outage(
     assert b.url == url + "/browse/Shot"
     assert b.text("#who") == ADMIN[0]
     assert b.js("document.scripts.length") == 0  # pages work without JavaScript: they have none
+    b.click("a.home")  # the cached types with their counts, in the site's words
+    counts = dict(zip(b.texts("#types tbody td:first-child"), b.texts("#types tbody td:last-child")))
+    assert counts["Shot"] == f"{len(sg.find('Shot', [], ['id'])):,}"
+    assert counts["Person"] == f"{len(sg.find('HumanUser', [], ['id'])):,}"  # HumanUser's display name
 
     # The site goes down; the browser keeps working from the cache, and says so.
     _outage(world, 600)

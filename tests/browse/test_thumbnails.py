@@ -53,7 +53,7 @@ def test_a_changed_or_cleared_image_on_the_site_is_followed(world: World, tmp_pa
         img = png(*size)
         (tmp_path / "t.png").write_bytes(img)
         sg.upload_thumbnail("Shot", shot["id"], str(tmp_path / "t.png"))
-        wait_for(lambda: s.get(path).content == img, f"the {size} thumbnail's local copy")
+        wait_for(lambda img=img: s.get(path).content == img, f"the {size} thumbnail's local copy")
         assert f'src="{path}"' in s.get(f"/browse/Shot/{shot['id']}").text
     sg.update("Shot", shot["id"], {"image": None})
     wait_for(lambda: s.get(path).status_code == 404, "the cleared thumbnail to be forgotten")

@@ -105,9 +105,8 @@ def parse_type_query(table: EntityTable, etype: str, args: Mapping[str, Any], mu
     tq = TypeQuery(cols or default_columns(table, etype))
     tq.search = str(args.get("q") or "").strip()[:200]
     sort = str(args.get("sort") or "")
-    if sort.lstrip("-") in table.fields or sort.lstrip("-") == "id":
-        if sortable(table, sort.lstrip("-")):
-            tq.sort, tq.descending = sort.lstrip("-"), sort.startswith("-")
+    if (sort.lstrip("-") in table.fields or sort.lstrip("-") == "id") and sortable(table, sort.lstrip("-")):
+        tq.sort, tq.descending = sort.lstrip("-"), sort.startswith("-")
     try:
         tq.page = max(1, min(100_000, int(args.get("page") or 1)))
     except ValueError:
