@@ -22,7 +22,7 @@ HTTP_ERRORS = (502, 503, 504)
 
 @dataclass
 class FaultConfig:
-    latency: float = 0.0          # seconds added before every request is handled
+    latency: float = 0.0          # seconds added before every request is handled (awaited: requests overlap)
     error_rate: float = 0.0       # share of requests answered with HTTP 502/503/504
     error_codes: tuple[int, ...] = HTTP_ERRORS
     drop_rate: float = 0.0        # share of requests whose connection is closed unanswered

@@ -6,6 +6,12 @@ The outermost layer counts every request on the public port and applies the
 transport faults before any handler runs; a dropped connection aborts the
 socket without a response, which is what the client sees when a proxy dies.
 
+Concurrency: requests are handled concurrently. The injected latency is awaited on the
+event loop (it holds nothing), and the RPC itself runs in the thread pool under the
+site's store lock (`Site.call`): the site's data is single-threaded, so RPCs are atomic
+and run one at a time, while any number of requests wait out their latency together,
+as against a hosted site.
+
 Application errors are always HTTP 200 with ``{"exception": true, ...}``:
 malformed JSON, wrong shapes and crashes in a handler become Faults, never 500s.
 """
