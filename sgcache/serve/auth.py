@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..protocol import errors
-from ..upstream import AUTH, Upstream, UpstreamUnavailable
+from ..upstream import AUTH, Upstream, UpstreamBusy, UpstreamUnavailable
 
 log = logging.getLogger("sgcache.auth")
 
@@ -149,10 +149,13 @@ class AuthVerifier:
             self._remember(key, _Verdict(False, now, e.message))
             log.info("site refused %s", identity(auth))
             raise
+        except UpstreamBusy:
+            raise  # never sent (no free connection): the site said nothing, so no grace
         except UpstreamUnavailable:
-            # Grace only if the site is really unreachable: this call may have failed for
-            # want of a free connection, which callers can cause and the site cannot.
-            if v is not None and v.ok and now - v.at < self.grace and await self.upstream.site_unreachable(started):
+            # Grace only if the site is really unreachable by the cache's own calls too:
+            # callers' traffic must never be able to stand in for an outage.
+            graced = v is not None and v.ok and now - v.at < self.grace
+            if graced and await self.upstream.site_unreachable(started):
                 log.warning("site unreachable; serving %s from a verification %.0fs old",
                             identity(auth), now - v.at)
                 return

@@ -11,13 +11,14 @@ from .methods import (
     RETRY_STATUSES,
     SAFE_METHODS,
     UNSAFE_METHODS,
+    UpstreamBusy,
     UpstreamUnavailable,
     method_label,
     unavailable_message,
 )
 
 __all__ = [
-    "AUTH", "DOWN_WINDOW", "KNOWN_METHODS", "OWN", "PASSTHROUGH", "RETRY_STATUSES", "SAFE_METHODS", "TRANSFER",
-    "UNSAFE_METHODS", "LaneLimits", "SiteHealth", "Upstream", "UpstreamUnavailable", "fetch_site_schema",
-    "make_upstream", "method_label", "unavailable_message",
+    "AUTH", "DOWN_WINDOW", "KNOWN_METHODS", "OWN", "PASSTHROUGH", "RETRY_STATUSES", "SAFE_METHODS",
+    "TRANSFER", "UNSAFE_METHODS", "LaneLimits", "SiteHealth", "Upstream", "UpstreamBusy",
+    "UpstreamUnavailable", "fetch_site_schema", "make_upstream", "method_label", "unavailable_message",
 ]

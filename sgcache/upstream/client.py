@@ -23,6 +23,7 @@ from .lanes import CALLERS, LANES, OWN, PASSTHROUGH, TRANSFER, LaneLimits, lane_
 from .methods import (
     RETRY_STATUSES,
     SAFE_METHODS,
+    UpstreamBusy,
     UpstreamUnavailable,
     busy_message,
     method_label,
@@ -45,11 +46,11 @@ class Upstream:
         self.backoff = backoff
         self.limits = limits or LaneLimits()
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self.clients = {
-            lane: lane_client(self.base_url, self.limits.size(lane), transport=transport, timeout=httpx.Timeout(
-                timeout, connect=connect_timeout,
-                pool=min(timeout, self.limits.callers_wait) if lane in CALLERS else timeout))
-            for lane in LANES}
+        self.clients = {lane: lane_client(self.base_url, self.limits.size(lane), transport=transport,
+                                          timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=(
+                                              min(timeout, self.limits.callers_wait) if lane in CALLERS
+                                              else timeout)))
+                        for lane in LANES}
         #: the whole call, retries and backoff included, must finish within this
         self.deadline = timeout
         self.calls: dict[str, int] = {}
@@ -67,7 +68,7 @@ class Upstream:
 
     # -- RPC ---------------------------------------------------------------------------
     async def post_json(self, body: bytes, method: str, headers: Mapping[str, str] | None = None,
-                        *, lane: str = PASSTHROUGH) -> httpx.Response:
+                        *, lane: str = PASSTHROUGH, retry: bool = True) -> httpx.Response:
         """POST an api3 body as-is on `lane` (a caller's call by default), within `deadline` seconds.
 
         502/503/504 and broken connections are retried only for SAFE_METHODS: a write
@@ -82,7 +83,7 @@ class Upstream:
             hdrs.update({k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")})
         try:
             async with asyncio.timeout(self.deadline):
-                resp = await self._post_with_retries(body, method, hdrs, lane)
+                resp = await self._post_with_retries(body, method, hdrs, lane, retry)
         except TimeoutError as e:
             self._sample(lane, False)
             self._count_error("timeout")
@@ -93,9 +94,9 @@ class Upstream:
         return resp
 
     async def _post_with_retries(self, body: bytes, method: str, hdrs: dict[str, str],
-                                 lane: str) -> httpx.Response:
+                                 lane: str, retry: bool) -> httpx.Response:
         client = self.clients[lane]
-        attempts = 1 + (self.retries if method in SAFE_METHODS else 0)
+        attempts = 1 + (self.retries if retry and method in SAFE_METHODS else 0)
         last: Exception | None = None
         for attempt in range(attempts):
             if attempt:
@@ -105,7 +106,7 @@ class Upstream:
             except httpx.PoolTimeout as e:
                 # Our own pool stayed full: nothing was sent, and it says nothing of the site.
                 self._count_error(f"{lane}_pool_full")
-                raise UpstreamUnavailable(busy_message(method, lane)) from e
+                raise UpstreamBusy(busy_message(method, lane)) from e
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
                     httpx.ReadError, httpx.WriteError) as e:
                 # Nothing reached the site (or the connection broke before a reply): safe
@@ -147,7 +148,16 @@ class Upstream:
     async def site_unreachable(self, since: float) -> bool:
         """Whether the site is really down, by the cache's own calls since `since`
         (`health.now()` before the failed call being judged), or else an `info` probe."""
-        return await self.health.unreachable(since, lambda: self.call("info"))
+        return await self.health.unreachable(since, self._probe)
+
+    async def _probe(self, n: int) -> None:
+        """`n` `info` attempts of the cache's own at once, none retried: each is one sample."""
+        body = jsoncodec.dumps({"method_name": "info", "params": []})
+
+        async def once() -> None:
+            resp = await self.post_json(body, "info", lane=OWN, retry=False)
+            await resp.aclose()
+        await asyncio.gather(*(once() for _ in range(n)), return_exceptions=True)
 
     def _sample(self, lane: str, ok: bool) -> None:
         """One attempt's outcome; only the cache's own calls say how the site is."""
@@ -221,7 +231,7 @@ class Upstream:
             return await client.send(req, stream=True)
         except httpx.PoolTimeout as e:
             self._count_error(f"{TRANSFER}_pool_full")
-            raise UpstreamUnavailable("sgcache has too many transfers to the site in flight; "
+            raise UpstreamBusy("sgcache has too many transfers to the site in flight; "
                                       "this one was not sent. Try again shortly.") from e
         except httpx.TimeoutException as e:
             self._count_error("timeout")

@@ -7,9 +7,12 @@ out, or a full pool of callers' connections, says nothing about the site. So onl
 site's: an answer (up), or no connection, no answer in time, 502/503/504 (down).
 Waiting for a free connection in our own pool is neither.
 
-A failure is the site's when at least half of the own attempts made since it began
-failed (an `info` probe is made if there were none): a site that fails most requests
-is down for its users too. `down` applies the same rule to the last `window` seconds.
+A caller's failed verification is the site's fault (and the grace may apply) only if
+the cache's own attempts made since it began failed too: at least `PROBES` of them,
+probing the site with `info` for the missing ones, and any failure among them counts
+(a site failing most requests rarely answers three in a row). `down`, which lets the
+auth check skip the site for a while, asks more: at least half of the own attempts of
+the last `window` seconds failed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ log = logging.getLogger("sgcache.upstream")
 DOWN_WINDOW = 5.0
 #: Attempts remembered at most (the window is short; this only bounds a burst).
 KEEP = 64
+#: Own attempts needed to judge a failure: the probe makes up the difference.
+PROBES = 3
 
 
 class SiteHealth:
@@ -46,31 +51,33 @@ class SiteHealth:
         """One attempt of the cache's own: the site answered (`ok`) or failed to."""
         self._samples.append((self._clock(), ok))
 
-    def _mostly_failed(self, since: float) -> bool:
-        recent = [ok for t, ok in self._samples if t >= since]
-        return bool(recent) and 2 * recent.count(False) >= len(recent)
+    def _since(self, since: float) -> list[bool]:
+        return [ok for t, ok in self._samples if t >= since]
 
     @property
     def down(self) -> bool:
         """True while at least half of the own attempts of the last `window` seconds failed."""
-        return self._mostly_failed(self._clock() - self.window)
+        recent = self._since(self._clock() - self.window)
+        return bool(recent) and 2 * recent.count(False) >= len(recent)
 
-    async def unreachable(self, since: float, probe: Callable[[], Awaitable[object]]) -> bool:
-        """Whether at least half of the own attempts made since `since` failed.
+    async def unreachable(self, since: float, probe: Callable[[int], Awaitable[object]]) -> bool:
+        """Whether any of the (at least `PROBES`) own attempts made since `since` failed.
 
         `since` is when the failure being judged began: older successes say nothing of
-        it. With no own attempt since then, `probe` is called first (concurrent askers
-        share a probe started at `since` or later).
+        it. Missing attempts are made by `probe(n)`; concurrent askers share a probe
+        started at `since` or later.
         """
-        if not self._samples or self._samples[-1][0] < since:
+        missing = PROBES - len(self._since(since))
+        if missing > 0:
             if self._probe is None or self._probe_at < since:
                 self._probe_at = self._clock()
-                self._probe = asyncio.ensure_future(self._run(probe))
+                self._probe = asyncio.ensure_future(self._run(probe, missing))
             await asyncio.shield(self._probe)
-        return self._mostly_failed(since)
+        recent = self._since(since)
+        return bool(recent) and not all(recent)
 
-    async def _run(self, probe: Callable[[], Awaitable[object]]) -> None:
+    async def _run(self, probe: Callable[[int], Awaitable[object]], n: int) -> None:
         try:
-            await probe()
-        except Exception as e:  # the probe's attempts are recorded by the call itself
+            await probe(n)
+        except Exception as e:  # the probe's attempts are recorded by the calls themselves
             log.debug("site probe failed: %s", type(e).__name__)

@@ -51,7 +51,7 @@ class LaneLimits:
     callers_wait: float = 5.0
 
     def size(self, lane: str) -> int:
-        return int(getattr(self, lane))
+        return max(1, int(getattr(self, lane)))  # an empty pool would make every call wait
 
 
 def lane_client(base_url: str, connections: int, timeout: httpx.Timeout,

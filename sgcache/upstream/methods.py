@@ -35,6 +35,10 @@ class UpstreamUnavailable(errors.Fault):
     code = errors.UPSTREAM_UNAVAILABLE
 
 
+class UpstreamBusy(UpstreamUnavailable):
+    """The call was never sent: its lane had no free connection in time (says nothing of the site)."""
+
+
 def unavailable_message(method: str, status: int | str) -> str:
     """What a caller is told when the site failed to give a result (an HTTP status or why)."""
     what = f"HTTP {status}" if isinstance(status, int) else status

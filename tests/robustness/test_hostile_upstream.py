@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..e2e.harness import Cache, Site, free_port, wait_http
+from ..e2e.harness import Cache, Site, free_port
 from .conftest import OTHER_SCRIPT, _prime
 from .servers import Primed, rpc, serve
 
