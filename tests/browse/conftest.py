@@ -8,13 +8,14 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
 
 from sgcache.mock.demo import generate
 
+from ..cache.dbs import BACKENDS, new_db_url
 from ..e2e.harness import Cache, Site, start_cache, start_site
 
 ADMIN = ("admin", "admin-secret-1")
@@ -50,9 +51,13 @@ class World:
     data_dir: Path
 
 
-@pytest.fixture(scope="package")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="package", params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The studio, its cache on SQLite, then on PostgreSQL (when SGCACHE_TEST_PG_URL is set)."""
     size = 300
+    tmp = tmp_path_factory.mktemp("browse")
+    dbs = new_db_url(request.param, tmp)
+    db_url = next(dbs)
     vs = logins_of(size, "Vendor")[:2]
     ms = logins_of(size, "Manager")[:1]
     users = [f"{ADMIN[0]}:{ADMIN[1]}", *(f"{v}:{PASSWORD}" for v in vs + ms)]
@@ -62,13 +67,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         sg = site.sg()
         shot = sg.find_one("Shot", [["sg_status_list", "is", "ip"]], ["code"], order=[{"field_name": "id",
                                                                                         "direction": "asc"}])
-        tmp = tmp_path_factory.mktemp("browse")
         thumb = png(320, 180)
         (tmp / "thumb.png").write_bytes(thumb)
         sg.upload_thumbnail("Shot", shot["id"], str(tmp / "thumb.png"))
         data = tmp / "data"
         data.mkdir()
-        cache = start_cache(site, f"sqlite:///{data / 'cache.sqlite'}", data, SGCACHE_POLL_INTERVAL="0.5",
+        cache = start_cache(site, db_url, data, SGCACHE_POLL_INTERVAL="0.5",
                             SGCACHE_THUMBNAIL_INTERVAL="0.5", SGCACHE_THUMBNAIL_HOSTS="127.0.0.1",
                             SGCACHE_AUTH_TTL="2")
         yield World(site, cache, shot["id"], thumb, vs, ms, data)
@@ -76,6 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         if cache is not None:
             cache.stop()
         site.stop()
+        dbs.close()  # drops a PostgreSQL database
 
 
 def sign_in(url: str, login: str, password: str) -> httpx.Client:
@@ -89,7 +94,7 @@ def sign_in(url: str, login: str, password: str) -> httpx.Client:
     return c
 
 
-def wait_for(check: "callable[[], object]", what: str, timeout: float = 30) -> object:  # type: ignore[valid-type]
+def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> object:
     deadline = time.monotonic() + timeout
     while True:
         got = check()
