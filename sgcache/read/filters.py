@@ -159,7 +159,9 @@ def _parse_condition(schema: Schema, etype: str, c: Any, method: str) -> Conditi
     # only the server format (protocol.md §4.2): a `[path, relation, value]` list is what the
     # client translates, never what it sends, so how the site takes one is its own to decide
     if not isinstance(c, dict) or "path" not in c or "relation" not in c:
-        raise errors.bad_filter(method, f"malformed condition {c!r}")
+        # the condition itself is not echoed: this reason is logged, and values may be secrets
+        raise errors.bad_filter(method, f"malformed condition: expected an object with 'path' and 'relation', "
+                                        f"got {type(c).__name__}")
     path = resolve_path(schema, etype, c["path"], method)
     relation = c["relation"]
     values = c.get("values", [])
