@@ -2,9 +2,9 @@
 
 The rebuild marks its types in the database (`_sgcache_state["rebuilding"]`), waits a
 grace period so every serving process has seen the mark and in-flight reads have
-finished, then re-reads each type from the site (active and retired, keyset paged,
-versioned upserts so a newer event refresh always wins) and finally deletes the rows
-the site no longer has. While a type is marked, reads that involve it in any way (as
+finished, then re-reads the types from the site with the full scan's machinery (in
+parallel, keyset paged, versioned upserts so a newer event refresh always wins,
+resumable) and deletes the rows the site no longer has as each type completes. While a type is marked, reads that involve it in any way (as
 the read's type, a link target whose name is shown, or a hop of a deep path) are
 passed through to the site (`RebuildGate`); nothing is ever served half-rebuilt.
 
@@ -23,14 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
+from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
 from ..read.engine import Passthrough
 from ..schema import Schema
-from ..store.tables import Store
+from ..store.tables import VERSION, Store
 from ..upstream import Upstream
-from .scan import PRIMED, return_fields_for
+from .scan import DEFAULT_CONCURRENCY, PRIMED, ParallelScan, TypePlan
 
 log = logging.getLogger("sgcache.rebuild")
 
@@ -188,46 +189,29 @@ def rebuilding(store: Store) -> dict[str, Any]:
         return dict(store.get_state(conn, REBUILDING) or {})
 
 
-def _now_version() -> int:
-    return time.time_ns() // 1000
-
-
-def _write(store: Store, etype: str, page: list[dict[str, Any]], active: bool, version: int) -> None:
-    with store.engine.begin() as conn:
-        store.upsert(conn, etype, page, active=active, version=version)
-
-
-def _sweep(store: Store, etype: str, seen: set[int], version: int) -> int:
-    """Delete rows the site did not show, unless something newer wrote them meanwhile."""
-    et = store[etype]
-    with store.engine.begin() as conn:
-        ids = set(conn.execute(select(et.table.c.id)).scalars())
-        n = store.delete_rows(conn, etype, ids - seen, version)
+def _sweeper(store: Store) -> Callable[[Connection, TypePlan], None]:
+    """Run when a type's re-read completes (in its last page's transaction): delete the rows
+    the site did not show. Every row the rebuild wrote carries a version at or after the
+    type's start, and so does anything newer written meanwhile; the rest were not seen."""
+    def sweep(conn: Connection, plan: TypePlan) -> None:
+        et = store[plan.etype]
+        t = et.table
+        stale = list(conn.execute(select(t.c.id).where(
+            or_(t.c[VERSION].is_(None), t.c[VERSION] < plan.version))).scalars())
+        plan.removed += store.delete_rows(conn, plan.etype, stale, plan.version - 1)
         for a in et.assoc.values():  # lists whose parent row is gone
-            conn.execute(delete(a).where(a.c.parent_id.not_in(select(et.table.c.id))))
-    return n
-
-
-async def _reload(store: Store, upstream: Upstream, etype: str, page_size: int,
-                  progress: Callable[[str, int], None] | None) -> tuple[int, int]:
-    start = _now_version()
-    fields = return_fields_for(store, etype)
-    seen: set[int] = set()
-    for return_only, active in (("active", True), ("retired", False)):
-        version = _now_version()
-        async for page in upstream.read_pages(etype, fields, return_only=return_only, page_size=page_size):
-            await asyncio.to_thread(_write, store, etype, page, active, version)
-            seen.update(r["id"] for r in page)
-            if progress:
-                progress(etype, len(page))
-            version = _now_version()
-    removed = await asyncio.to_thread(_sweep, store, etype, seen, start)
-    return len(seen), removed
+            conn.execute(delete(a).where(a.c.parent_id.not_in(select(t.c.id))))
+    return sweep
 
 
 async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, grace: float = DEFAULT_GRACE,
-                  page_size: int = 500, progress: Callable[[str, int], None] | None = None) -> RebuildResult:
-    """Re-import `types` from the site; reads involving them go to the site meanwhile."""
+                  page_size: int | None = None, progress: Callable[[str, int], None] | None = None,
+                  concurrency: int = DEFAULT_CONCURRENCY) -> RebuildResult:
+    """Re-import `types` from the site; reads involving them go to the site meanwhile.
+
+    The types are read together by the full scan's machinery (`scan.ParallelScan`, kind
+    "rebuild"): a rebuild killed part way, run again, resumes from its committed pages.
+    """
     wanted = list(dict.fromkeys(types))
     for t in wanted:
         if t not in store:
@@ -238,12 +222,19 @@ async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, gra
     log.info("rebuild of %s: marked; waiting %.1fs for servers to pass their reads through", wanted, grace)
     await asyncio.sleep(grace)
     done: list[str] = []
+    scan = ParallelScan(upstream, store, "rebuild", concurrency=concurrency, page_size=page_size,
+                        progress=progress, type_done=_sweeper(store))
     try:
+        await asyncio.to_thread(mark_rebuilding, store, wanted, "loading")
+        await scan.prepare(wanted, None, resume=True)
+        if scan.resumed:
+            res.started_at = format_datetime(scan.started_at)
+        await scan.run()
+        done.extend(wanted)
         for etype in wanted:
-            await asyncio.to_thread(mark_rebuilding, store, [etype], "loading")
-            res.rows[etype], res.removed[etype] = await _reload(store, upstream, etype, page_size, progress)
-            done.append(etype)
+            res.rows[etype], res.removed[etype] = scan.plans[etype].rows, scan.plans[etype].removed
     except BaseException as e:
+        done.extend(t for t in wanted if t in scan.plans and scan.plans[t].done)
         await asyncio.to_thread(mark_rebuilding, store, [t for t in wanted if t not in done],
                                 f"failed: {type(e).__name__}: {e}"[:200])
         if done:
@@ -262,6 +253,7 @@ async def rebuild(store: Store, upstream: Upstream, types: Iterable[str], *, gra
             store.set_state(conn, LAST_REBUILD, {"types": wanted, "started_at": res.started_at,
                                                  "seconds": round(res.seconds, 3), "rows": res.rows,
                                                  "removed": res.removed})
+            scan.forget(conn)
     await asyncio.to_thread(finish)
     log.info("rebuild of %s done: %d rows, %d removed, %.1fs", wanted, sum(res.rows.values()),
              sum(res.removed.values()), res.seconds)

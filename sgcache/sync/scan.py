@@ -1,19 +1,48 @@
-"""Full scans: load every entity from the site into the store.
+"""Full scans: load every active and retired entity of each cached type from the site.
 
-A full scan reads every active and retired entity of each cached type with keyset
-paging by id and bulk upserts each page. Interval scans (what changed since) are
-`interval_scan.Scanner`'s: they go through the versioned refresh path.
+Why this shape: a large site holds tens of millions of rows and a hosted site takes
+100-500 ms a page, so reading one page at a time, one type after another, takes hours,
+and a scan killed at 90% used to start again from zero.
+
+- **Plan.** Each type is cut into segments: equal slices of its id span (the site's
+  `summarize` gives the count and the largest id) for the active rows, the last slice
+  open-ended so rows created meanwhile land in it, and one segment of retired rows.
+- **Fetch.** `concurrency` fetchers take segments, biggest types first, and page through
+  each by id (keyset: `id > cursor`), one request each: at most `concurrency` requests
+  are in flight. Pages are the site's `api_max_entities_per_page` (from `info`),
+  decoded by our own codec (`Upstream.call`).
+- **Write.** Pages go through a bounded queue to one writer, which upserts them in bulk
+  with the fetch's start time as the row version (a page never overwrites a row a later
+  fetch wrote) and, in the same transaction, records each segment's cursor
+  (`_sgcache_state["scan:<kind>:<type>"]`). Memory is bounded by the pages in flight
+  and the queue, whatever the size of the site.
+- **Resume.** A killed scan, run again, reads the cursors and continues after the last
+  committed page of each segment: only pages fetched but not committed are read twice
+  (at most two per fetcher: the one in flight and the one waiting to be written).
+  It keeps the first run's start time, which is where the event watcher and the interval
+  scans start from, so whatever changed on the site below a cursor between the runs is
+  replayed like a change during one long uninterrupted scan. Types are primed (served
+  locally) only once every segment of every scanned type has completed.
+
+Interval scans (what changed since) are `interval_scan.Scanner`'s: they go through the
+versioned refresh path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
+
+from ..protocol import errors
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..store.tables import Store
 from ..upstream import Upstream
@@ -22,8 +51,21 @@ log = logging.getLogger("sgcache.scan")
 
 #: Re-read this much before the last scan's start, to absorb clock skew and slow commits.
 SCAN_OVERLAP = dt.timedelta(seconds=60)
+#: Site requests in flight during a full scan unless told otherwise (SGCACHE_SCAN_CONCURRENCY).
+DEFAULT_CONCURRENCY = 4
+#: Page size when the site's `info` does not say.
+DEFAULT_PAGE_SIZE = 500
+#: A type is cut into id ranges of at least this many pages ...
+PAGES_PER_SEGMENT = 8
+#: ... and at most this many ranges per fetcher.
+SEGMENTS_PER_FETCHER = 4
 
 Progress = Callable[[str, int], None]
+#: Told once per type before any page: (type, rows the site counts or None, rows already
+#: loaded by an earlier run of this scan, resumed?).
+Planned = Callable[[str, int | None, int, bool], None]
+#: Runs in the writer's transaction when a type's last segment completes (rebuild's sweep).
+TypeDone = Callable[[Connection, "TypePlan"], None]
 
 
 @dataclass
@@ -32,6 +74,8 @@ class ScanResult:
     started_at: str
     seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
+    #: rows per type loaded by earlier, interrupted runs of the same scan
+    resumed: dict[str, int] = field(default_factory=dict)
 
 
 def return_fields_for(store: Store, entity_type: str) -> list[str]:
@@ -50,42 +94,360 @@ def _project_filter(store: Store, entity_type: str, projects: list[int] | None) 
         {"path": "project", "relation": "in", "values": [{"type": "Project", "id": p} for p in projects]}]}
 
 
-async def _load(upstream: Upstream, store: Store, entity_type: str, filters: dict[str, Any] | None,
-                progress: Progress | None, page_size: int) -> int:
-    fields = return_fields_for(store, entity_type)
-    n = 0
-    for return_only, active in (("active", True), ("retired", False)):
-        async for page in upstream.read_pages(entity_type, fields, filters=filters,
-                                              return_only=return_only, page_size=page_size):
-            await asyncio.to_thread(_write_page, store, entity_type, page, active)
-            n += len(page)
-            if progress:
-                progress(entity_type, len(page))
-    return n
+def now_version() -> int:
+    """A fetch's version: microseconds since the epoch, taken before the fetch starts."""
+    return time.time_ns() // 1000
 
 
-def _write_page(store: Store, entity_type: str, page: list[dict[str, Any]], active: bool) -> None:
-    with store.engine.begin() as conn:
-        store.upsert(conn, entity_type, page, active=active)
+# -- the plan ------------------------------------------------------------------------------
+
+@dataclass
+class Segment:
+    """Ids in (lo, hi] of one type, active or retired; `cursor` is the last committed id."""
+
+    return_only: str
+    lo: int
+    hi: int | None  # None: no upper end (rows created during the scan land here)
+    cursor: int
+    done: bool = False
+
+    def to_json(self) -> list[Any]:
+        return [self.return_only, self.lo, self.hi, self.cursor, self.done]
+
+    @classmethod
+    def from_json(cls, v: list[Any]) -> "Segment":
+        return cls(str(v[0]), int(v[1]), None if v[2] is None else int(v[2]), int(v[3]), bool(v[4]))
+
+
+@dataclass
+class TypePlan:
+    """One type's segments and counts, as committed (the writer alone changes them)."""
+
+    etype: str
+    segments: list[Segment]
+    fields_sig: str
+    version: int  # when this type's scan first started (µs): rows older than this were not seen
+    total: int | None = None  # active rows the site counted when planned
+    rows: int = 0  # rows committed, over every run
+    earlier: int = 0  # rows committed by earlier runs
+    removed: int = 0  # rows the type-done hook deleted (rebuild)
+
+    @property
+    def done(self) -> bool:
+        return all(s.done for s in self.segments)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"segments": [s.to_json() for s in self.segments], "fields": self.fields_sig,
+                "version": self.version, "total": self.total, "rows": self.rows, "removed": self.removed}
+
+    @classmethod
+    def from_json(cls, etype: str, v: dict[str, Any]) -> "TypePlan":
+        rows = int(v.get("rows") or 0)
+        return cls(etype, [Segment.from_json(s) for s in v["segments"]], str(v["fields"]), int(v["version"]),
+                   v.get("total"), rows, rows, int(v.get("removed") or 0))
+
+
+def _fields_sig(fields: list[str], filters: dict[str, Any] | None) -> str:
+    """What a resumed type must still read the same way: its fields and filter."""
+    return hashlib.sha1(repr((fields, filters)).encode()).hexdigest()[:16]
+
+
+def _run_key(kind: str) -> str:
+    return f"scan:{kind}"
+
+
+def _type_key(kind: str, etype: str) -> str:
+    return f"scan:{kind}:{etype}"
+
+
+def split(total: int, max_id: int | None, page_size: int, concurrency: int) -> list[tuple[int, int | None]]:
+    """Id ranges (lo, hi] for the active rows of a type: equal slices of 0..max_id, enough
+    for the fetchers to share a big type, none smaller than PAGES_PER_SEGMENT pages."""
+    n = min(total // (page_size * PAGES_PER_SEGMENT), SEGMENTS_PER_FETCHER * concurrency) if max_id else 0
+    if n <= 1 or not max_id:
+        return [(0, None)]
+    bounds = [max_id * k // n for k in range(n)]
+    return [(bounds[k], bounds[k + 1]) for k in range(n - 1)] + [(bounds[-1], None)]
+
+
+# -- the scan --------------------------------------------------------------------------------
+
+@dataclass
+class _Page:
+    plan: TypePlan
+    seg: Segment
+    ents: list[dict[str, Any]]
+    version: int
+    cursor: int
+    last: bool
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ParallelScan:
+    """Plan, fetch and write one full scan (or rebuild) of some types; resumable."""
+
+    def __init__(self, upstream: Upstream, store: Store, kind: str, *, concurrency: int = DEFAULT_CONCURRENCY,
+                 page_size: int | None = None, progress: Progress | None = None,
+                 planned: Planned | None = None, type_done: TypeDone | None = None) -> None:
+        self.upstream = upstream
+        self.store = store
+        self.kind = kind
+        self.concurrency = max(1, int(concurrency))
+        self.requested_page_size = page_size
+        self.page_size = page_size or DEFAULT_PAGE_SIZE
+        self.progress = progress
+        self.planned = planned
+        self.type_done = type_done
+        self.plans: dict[str, TypePlan] = {}
+        self.filters: dict[str, dict[str, Any] | None] = {}
+        self.fields: dict[str, list[str]] = {}
+        self.started_at = utcnow()
+        self.resumed = False
+        self.requests = 0
+
+    # -- planning ------------------------------------------------------------------------
+    async def prepare(self, types: list[str], projects: list[int] | None, resume: bool) -> None:
+        """Load the committed plan of an interrupted run (if `resume` and it matches) or make one."""
+        info = await self.upstream.call("info")
+        site_max = info.get("api_max_entities_per_page") if isinstance(info, dict) else None
+        if isinstance(site_max, int) and site_max > 0:
+            self.page_size = min(self.requested_page_size or site_max, site_max)
+        for etype in types:
+            self.filters[etype] = _project_filter(self.store, etype, projects)
+            self.fields[etype] = return_fields_for(self.store, etype)
+        saved, old = await asyncio.to_thread(self._load_saved, projects, resume)
+        if saved is not None:
+            self.started_at = parse_datetime(saved["started_at"]) or self.started_at
+        fresh: list[str] = []
+        for etype in types:
+            v = old.get(etype)
+            sig = _fields_sig(self.fields[etype], self.filters[etype])
+            if v is not None and v.get("fields") == sig:
+                self.plans[etype] = TypePlan.from_json(etype, v)
+            else:
+                fresh.append(etype)
+        self.resumed = bool(self.plans)
+        if self.resumed:
+            done = [t for t, p in self.plans.items() if p.done]
+            log.info("resuming the %s scan started at %s: %d rows already loaded; %s; %s", self.kind,
+                     format_datetime(self.started_at), sum(p.rows for p in self.plans.values()),
+                     f"complete: {', '.join(done)}" if done else "no type complete yet",
+                     f"continuing {', '.join(t for t in self.plans if t not in done)}"
+                     if len(done) < len(self.plans) else "nothing left to read in them")
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def plan_one(etype: str) -> None:
+            async with sem:
+                self.plans[etype] = await self._plan(etype, now_version())
+        await _gather(*(plan_one(t) for t in fresh))
+        await asyncio.to_thread(self._save_plans, projects, saved is None)
+        for etype in sorted(types, key=lambda t: -(self.plans[t].total or 0)):
+            p = self.plans[etype]
+            if self.planned:
+                self.planned(etype, p.total, p.earlier, etype not in fresh)
+
+    def _load_saved(self, projects: list[int] | None,
+                    resume: bool) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        st = self.store.state_table
+        prefix = _type_key(self.kind, "")
+        with self.store.engine.begin() as conn:
+            run = self.store.get_state(conn, _run_key(self.kind))
+            if run is not None and resume and run.get("projects") == (sorted(projects) if projects else None):
+                old = {k[len(prefix):]: self.store.get_state(conn, k) for k in conn.execute(
+                    select(st.c.key).where(st.c.key.startswith(prefix, autoescape=True))).scalars()}
+                return run, {t: v for t, v in old.items() if isinstance(v, dict)}
+            if run is not None:
+                why = "asked to start afresh" if not resume else "it was for other projects"
+                log.info("discarding the interrupted %s scan started at %s (%s)", self.kind, run.get("started_at"), why)
+            conn.execute(delete(st).where(st.c.key.startswith(prefix, autoescape=True)))
+            conn.execute(delete(st).where(st.c.key == _run_key(self.kind)))
+        return None, {}
+
+    async def _summary(self, etype: str, kind: str) -> Any:
+        res = await self.upstream.call("summarize", {
+            "type": etype, "filters": self.filters[etype] or {"logical_operator": "and", "conditions": []},
+            "summaries": [{"field": "id", "type": kind}]})
+        return ((res or {}).get("summaries") or {}).get("id")
+
+    async def _plan(self, etype: str, version: int) -> TypePlan:
+        total: int | None = None
+        max_id: int | None = None
+        try:
+            total = int(await self._summary(etype, "record_count") or 0)
+            if total >= 2 * self.page_size * PAGES_PER_SEGMENT:
+                max_id = int(await self._summary(etype, "maximum") or 0)
+        except errors.AuthenticationFault:
+            raise
+        except (errors.Fault, TypeError, ValueError):  # a site that cannot say: one range, no total
+            log.info("%s: the site gave no count; scanning it as one range", etype)
+        segs = [Segment("active", lo, hi, lo) for lo, hi in split(total or 0, max_id, self.page_size,
+                                                                   self.concurrency)]
+        segs.append(Segment("retired", 0, None, 0))
+        return TypePlan(etype, segs, _fields_sig(self.fields[etype], self.filters[etype]), version, total)
+
+    def _save_plans(self, projects: list[int] | None, new_run: bool) -> None:
+        with self.store.engine.begin() as conn:
+            values: dict[str, Any] = {_type_key(self.kind, t): p.to_json() for t, p in self.plans.items()}
+            if new_run:
+                values[_run_key(self.kind)] = {"started_at": format_datetime(self.started_at),
+                                               "projects": sorted(projects) if projects else None}
+            self.store.set_states(conn, values)
+
+    def forget(self, conn: Connection) -> None:
+        """Drop the committed plan of these types (and the run, once none is left): call it
+        in the transaction that records the scan as done."""
+        st = self.store.state_table
+        conn.execute(delete(st).where(st.c.key.in_([_type_key(self.kind, t) for t in self.plans])))
+        left = conn.execute(select(st.c.key).where(
+            st.c.key.startswith(_type_key(self.kind, ""), autoescape=True)).limit(1)).first()
+        if left is None:
+            conn.execute(delete(st).where(st.c.key == _run_key(self.kind)))
+
+    # -- fetch and write --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Read every segment not done yet, write every page; raises the first failure."""
+        todo: collections.deque[tuple[TypePlan, Segment]] = collections.deque()
+        for p in sorted(self.plans.values(), key=lambda p: -(p.total or 0)):
+            todo.extend((p, s) for s in p.segments if not s.done)
+        for p in self.plans.values():
+            if p.done and self.type_done is not None:  # completed just before a kill: redo the hook
+                await asyncio.to_thread(self._in_txn, lambda conn, p=p: self.type_done(conn, p))  # type: ignore[misc]
+        if not todo:
+            return
+        queue: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=self.concurrency)
+
+        async def fetchers() -> None:
+            await _gather(*(self._fetcher(todo, queue) for _ in range(min(self.concurrency, len(todo)))))
+            await queue.put(None)
+        await _gather(fetchers(), self._writer(queue))
+
+    async def _fetcher(self, todo: collections.deque[tuple[TypePlan, Segment]],
+                       queue: asyncio.Queue[_Page | None]) -> None:
+        while todo:
+            plan, seg = todo.popleft()
+            await self._page_through(plan, seg, queue)
+
+    async def _page_through(self, plan: TypePlan, seg: Segment, queue: asyncio.Queue[_Page | None]) -> None:
+        etype = plan.etype
+        base = self.filters[etype]
+        cursor = seg.cursor
+        prev: _Page | None = None
+        while True:
+            conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [cursor]}]
+            if seg.hi is not None:
+                conds.append({"path": "id", "relation": "less_than", "values": [seg.hi + 1]})
+            if base:
+                conds.append(base)
+            version = now_version()
+            res = await self.upstream.call("read", {
+                "type": etype, "return_fields": self.fields[etype],
+                "filters": {"logical_operator": "and", "conditions": conds},
+                "return_only": seg.return_only, "sorts": [{"field_name": "id", "direction": "asc"}],
+                "paging": {"entities_per_page": self.page_size, "current_page": 1},
+                "api_return_image_urls": True, "return_paging_info_without_counts": True})
+            self.requests += 1
+            ents = (res or {}).get("entities") or []
+            if ents:
+                cursor = ents[-1]["id"]
+            last = len(ents) < self.page_size
+            page = _Page(plan, seg, ents, version, cursor, last)
+            if prev is not None:  # at most this page and the one before uncommitted, per fetcher
+                await prev.committed.wait()
+            await queue.put(page)
+            if last:
+                return
+            prev = page
+
+    async def _writer(self, queue: asyncio.Queue[_Page | None]) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            batch = [item]
+            end = False
+            while not queue.empty() and len(batch) < self.concurrency:  # what is waiting, in one transaction
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    end = True
+                    break
+                batch.append(nxt)
+            await asyncio.to_thread(self._commit, batch)
+            for p in batch:
+                p.committed.set()
+                if self.progress and p.ents:
+                    self.progress(p.plan.etype, len(p.ents))
+            if end:
+                return
+
+    def _in_txn(self, fn: Callable[[Connection], None]) -> None:
+        with self.store.engine.begin() as conn:
+            fn(conn)
+
+    def _commit(self, batch: list[_Page]) -> None:
+        """Upsert a batch of pages and advance their segments' cursors, in one transaction."""
+        groups: dict[tuple[str, bool], list[_Page]] = collections.defaultdict(list)
+        for p in batch:
+            groups[(p.plan.etype, p.seg.return_only == "active")].append(p)
+        touched: dict[str, TypePlan] = {}
+        with self.store.engine.begin() as conn:
+            for (etype, active), pages in sorted(groups.items()):
+                recs = [r for p in pages for r in p.ents]
+                if recs:  # the oldest fetch's version: no page claims to be newer than it is
+                    self.store.upsert(conn, etype, recs, active=active, version=min(p.version for p in pages))
+            for p in batch:
+                p.seg.cursor = p.cursor
+                p.seg.done = p.seg.done or p.last
+                p.plan.rows += len(p.ents)
+                touched[p.plan.etype] = p.plan
+            for plan in touched.values():
+                if plan.done and self.type_done is not None:
+                    self.type_done(conn, plan)
+            self.store.set_states(conn, {_type_key(self.kind, t): p.to_json() for t, p in touched.items()})
+
+
+async def _gather(*aws: Any) -> None:
+    """Run together; on the first failure cancel the rest and raise that failure itself."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for aw in aws:
+                tg.create_task(aw)
+    except BaseExceptionGroup as eg:
+        first: BaseException = eg
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 async def full_scan(upstream: Upstream, store: Store, types: Iterable[str] | None = None,
                     projects: list[int] | None = None, progress: Progress | None = None,
-                    page_size: int = 500) -> ScanResult:
-    """Load every active and retired entity of the given (default: all cached) types."""
-    started = utcnow()
-    t0 = time.monotonic()
-    res = ScanResult("full", format_datetime(started))
-    for etype in list(types or store.entities):
+                    page_size: int | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
+                    resume: bool = False, planned: Planned | None = None) -> ScanResult:
+    """Load every active and retired entity of the given (default: all cached) types.
+
+    `resume` continues an interrupted full scan of the same projects from its committed
+    cursors (`sgcache scan --full` does); otherwise any such scan is discarded. Callers
+    that take the event position from the moment they start (the watcher's rescan) must
+    not resume an older scan.
+    """
+    wanted = list(dict.fromkeys(types or store.entities))
+    for etype in wanted:
         if etype not in store:
             raise ValueError(f"{etype} is not a cached entity type")
-        res.rows[etype] = await _load(upstream, store, etype, _project_filter(store, etype, projects),
-                                      progress, page_size)
-    res.seconds = time.monotonic() - t0
+    t0 = time.monotonic()
+    scan = ParallelScan(upstream, store, "full", concurrency=concurrency, page_size=page_size,
+                        progress=progress, planned=planned)
+    await scan.prepare(wanted, projects, resume)
+    await scan.run()
+    started = scan.started_at
+    res = ScanResult("full", format_datetime(started), time.monotonic() - t0,
+                     {t: p.rows - p.earlier for t, p in scan.plans.items()},
+                     {t: p.earlier for t, p in scan.plans.items() if p.earlier})
     # A project-restricted scan holds only part of each type: it primes nothing.
-    await asyncio.to_thread(_record, store, res, started, [] if projects else list(res.rows))
+    await asyncio.to_thread(_record, store, res, started, [] if projects else wanted, scan.forget)
     await asyncio.to_thread(analyze, store)
-    log.info("full scan: %d rows in %.1fs", sum(res.rows.values()), res.seconds)
+    log.info("full scan: %d rows in %.1fs (%d requests, pages of %d, %d in flight)%s", sum(res.rows.values()),
+             res.seconds, scan.requests, scan.page_size, scan.concurrency,
+             f"; resumed: {sum(res.resumed.values())} rows loaded by earlier runs" if res.resumed else "")
     return res
 
 
@@ -110,7 +472,8 @@ def primed_types(store: Store) -> set[str]:
     return set(_get_state(store, PRIMED) or [])
 
 
-def _record(store: Store, res: ScanResult, started: dt.datetime, primed: list[str] | None = None) -> None:
+def _record(store: Store, res: ScanResult, started: dt.datetime, primed: list[str] | None = None,
+            in_txn: Callable[[Connection], None] | None = None) -> None:
     with store.engine.begin() as conn:
         done = set(store.get_state(conn, PRIMED) or []) | set(primed or [])
         if primed:
@@ -120,8 +483,13 @@ def _record(store: Store, res: ScanResult, started: dt.datetime, primed: list[st
         covered_all = set(primed or []) >= set(store.entities)
         if res.kind != "full" or covered_all or store.get_state(conn, "scan_since") is None:
             store.set_state(conn, "scan_since", format_datetime(started))
-        store.set_state(conn, f"last_{res.kind}_scan", {
-            "started_at": res.started_at, "seconds": round(res.seconds, 3), "rows": res.rows})
+        record: dict[str, Any] = {"started_at": res.started_at, "seconds": round(res.seconds, 3), "rows": res.rows}
+        if res.resumed:
+            record["resumed"] = res.resumed
+        store.set_state(conn, f"last_{res.kind}_scan", record)
+        if in_txn is not None:
+            in_txn(conn)
+
 
 def scan_started_before(started_at: str | None, overlap: dt.timedelta = SCAN_OVERLAP) -> str | None:
     """The wire time `overlap` before a recorded scan start (where replay must begin)."""
