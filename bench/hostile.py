@@ -47,6 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+#: The kinds of hostile connection, shared out evenly.
+KINDS = ("slow-api3", "slow-upload", "large", "deep")
 FIELDS = ["code", "sg_status_list", "sg_sequence", "sg_cut_in", "sg_cut_out", "description", "project",
           "created_at", "updated_at"]
 
@@ -158,7 +160,7 @@ async def _repeat(host: str, port: int, body: bytes, label: str, stop: float, ta
 
 
 def _hostile(url: str, script: tuple[str, str], n: int, large_mb: int, hops: int, start_at: float,
-             duration: float, conn: Any) -> None:
+             duration: float, conn: Any, kinds: tuple[str, ...] = KINDS) -> None:
     os.nice(10)  # the attack shares the 2 cores: it gets what the server and honest clients leave
     host, port = url.removeprefix("http://").split(":")
     objects = b"[" + b",".join([b"{}"] * (large_mb * 1_000_000 // 3)) + b"]"
@@ -170,19 +172,18 @@ def _hostile(url: str, script: tuple[str, str], n: int, large_mb: int, hops: int
         {"type": "Shot", "return_fields": ["code", ".".join(["created_by.HumanUser"] * hops) + ".name"],
          "filters": {"logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [1]}]},
          "return_only": "active", "paging": {"entities_per_page": 1, "current_page": 1}}]}).encode()
-    kinds = ["slow api3", "slow upload", "large", "deep"]
-    per = {k: n // 4 + (1 if i < n % 4 else 0) for i, k in enumerate(kinds)}
+    per = {k: n // len(kinds) + (1 if i < n % len(kinds) else 0) for i, k in enumerate(kinds)}
     tally = Tally()
 
     async def run() -> None:
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         stop = start_at + duration
-        jobs = [_slow(host, int(port), "/api3/json", stop, tally) for _ in range(per["slow api3"])]
+        jobs = [_slow(host, int(port), "/api3/json", stop, tally) for _ in range(per.get("slow-api3", 0))]
         jobs += [_slow(host, int(port), "/upload/Shot/1/sg_uploaded_movie", stop, tally)
-                 for _ in range(per["slow upload"])]
+                 for _ in range(per.get("slow-upload", 0))]
         jobs += [_repeat(host, int(port), no_auth if i % 2 else bad_key, "large", stop, tally)
-                 for i in range(per["large"])]
-        jobs += [_repeat(host, int(port), deep, "deep", stop, tally) for _ in range(per["deep"])]
+                 for i in range(per.get("large", 0))]
+        jobs += [_repeat(host, int(port), deep, "deep", stop, tally) for _ in range(per.get("deep", 0))]
         await asyncio.gather(*jobs)
     asyncio.run(run())
     conn.send({"connections": per, "outcomes": tally.counts, "large_body_bytes": len(no_auth),
@@ -250,7 +251,7 @@ def segment(url: str, server_pid: int, script: tuple[str, str], ids: list[int], 
     if hostile:
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_hostile, args=(url, script, hostile, args.large_mb, args.hops, start_at,
-                                               args.warmup + seconds, child))
+                                               args.warmup + seconds, child, tuple(args.kinds.split(","))))
         p.start()
         hostile_pipe = parent
         procs.append(p)
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--honest", type=int, default=4, help="honest client processes")
     ap.add_argument("--hostile", type=int, default=300, help="hostile connections")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="hostile kinds to run (default: all four)")
     ap.add_argument("--large-mb", type=int, default=8, help="size of each large body")
     ap.add_argument("--hops", type=int, default=1000, help="created_by.HumanUser. repeats in a deep path")
     ap.add_argument("--size", type=int, default=20_000, help="entities on the mock site")
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = attacked["server"]["peak_rss_mb"]
     out = {
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "honest_clients": args.honest,
-                     "hostile_connections": args.hostile, "large_body_mb": args.large_mb, "deep_hops": args.hops,
+                     "hostile_connections": args.hostile, "hostile_kinds": args.kinds, "large_body_mb": args.large_mb, "deep_hops": args.hops,
                      "db": "sqlite", "site_entities": scan["rows"]},
         "server_idle_rss_mb": round(idle["VmRSS"] / 1024, 1),
         "alone": alone, "hostile": attacked, "server_alive": alive,

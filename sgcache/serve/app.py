@@ -172,7 +172,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                     log.exception("write-through of %s failed", method_label(method))
             return response
         except errors.Fault as f:
-            return _fault(f)
+            response = _fault(f)
+            if getattr(f, "close_connection", False):  # the rest of its body is not read either
+                response.headers["connection"] = "close"
+            return response
         except ClientDisconnect:  # the caller left mid-request: nobody to answer
             log.debug("client disconnected during %s", method_label(call.method))
             call.outcome = "disconnected"

@@ -10,7 +10,8 @@ while it is built. So, per process:
   bodies, so large ones cannot crowd out ordinary reads;
 - a body past `max_unverified_body_bytes` must begin with credentials the site
   accepts (shotgun_api3 sends `params[0]`, the auth object, first) before more of it is
-  kept; a refused body is answered at once and the rest of it is never read by the app;
+  kept; a refused body is answered at once and the rest of it is never read by the app
+  (and, when it has no credentials at all, the connection is closed);
 - a body is parsed only if its count of JSON values is bounded (`max_json_items`),
   large ones off the event loop, two at a time.
 
@@ -44,6 +45,14 @@ SMALL_RESERVE = 0.25
 
 class BadRequest(errors.Fault):
     """The request could not be read as an api3 call at all."""
+
+
+class NoCredentials(BadRequest):
+    """A large body that does not begin with credentials: no api3 client sends one, so
+    after the Fault the connection is closed and the rest of the body never read (a
+    refused key, which a real client may send, gets its Fault and the body is drained)."""
+
+    close_connection = True
 
 
 class Busy(errors.Fault):
@@ -248,7 +257,7 @@ class Intake:
                 break
         auth = head_credentials(bytes(head))
         if auth is None:
-            raise BadRequest(f"A request body over {self.unverified} bytes must begin with its "
+            raise NoCredentials(f"A request body over {self.unverified} bytes must begin with its "
                              "credentials, as shotgun_api3 sends them: "
                              '{"method_name": ..., "params": [{<auth>}, ...]}.')
         await self.verify(auth)
