@@ -89,16 +89,20 @@ def test_sign_in_needs_the_forms_token_and_the_right_password(world: World) -> N
     r = c.post("/browse/login", data={"login": ADMIN[0], "password": ADMIN[1], "csrf": token},
                headers={"origin": "http://evil.example"})
     assert r.status_code == 400 and COOKIE not in r.cookies
-    r = c.post("/browse/login", data={"login": ADMIN[0], "password": "wrong", "csrf": token})
+    wrong = "Wr0ng-pa55word-xyzzy"
+    r = c.post("/browse/login", data={"login": ADMIN[0], "password": wrong, "csrf": token})
     assert r.status_code == 401 and COOKIE not in r.cookies
     assert "did not accept" in r.text
-    assert "wrong" not in r.text  # the password is never echoed back
+    assert wrong not in r.text  # the password is never echoed back
     r = c.post("/browse/login", data={"login": ADMIN[0], "password": ADMIN[1], "csrf": token,
                                       "next": "https://evil.example/"})
     assert r.status_code == 303 and r.headers["location"] == "/browse"  # no open redirect
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax") and "Path=/browse" in cookie
     assert ADMIN[1] not in cookie
+    log = world.cache.log.read_text() if world.cache.log else ""
+    assert "browser sign-in: admin" in log  # who signed in is logged, their passwords never
+    assert wrong not in log and ADMIN[1] not in log
 
 
 def test_sign_out_needs_the_sessions_token(world: World) -> None:

@@ -74,7 +74,7 @@ def test_signing_in_filtering_sorting_paging_and_a_thumbnail_through_an_outage(
             b.goto(url + "/browse/Shot")
             return "unreachable" in b.text("#site-state")
         wait_for(banner_down, "the banner to report the outage")
-        assert b.text("#data-age").startswith("Data as of event #")
+        assert b.text("#data-age").startswith("Data as of event #") and " ago)" in b.text("#data-age")
 
         # Filter with the form (Status is ip), then sort by clicking the column twice.
         _select(b, 0, "f", "sg_status_list")

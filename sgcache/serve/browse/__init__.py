@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ...protocol import errors
+from ...protocol.values import parse_datetime
 from ...read.names import name_field
 from ...read.passthrough import Passthrough
 from ...runtime import CacheService
@@ -231,8 +232,10 @@ class Browser:
             with self.service.store.engine.connect() as conn:
                 last = self.service.store.get_state(conn, "last_event_id")
         when = self._event_time(last) if isinstance(last, int) else None
+        parsed = parse_datetime(when)
         return {"site": self.service.config.public_shotgun_url, "site_down": down, "last_event_id": last,
-                "last_event_at": when, "lag_seconds": st.lag_seconds}
+                "last_event_at": when, "lag_seconds": st.lag_seconds,
+                "age": _ago(time.time() - parsed.timestamp()) if parsed else None}
 
     def _event_time(self, event_id: int) -> str | None:
         if event_id in self._event_times:
@@ -521,6 +524,16 @@ class Browser:
             return Response(status_code=404)
         return FileResponse(got.path, media_type=got.content_type,
                             headers={"cache-control": "private, no-cache", "etag": f'"{got.digest[:32]}"'})
+
+
+def _ago(seconds: float) -> str:
+    """How old the data is, as a person says it."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''} ago"
+    return f"{int(seconds)} s ago"
 
 
 def _boxes(fields: list[tuple[str, str]], columns: list[str]) -> Markup:
