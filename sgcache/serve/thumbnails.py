@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -209,16 +210,30 @@ class ThumbnailFetcher:
     """The background worker: keeps `store` in step with the images of changed rows."""
 
     def __init__(self, service: CacheService, store: ThumbnailStore, *, interval: float,
-                 hosts: tuple[str, ...] = (), should_run: Callable[[], bool] = lambda: True) -> None:
+                 hosts: tuple[str, ...] = (), should_run: Callable[[], bool] | None = None) -> None:
         self.service = service
         self.store = store
         self.interval = interval
         self.hosts = {h.lower() for h in hosts}
-        self.should_run = should_run
+        self.should_run = should_run or self._hold_lock
+        self._lock_fd: int | None = None
         self.fetched = 0
         self.failed = 0
         self._site = urlsplit(service.upstream.base_url)
         self._other: httpx.AsyncClient | None = None
+
+    def _hold_lock(self) -> bool:
+        """One fetcher per data dir (per host: the copies are the host's): the server
+        process holding `thumbnails/fetch.lock`; another takes over if it exits."""
+        if self._lock_fd is None:
+            fd = os.open(self.store.root / "fetch.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._lock_fd = fd
+        return True
 
     def _allowed(self, url: str) -> bool:
         host = (urlsplit(url).hostname or "").lower()
@@ -343,3 +358,6 @@ class ThumbnailFetcher:
                 await task
             if self._other is not None:
                 await self._other.aclose()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None

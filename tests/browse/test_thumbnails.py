@@ -3,7 +3,9 @@ first, and following the site when an image changes or is cleared."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,17 @@ def test_a_changed_or_cleared_image_on_the_site_is_followed(world: World, tmp_pa
         assert f'src="{path}"' in s.get(f"/browse/Shot/{shot['id']}").text
     sg.update("Shot", shot["id"], {"image": None})
     wait_for(lambda: s.get(path).status_code == 404, "the cleared thumbnail to be forgotten")
+
+
+def test_one_fetcher_per_data_dir_and_another_takes_over(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sgcache.serve.thumbnails import ThumbnailFetcher
+    service: Any = SimpleNamespace(upstream=SimpleNamespace(base_url="http://127.0.0.1:9"))
+    store = ThumbnailStore(tmp_path, cap_bytes=1000)
+    first, second = (ThumbnailFetcher(service, store, interval=1) for _ in range(2))
+    assert first.should_run() and not second.should_run()  # two server workers of one host
+    assert first.should_run()  # it keeps it
+    os.close(first._lock_fd)  # type: ignore[arg-type]  # the first worker exits
+    first._lock_fd = None
+    assert second.should_run()

@@ -90,10 +90,9 @@ class Browser:
         self.sessions = Sessions(load_secret(data_dir), max_age=config.browse_session_hours * 3600)
         self.thumbs = ThumbnailStore(data_dir / "thumbnails", config.thumbnail_cache_mb * 1_000_000) \
             if config.thumbnail_cache_mb > 0 else None
-        self.fetcher = ThumbnailFetcher(
-            service, self.thumbs, interval=config.thumbnail_interval, hosts=config.thumbnail_hosts,
-            # one fetcher per cache: the sync leader's process (or a server with no sync at all)
-            should_run=lambda: monitor.is_leader or monitor.sync is None) if self.thumbs else None
+        # one fetcher per data dir (the worker processes of a host share its copies)
+        self.fetcher = ThumbnailFetcher(service, self.thumbs, interval=config.thumbnail_interval,
+                                        hosts=config.thumbnail_hosts) if self.thumbs else None
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.globals.update(cell=self.cell, type_label=self.type_label, field_label=self.field_label)
