@@ -768,8 +768,11 @@ class ReadEngine:
             return [table.c.id]
         if isinstance(ft, (TextField, StringField)):
             return [table.c[ft.name + "__ci"]]
-        if isinstance(ft, BoolField):  # a null checkbox is False, and sorts with False
-            return [func.coalesce(table.c[ft.name], false())]
+        if isinstance(ft, BoolField):  # a null checkbox is False, and sorts with False ...
+            value = func.coalesce(table.c[ft.name], false())
+            if path.hops:  # ... but through a link that reaches no record the value is null
+                value = case((table.c.id.is_not(None), value), else_=None)
+            return [value]
         if isinstance(ft, EntityField):
             return self._link_sort_cols(q, table, ft)
         if isinstance(ft, SORTABLE):

@@ -52,8 +52,6 @@ def test_link_groups_come_in_id_order(world: World) -> None:
     assert ids == sorted(ids) and len(ids) > 2
 
 
-@pytest.mark.xfail(strict=True, reason="the cache's deep checkbox sort coalesces an unreached record to False "
-                                       "(read/engine.py _sort_cols); the site sorts it as null, first")
 def test_a_deep_checkbox_sort_through_a_link_of_another_type_sorts_as_null(world: World) -> None:
     # Task.created_by is a HumanUser or an ApiUser: for Tasks made by a person the value of
     # created_by.ApiUser.generate_events reads null (protocol.md §4.4), and nulls sort first
