@@ -16,6 +16,8 @@ if _ROOT not in sys.path:
 # tests that count the site's requests would then flake. Processes the tests start
 # inherit this; the shadow tests set their own rate.
 os.environ.setdefault("SGCACHE_SHADOW_RATE", "0")
+# Likewise the thumbnail fetcher reads the site in the background; the browse tests turn it on.
+os.environ.setdefault("SGCACHE_THUMBNAIL_CACHE_MB", "0")
 
 
 #: The real site's schema dump, kept beside the checkout in ../shared/fixtures (not in it:
