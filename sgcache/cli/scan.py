@@ -7,6 +7,7 @@ the time left; a resumed scan says so and starts each bar at what earlier runs l
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import click
@@ -65,9 +66,17 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
                     bar.update(task, total=t.completed)  # retired rows: the count covers active ones
 
             if full or types or projects:
-                res = await full_scan(svc.upstream, svc.store, types, projects, progress,
-                                      config.scan_page_size or None, concurrency=config.scan_concurrency,
-                                      resume=True, planned=planned)
+                # A bulk load makes millions of short-lived, acyclic objects: the collector's
+                # passes over everything already loaded (schema, tables) are pure cost here.
+                gc.freeze()
+                threshold = gc.get_threshold()
+                gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+                try:
+                    res = await full_scan(svc.upstream, svc.store, types, projects, progress,
+                                          config.scan_page_size or None, concurrency=config.scan_concurrency,
+                                          resume=True, planned=planned)
+                finally:
+                    gc.set_threshold(*threshold)
                 for etype, task in tasks.items():  # done: each bar ends full, whatever the count said
                     t = next(x for x in bar.tasks if x.id == task)
                     bar.update(task, total=t.completed)

@@ -148,8 +148,9 @@ class TypePlan:
 
 
 def _fields_sig(fields: list[str], filters: dict[str, Any] | None) -> str:
-    """What a resumed type must still read the same way: its fields and filter."""
-    return hashlib.sha1(repr((fields, filters)).encode()).hexdigest()[:16]
+    """What a resumed type must still read the same way: its fields (in any order: the
+    recorded schema's order may differ between processes on PostgreSQL) and filter."""
+    return hashlib.sha1(repr((sorted(fields), filters)).encode()).hexdigest()[:16]
 
 
 def _run_key(kind: str) -> str:
@@ -323,15 +324,18 @@ class ParallelScan:
 
     async def _fetcher(self, todo: collections.deque[tuple[TypePlan, Segment]],
                        queue: asyncio.Queue[_Page | None]) -> None:
+        prev: _Page | None = None
         while todo:
             plan, seg = todo.popleft()
-            await self._page_through(plan, seg, queue)
+            prev = await self._page_through(plan, seg, queue, prev)
 
-    async def _page_through(self, plan: TypePlan, seg: Segment, queue: asyncio.Queue[_Page | None]) -> None:
+    async def _page_through(self, plan: TypePlan, seg: Segment, queue: asyncio.Queue[_Page | None],
+                            prev: _Page | None) -> _Page | None:
+        """Page through one segment. A fetcher holds at most two pages its writer has not
+        committed (the one it reads and the one before), so a kill costs at most those."""
         etype = plan.etype
         base = self.filters[etype]
         cursor = seg.cursor
-        prev: _Page | None = None
         while True:
             conds: list[dict[str, Any]] = [{"path": "id", "relation": "greater_than", "values": [cursor]}]
             if seg.hi is not None:
@@ -351,12 +355,12 @@ class ParallelScan:
                 cursor = ents[-1]["id"]
             last = len(ents) < self.page_size
             page = _Page(plan, seg, ents, version, cursor, last)
-            if prev is not None:  # at most this page and the one before uncommitted, per fetcher
+            if prev is not None:
                 await prev.committed.wait()
             await queue.put(page)
-            if last:
-                return
             prev = page
+            if last:
+                return prev
 
     async def _writer(self, queue: asyncio.Queue[_Page | None]) -> None:
         while True:

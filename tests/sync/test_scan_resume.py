@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -46,23 +46,26 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _cache(site: MockProcess, backend: str, tmp_path: Path, name: str) -> Iterator[CacheEnv]:
-    data = short_dir() / name
+def _cache(site: MockProcess, backend: str, name: str) -> Iterator[CacheEnv]:
+    data = short_dir() / name  # not pytest's tmp_path: other sessions may prune it meanwhile
     data.mkdir()
-    for url in new_db_url(backend, tmp_path):
-        yield CacheEnv(site, url, data, extra_env={
-            "SGCACHE_SCAN_PAGE_SIZE": str(PAGE), "SGCACHE_SCAN_CONCURRENCY": str(CONCURRENCY),
-            "SGCACHE_POLL_INTERVAL": "3600", "SGCACHE_SCAN_INTERVAL": "3600"})
+    try:
+        for url in new_db_url(backend, data):
+            yield CacheEnv(site, url, data, extra_env={
+                "SGCACHE_SCAN_PAGE_SIZE": str(PAGE), "SGCACHE_SCAN_CONCURRENCY": str(CONCURRENCY),
+                "SGCACHE_POLL_INTERVAL": "3600", "SGCACHE_SCAN_INTERVAL": "3600"})
+    finally:
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture
-def reference(site: MockProcess, backend: str, tmp_path: Path) -> Iterator[CacheEnv]:
-    yield from _cache(site, backend, tmp_path, "ref")
+def reference(site: MockProcess, backend: str) -> Iterator[CacheEnv]:
+    yield from _cache(site, backend, "ref")
 
 
 @pytest.fixture
-def resumed(site: MockProcess, backend: str, tmp_path: Path) -> Iterator[CacheEnv]:
-    yield from _cache(site, backend, tmp_path, "resumed")
+def resumed(site: MockProcess, backend: str) -> Iterator[CacheEnv]:
+    yield from _cache(site, backend, "resumed")
 
 
 def _env(cache: CacheEnv) -> dict[str, str]:
