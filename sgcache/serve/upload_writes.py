@@ -20,6 +20,7 @@ import httpx
 from starlette.responses import Response
 
 from ..protocol import jsoncodec
+from .relay import site_headers
 
 PATHS = frozenset({"/upload/upload_file", "/upload/publish_thumbnail", "/upload/api_link_file",
                    "/upload/share_thumbnail"})
@@ -27,9 +28,6 @@ PATHS = frozenset({"/upload/upload_file", "/upload/publish_thumbnail", "/upload/
 PREFIX = 64 * 1024
 _PART = re.compile(rb'name="(entity_type|entity_id|entities|source_entity)"\r\n\r\n([^\r]*)\r\n')
 _ATTACHMENT = re.compile(rb"^1:(\d+)")
-
-_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                   "proxy-authenticate", "content-length", "content-encoding"})
 
 OnWrite = Callable[[str, Any, Any], Awaitable[None]]
 
@@ -88,5 +86,8 @@ class UploadWrite:
                 items = [{"request_type": "update", "type": t, "id": i, "fields": []} for t, i in targets]
                 await self.on_write("batch", [None, items],
                                     jsoncodec.dumps({"results": [{"type": t, "id": i} for t, i in targets]}))
-        headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP}
-        return Response(reply, status_code=resp.status_code, headers=headers)
+        out = Response(reply, status_code=resp.status_code)
+        # Each Set-Cookie stays its own header (a dict would merge them into one); the
+        # reply was decoded by aread(), so its content-encoding no longer applies.
+        out.raw_headers = [*site_headers(resp, decoded=True), *out.raw_headers]  # + content-length
+        return out

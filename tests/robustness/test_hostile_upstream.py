@@ -232,6 +232,7 @@ class CookieSite:
         app = Starlette(routes=[
             Route("/api3/json", self.api3, methods=["POST"]),
             Route("/login", self.login, methods=["GET"]),
+            Route("/upload/upload_file", self.upload, methods=["POST"]),
             Route("/whoami/{who}", self.whoami, methods=["GET"]),
         ])
         self.port = free_port()
@@ -264,6 +265,15 @@ class CookieSite:
         self.seen.append(("browser-login", request.headers.get("cookie")))
         resp = PlainTextResponse("logged in")
         resp.set_cookie("_session_id", "browser-secret-3")
+        return resp
+
+    async def upload(self, request: Request) -> Response:
+        """An upload form's short text answer, setting two cookies (it names no entity,
+        so nothing is written through)."""
+        await request.body()
+        resp = PlainTextResponse("1\n")
+        resp.set_cookie("_session_id", "upload-secret-4")
+        resp.set_cookie("csrf_token", "upload-csrf-5")
         return resp
 
     async def whoami(self, request: Request) -> Response:
@@ -301,6 +311,11 @@ def test_site_cookies_go_back_to_their_caller_only(site: Site, cookie_site: Cook
         # A browser logs in on a raw path: its cookie comes back to it.
         r = httpx.get(cache.url + "/login", timeout=10)
         assert r.headers["set-cookie"].startswith("_session_id=browser-secret-3")
+        # An upload's answer (written through before it is sent) keeps its two cookies apart too.
+        r = httpx.post(cache.url + "/upload/upload_file", data={"display_name": "x"}, timeout=10)
+        assert r.text == "1\n"
+        assert sorted(c.split(";")[0] for c in r.headers.get_list("set-cookie")) == [
+            "_session_id=upload-secret-4", "csrf_token=upload-csrf-5"]
         # Bob sends no cookies, on api3 and on raw paths: the site gets none from him.
         call("bob")
         httpx.get(cache.url + "/whoami/bob", timeout=10)
