@@ -103,7 +103,8 @@ def test_a_corrupted_row_is_found_quarantined_and_released_by_repair(
             assert "CORRUPTED" not in stored and site.script_key not in stored
 
             # Cleared by the operator: answered locally again, still wrong, found again.
-            assert sgcache(env, "shadow", "clear", "--type", "Shot").returncode == 0
+            cleared = sgcache(env, "shadow", "clear", str(row["id"]))
+            assert cleared.returncode == 0 and "cleared 1 " in cleared.stdout, cleared
             assert (await c.status())["quarantined"] == []
             assert (await c.call("read", by_id(shot, fields)))["entities"][0]["code"] == "CORRUPTED-VALUE"
             await c.shadow.drain()
@@ -121,6 +122,7 @@ def test_a_corrupted_row_is_found_quarantined_and_released_by_repair(
             await c.shadow.drain()
             assert await c.metric("sgcache_shadow_total", result="match") == 3  # with the other shape's
             assert sgcache(env, "shadow", "report").returncode == 0
+            assert "cleared 0 " in sgcache(env, "shadow", "clear", "--type", "Shot").stdout
     asyncio.run(go())
 
 
