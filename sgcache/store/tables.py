@@ -372,7 +372,9 @@ class Store:
                 written |= self._json_upsert(conn, et.table, shape, rows, guarded=version is not None,
                                              returning=bool(multi) and version is not None)
             else:
-                conn.execute(self._upsert_stmt(et.table, shape, guarded=version is not None), rows)
+                guarded = version is not None
+                self._sqlite_many(conn, ("upsert", et.name, shape, guarded), et.table,
+                                  lambda: self._upsert_stmt(et.table, shape, guarded=guarded), shape, rows)
         if version is not None and multi:
             # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked).
             mine = written if written is not None else \
@@ -445,16 +447,35 @@ class Store:
         `_json_rows`), executemany on SQLite (its driver binds rows in C)."""
         if not rows:
             return
-        if self.dialect != "postgresql":
-            conn.execute(table.insert(), rows)
-            return
         cols = tuple(rows[0])
+        if self.dialect != "postgresql":
+            self._sqlite_many(conn, ("insert", table.name, cols), table, table.insert, cols, rows)
+            return
         key = ("insert", table.name, cols)
         stmt = self._stmts.get(key)
         if stmt is None:
             src = self._json_rows(table, cols)
             stmt = self._stmts[key] = table.insert().from_select(list(cols), select(*(src.c[c] for c in cols)))
         conn.execute(stmt, {"rows": _json_param(table, rows)})
+
+    def _sqlite_many(self, conn: Connection, key: tuple[Any, ...], table: Table, build: Any,
+                     cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """executemany of one statement on SQLite, compiled once per shape and run on the
+        driver: SQLAlchemy's own executemany converts every row's parameters in Python,
+        which cost more than SQLite's insert (a full scan writes millions of rows). The
+        column types need no conversion for the driver (bool, int, float, str, None);
+        columns the rows leave out get their scalar defaults, as SQLAlchemy would."""
+        compiled = self._stmts.get(key)
+        if compiled is None:
+            c = build().compile(dialect=conn.dialect, column_keys=list(cols))
+            order = tuple(c.positiontup or ())
+            defaults = {k: table.c[k].default.arg for k in order if k not in cols}  # type: ignore[union-attr]
+            compiled = self._stmts[key] = (str(c), order, defaults)
+        sql, order, defaults = compiled
+        if defaults:
+            conn.exec_driver_sql(sql, [tuple([r.get(k, defaults.get(k)) for k in order]) for r in rows])
+        else:
+            conn.exec_driver_sql(sql, [tuple([r[k] for k in order]) for r in rows])
 
     def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
                      guarded: bool, returning: bool = True) -> set[int]:
