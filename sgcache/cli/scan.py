@@ -48,7 +48,7 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
     async with opened(config) as svc:
         with Progress(TextColumn("{task.description:>32}"), BarColumn(), MofNCompleteColumn(), _rate_column(),
                       TimeElapsedColumn(), TimeRemainingColumn(), disable=not show_progress,
-                      transient=False) as bar:
+                      transient=False, refresh_per_second=2) as bar:  # a redraw costs the scan CPU
             tasks: dict[str, Any] = {}
 
             def planned(etype: str, total: int | None, done: int, resumed: bool) -> None:
