@@ -30,7 +30,8 @@ def rebuild(types: tuple[str, ...], grace: float, clear: bool, **kw: Any) -> Non
             if clear:
                 await asyncio.to_thread(clear_marks, svc.store, wanted)
                 return None
-            return await run_rebuild(svc.store, svc.upstream, wanted, grace=grace, page_size=config.page_size)
+            return await run_rebuild(svc.store, svc.upstream, wanted, grace=grace, page_size=config.page_size,
+                                     concurrency=config.scan_concurrency)
     res = run_checked(run())
     if res is None:
         click.echo(f"cleared rebuild marks of {', '.join(wanted)}")
