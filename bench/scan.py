@@ -54,13 +54,17 @@ class Recorder(httpx.AsyncHTTPTransport):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self.out = open(path, "wb")
+        self.out = open(path, "wb")  # noqa: SIM115 - closed with the transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         resp = await super().handle_async_request(request)
         body = await resp.aread()
         self.out.write(_LEN.pack(len(request.content), len(body)) + request.content + body)
         return httpx.Response(resp.status_code, headers=resp.headers, content=body)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self.out.close()  # the client closes its transports: the recording is complete
 
 
 def read_recording(path: Path) -> tuple[dict[bytes, tuple[int, int]], int]:
@@ -230,7 +234,7 @@ def main() -> int:
         proc = subprocess.run([common.PY, str(Path(__file__).resolve()), "--concurrency", str(args.concurrency),
                                "--replay", str(recording), f"sqlite:///{work}/replay.sqlite", str(work)],
                               cwd=common.REPO, capture_output=True, text=True, timeout=7200,
-                              env=common.cache_env(mock, None, work, None))
+                              env=common.cache_env(mock, None, work, None), check=False)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-4000:])
         replay = json.loads(proc.stdout.strip().splitlines()[-1])

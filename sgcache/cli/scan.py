@@ -77,7 +77,7 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
                                           resume=True, planned=planned)
                 finally:
                     gc.set_threshold(*threshold)
-                for etype, task in tasks.items():  # done: each bar ends full, whatever the count said
+                for task in tasks.values():  # done: each bar ends full, whatever the count said
                     t = next(x for x in bar.tasks if x.id == task)
                     bar.update(task, total=t.completed)
                 return res

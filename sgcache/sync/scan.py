@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from ..protocol import errors
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..store.tables import Store
-from ..upstream import Upstream
+from ..upstream import Upstream, UpstreamUnavailable
 
 log = logging.getLogger("sgcache.scan")
 
@@ -277,7 +277,7 @@ class ParallelScan:
             total = int(await self._summary(etype, "record_count") or 0)
             if total >= 2 * self.page_size * PAGES_PER_SEGMENT:
                 max_id = int(await self._summary(etype, "maximum") or 0)
-        except errors.AuthenticationFault:
+        except (errors.AuthenticationFault, UpstreamUnavailable):
             raise
         except (errors.Fault, TypeError, ValueError):  # a site that cannot say: one range, no total
             log.info("%s: the site gave no count; scanning it as one range", etype)
