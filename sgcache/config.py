@@ -71,6 +71,10 @@ class Config:
     # page size (0: the site's api_max_entities_per_page; smaller values only lower it).
     scan_concurrency: int = 4
     scan_page_size: int = 0
+    # Coalesced passthrough (sgcache/serve/coalesce.py): identical concurrent reads by the same
+    # credentials share one site call; an answer is reused for `coalesce_window` s after it arrives.
+    coalesce: bool = True
+    coalesce_window: float = 1.0
 
     @property
     def public_shotgun_url(self) -> str:

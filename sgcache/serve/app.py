@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -33,11 +34,13 @@ from ..read.summarize import Summarizer
 from ..runtime import CacheService
 from ..upstream import (
     RETRY_STATUSES,
+    SAFE_METHODS,
     UpstreamUnavailable,
     method_label,
     unavailable_message,
 )
 from .auth import AuthVerifier, identity
+from .coalesce import Answer, Coalescer, WriteClock
 from .intake import Intake
 from .metrics import Metrics
 from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
@@ -88,20 +91,43 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     slots = ClientSlots(config.transfer_per_client)  # transfers (raw paths) per client address
 
+    # Identical concurrent passthrough reads share one site call (serve/coalesce.py); the
+    # write clock in the data dir is shared by every worker, for read-your-writes.
+    coalescer = Coalescer(WriteClock(Path(config.data_dir) / "coalesce.clock"), enabled=config.coalesce,
+                          window=config.coalesce_window,
+                          on_shared=lambda m, kind: metrics.coalesced.labels(method_label(m), kind).inc())
+
+    async def send(body: bytes, method: str, request: Request) -> Answer:
+        resp = await upstream.post_json(body, method, request.headers)
+        return Answer(resp.status_code, tuple(site_headers(resp, decoded=True)), resp.content)
+
     async def forward(body: bytes, method: str, request: Request) -> Response:
         """The caller's api3 call sent on as-is (on the passthrough lane: its body is already
         read, so it holds a connection only while the site answers); the answer, Set-Cookie
-        included, goes back to this caller only."""
+        included, goes back to this caller only. Identical concurrent reads by the same
+        credentials share one call (`Coalescer`); a write moves its caller's write clock."""
+        params = getattr(request.state, "api3_params", None) or []  # set by `handle` once parsed
+        auth = params[0] if params else None
+        key = coalescer.key(method, params, request.headers)
+        shared = False
         try:
-            resp = await upstream.post_json(body, method, request.headers)
+            if key is None:
+                answer = await send(body, method, request)
+            else:
+                answer, shared = await coalescer.call(key, method, auth, lambda: send(body, method, request))
         except UpstreamUnavailable as e:
             return _fault(e)
-        if resp.status_code in RETRY_STATUSES:
+        finally:
+            if method not in SAFE_METHODS:  # a write, returned or failed (it may have been applied)
+                coalescer.wrote(auth)
+        if answer.status in RETRY_STATUSES:
             # A clear Fault rather than a bare 502/503/504, which the client would turn
             # into a ProtocolError, or retry itself even for a create.
-            return _fault(UpstreamUnavailable(unavailable_message(method, resp.status_code)))
-        out = Response(resp.content, status_code=resp.status_code)
-        out.raw_headers = [*site_headers(resp, decoded=True), *out.raw_headers]  # + content-length
+            return _fault(UpstreamUnavailable(unavailable_message(method, answer.status)))
+        out = Response(answer.body, status_code=answer.status)
+        headers = answer.headers if not shared else tuple(  # the site's cookies answer its caller alone
+            (k, v) for k, v in answer.headers if k.lower() != b"set-cookie")
+        out.raw_headers = [*headers, *out.raw_headers]  # + content-length
         return out
 
     async def verify_head(auth: dict[str, Any]) -> None:
@@ -151,6 +177,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             body = await intake.read(request, lease)
             parsed = await intake.parse(body, lease)
             call.method, call.params = parsed.method or "invalid", parsed.params
+            request.state.api3_params = parsed.params if parsed.verbatim is None else None  # for `forward`
             if parsed.verbatim is not None:  # beyond what the cache reads: the site decides
                 call.outcome = "passthrough"
                 request.state.passthrough_reason = parsed.verbatim
@@ -292,6 +319,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             log.warning("could not pass %s %.200s through: %s", request.method, request.url.path,
                         type(e).__name__)
             return PlainTextResponse("0\nsgcache could not pass this request through.\n", status_code=400)
+        finally:
+            if request.method not in ("GET", "HEAD"):  # an upload may change what reads return
+                coalescer.wrote_unknown()
         if upload is not None:  # an upload's short answer: written through before it is sent
             return await upload.finish(resp, lambda: slots.give(who))
         return RelayResponse(resp, pace, lambda: slots.give(who))
@@ -318,6 +348,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                         yield
         finally:
             await point_reads.aclose()
+            coalescer.clock.close()
 
     routes = [
         Route("/api3/json", api3, methods=["POST"]),
@@ -338,4 +369,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.auth = verifier
     app.state.permissions = permissions
     app.state.browser = browser
+    app.state.coalescer = coalescer
     return app

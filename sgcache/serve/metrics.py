@@ -134,6 +134,9 @@ class Metrics:
                               ["result"], registry=r)
         self.shadow_skipped = Counter("sgcache_shadow_skipped_total",
                                       "sampled local answers not compared, by reason", ["reason"], registry=r)
+        self.coalesced = Counter("sgcache_coalesced_total", "passthrough reads answered by another caller's "
+                                 "identical site call (in_flight) or its answer of the last second (recent)",
+                                 ["method", "kind"], registry=r)
         for result in ("match", "lag", "mismatch"):
             self.shadow.labels(result)
         self.upstream = upstream
