@@ -29,7 +29,6 @@ Target (issue 12): the artist's p50 within 1.2x the full user's, for both querie
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 FIELDS = ["code", "sg_status_list", "sg_sequence", "project", "description", "sg_cut_in", "sg_cut_out",
           "sg_cut_duration", "updated_at"]

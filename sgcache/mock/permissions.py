@@ -21,8 +21,9 @@ compare the two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .auth import Actor
 from .store import Store

@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
@@ -294,7 +295,7 @@ class Permissions:
                 a.c.child_type == "HumanUser", a.c.child_id == uid, et.table.c[ACTIVE])).scalars())
 
     # -- a request ---------------------------------------------------------------------------
-    def restrict(self, grant: Grant, method: str, params: dict[str, Any]) -> "Restricted":
+    def restrict(self, grant: Grant, method: str, params: dict[str, Any]) -> Restricted:
         """Check the request against the grant; the params the engine should answer instead."""
         rules = grant.rules
         if rules.policy == "passthrough":
@@ -694,7 +695,6 @@ class Restricted:
     null_project: dict[str, Any] | None
     rules: GroupPolicy
     caller: Caller | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _filter_paths(group: Group) -> Iterable[FieldPath]:

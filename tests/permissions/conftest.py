@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ class UserWorld(World):
             auth["sudo_as_login"] = self.login
         return auth
 
-    def as_user(self, login: str) -> "UserWorld":
+    def as_user(self, login: str) -> UserWorld:
         return dataclasses.replace(self, login=login)
 
 
