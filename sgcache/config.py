@@ -36,7 +36,7 @@ class Config:
     auth_grace: float = 3600.0  # how long verified callers keep cached reads during an outage
     allow_scripts: tuple[str, ...] = ()
     allow_logins: tuple[str, ...] = ()
-    poll_interval: float = 2.0
+    poll_interval: float = 0.5  # the shortest poll cycle; poll_budget may stretch it
     scan_interval: float = 300.0
     backlog_ttl: float = 300.0
     watch_events: bool = True
@@ -75,6 +75,10 @@ class Config:
     # credentials share one site call; an answer is reused for `coalesce_window` s after it arrives.
     coalesce: bool = True
     coalesce_window: float = 1.0
+    # Event polling (sgcache/sync/loop.py): the watcher polls every `poll_interval` s unless its
+    # requests to the site (polls and the re-reads their events cause) would then average more
+    # than `poll_budget` a second; then it polls less often (at most 5 s apart). 0: no budget.
+    poll_budget: float = 2.0
 
     @property
     def public_shotgun_url(self) -> str:

@@ -334,12 +334,13 @@ class Store:
 
     def upsert(self, conn: Connection, entity_type: str, records: Iterable[dict[str, Any]],
                *, active: bool | None = None, event_id: int | None = None,
-               version: int | None = None) -> int:
+               version: int | None = None, versions: dict[int, int] | None = None) -> int:
         """Insert or update entities from wire records (only the fields present).
 
         Multi-entity values replace the stored list. With a `version` (when the fetch
         started), rows already written by a later fetch are left alone, links included.
-        Returns the number of records.
+        `versions` (id -> version) gives rows fetched at other times their own (the event
+        watcher writes several fetches in one statement). Returns the number of records.
         """
         et = self.entities[entity_type]
         now = format_datetime(utcnow())
@@ -356,7 +357,7 @@ class Store:
             if event_id is not None:
                 row[EVENT_ID] = event_id
             if version is not None:
-                row[VERSION] = version
+                row[VERSION] = versions.get(row["id"], version) if versions else version
             keys = tuple(row)
             shape = shapes.get(keys)
             if shape is None:
@@ -378,7 +379,8 @@ class Store:
         if version is not None and multi:
             # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked).
             mine = written if written is not None else \
-                self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v}, version)
+                self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v},
+                                    version if not versions else _VersionOf(versions, version))
             multi = defaultdict(dict, {f: {i: v for i, v in vals.items() if i in mine}
                                        for f, vals in multi.items()})
         self.replace_links_many(conn, entity_type, multi)
@@ -527,12 +529,19 @@ class Store:
         for chunk in _chunks(list(ids), 500):
             conn.execute(update(t).where(self.ids_in(t.c.id, chunk)).values(**values))
 
-    def ids_at_version(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> set[int]:
-        """Which of these rows were last written by the fetch of this version."""
+    def ids_at_version(self, conn: Connection, entity_type: str, ids: Iterable[int],
+                       version: int | dict[int, int]) -> set[int]:
+        """Which of these rows were last written by the fetch of this version (or of each
+        row's own version, given as a mapping)."""
         t = self.entities[entity_type].table
         out: set[int] = set()
         for chunk in _chunks(sorted(ids), 500):
-            out.update(conn.execute(select(t.c.id).where(self.ids_in(t.c.id, chunk), t.c[VERSION] == version)).scalars())
+            if isinstance(version, int):
+                out.update(conn.execute(select(t.c.id).where(self.ids_in(t.c.id, chunk),
+                                                             t.c[VERSION] == version)).scalars())
+            else:
+                out.update(i for i, v in conn.execute(select(t.c.id, t.c[VERSION]).where(
+                    self.ids_in(t.c.id, chunk))) if v == version[i])
         return out
 
     def delete_rows(self, conn: Connection, entity_type: str, ids: Iterable[int], version: int) -> int:
@@ -612,6 +621,17 @@ def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
         if isinstance(link, dict) and link.get("id") is not None and link.get("type"):
             out.setdefault((link["type"], int(link["id"])), None)
     return list(out)
+
+
+class _VersionOf(dict):  # type: ignore[type-arg]
+    """id -> its own version, else the batch's (for `ids_at_version`)."""
+
+    def __init__(self, versions: dict[int, int], default: int) -> None:
+        super().__init__(versions)
+        self.default = default
+
+    def __missing__(self, key: int) -> int:
+        return self.default
 
 
 def _last_per_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

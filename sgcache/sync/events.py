@@ -2,7 +2,9 @@
 
 Each batch of events is turned into the set of entities it touched; those are re-read
 from the site in bulk and stored, together with the new position in the log and the
-backlog of missing ids, in ONE transaction (so a crash replays, never skips). Events
+backlog of missing ids, in ONE transaction (so a crash replays, never skips). When the
+writer falls behind a burst, the pages queued meanwhile go into its next transaction
+together, an entity named on several of them written once, from its latest fetch. Events
 are never applied value by value: the refresh reads the current state, and rows keep
 the start time of the fetch that wrote them, so a late or replayed event cannot roll
 a row back. The traps this handles are listed in docs/event-log.md.
@@ -15,13 +17,14 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from ..config import Config
 from ..store.tables import Store
 from ..upstream import Upstream
+from .refresh import Fetched, Versions, now_version
 from .scan import full_scan, return_fields_for
 
 log = logging.getLogger("sgcache.events")
@@ -32,6 +35,9 @@ _EVENT_RE = re.compile(r"^Shotgun_(?P<type>\w+?)_(?P<action>New|Change|Retiremen
 #: Event types that carry per-user values, not site data.
 NOISE_TYPES = frozenset({"Shotgun_Reading_Change"})
 LAST_ID, BACKLOG = "last_event_id", "event_backlog"
+#: Most events one transaction applies when queued pages are merged: bounds the memory
+#: held and how long a transaction keeps readers from seeing the first of them.
+MERGE_EVENTS = 5000
 
 
 @dataclass
@@ -92,6 +98,18 @@ def event_row(ev: dict[str, Any]) -> dict[str, Any]:
             and isinstance(meta.get("entity_id"), int) and m["type"] != "DisplayColumn":
         row["entity"] = {"type": m["type"], "id": meta["entity_id"]}
     return row
+
+
+@dataclass
+class _Batch:
+    """One page of events with what it touched, fetched; written in log order."""
+
+    events: list[dict[str, Any]]
+    fetched: Fetched
+    version: int
+    causes: dict[tuple[str, int], list[str]]
+    last_id: int
+    backlog: dict[int, float]
 
 
 class EventWatcher:
@@ -216,9 +234,11 @@ class EventWatcher:
     async def catch_up(self) -> int:
         """Poll until a batch comes back short, with no sleep between full batches.
 
-        A three-stage pipeline: while batch N is being written, batch N+1's entities are
-        being fetched and page N+2 is being read. Writes stay in log order, each in its
-        own transaction with the position it reaches.
+        A three-stage pipeline: while one write runs, the next page's entities are being
+        fetched and the page after it read. Writes stay in log order, each in its own
+        transaction with the position it reaches; pages fetched while a write runs are
+        merged into the next one (at most MERGE_EVENTS events), so a writer that falls
+        behind catches up instead of queueing.
         """
         if self.last_id is None:
             await self.start()
@@ -228,19 +248,23 @@ class EventWatcher:
         page: asyncio.Future[tuple[list[dict[str, Any]], bool]] = \
             asyncio.ensure_future(self._read_page(last_id, backlog))
         writing: asyncio.Future[None] | None = None
+        pending: list[_Batch] = []
         try:
             while True:
                 events, full = await page
                 last_id, backlog = self._advance(events, last_id, backlog, time.time())
                 if full:
                     page = asyncio.ensure_future(self._read_page(last_id, backlog))
-                job = await self._prepare(events, last_id, backlog)
-                if writing is not None:
+                batch = await self._prepare(events, last_id, backlog)
+                if batch is not None:
+                    pending.append(batch)
+                total += len(events)
+                if writing is not None and (writing.done() or not full
+                                            or sum(len(b.events) for b in pending) >= MERGE_EVENTS):
                     await writing
                     writing = None
-                if job is not None:
-                    writing = asyncio.ensure_future(job)
-                total += len(events)
+                if writing is None and pending:
+                    writing, pending = asyncio.ensure_future(self._write(pending)), []
                 if not full:
                     if writing is not None:
                         await writing
@@ -313,16 +337,15 @@ class EventWatcher:
 
     async def _apply(self, events: list[dict[str, Any]], last_id: int, backlog: dict[int, float]) -> None:
         """Refresh what the events touched and save the position, in one transaction."""
-        job = await self._prepare(events, last_id, backlog)
-        if job is not None:
-            await job
+        batch = await self._prepare(events, last_id, backlog)
+        if batch is not None:
+            await self._write([batch])
 
     async def _prepare(self, events: list[dict[str, Any]], last_id: int,
-                       backlog: dict[int, float]) -> Coroutine[Any, Any, None] | None:
-        """Fetch what the events touched; returns the write to run (in log order), if any."""
+                       backlog: dict[int, float]) -> _Batch | None:
+        """Fetch what the events touched; returns the batch to write (in log order), if any."""
         if not events and backlog == self.backlog and last_id == self.last_id:
             return None
-        from .refresh import now_version
         version = now_version()
         plan = plan_events(events, self.store)
         if plan.revived:
@@ -332,13 +355,37 @@ class EventWatcher:
         if plan.schema_changed:
             self.schema_changed = True
         fetched = await self.refresher.prepare(plan.touched, follow=False)
-        extra = {ET: [event_row(e) for e in events]} if ET in self.store else None
-        backlog = dict(backlog)
+        return _Batch(events, fetched, version, plan.causes, last_id, dict(backlog))
 
-        async def write() -> None:
-            await self.refresher.commit(fetched, version, source="event", ref=str(last_id), event_id=last_id,
-                                        extra=extra, in_txn=lambda conn: self._save(conn, last_id, backlog),
-                                        details={k: {"events": v} for k, v in plan.causes.items()})
-            self.last_id, self.backlog = last_id, backlog
-            self.stats["events"] += len(events)
-        return write()
+    async def _write(self, batches: list[_Batch]) -> None:
+        """Store consecutive batches in ONE transaction with the last one's position.
+
+        An entity fetched for several keeps the latest record, with the version of the
+        fetch that read it (each row its own: an older fetch's row must not claim a later
+        start, nor a later one an earlier), so the version rule holds as if the batches
+        had been written one by one; only their intermediate states are never shown.
+        """
+        last = batches[-1]
+        events = [e for b in batches for e in b.events]
+        fetched: Fetched = last.fetched
+        versions: Versions | None = None
+        causes = last.causes
+        if len(batches) > 1:
+            fetched, versions, causes = {}, {}, {}
+            for b in batches:
+                for t, got in b.fetched.items():
+                    fetched.setdefault(t, {}).update(got)
+                    versions.setdefault(t, {}).update(dict.fromkeys(got, b.version))
+                for k, v in b.causes.items():
+                    causes.setdefault(k, []).extend(v)
+        extra = None
+        if ET in self.store:
+            extra = {ET: [event_row(e) for e in events]}
+            if versions is not None:
+                versions[ET] = {e["id"]: b.version for b in batches for e in b.events}
+        last_id, backlog = last.last_id, last.backlog
+        await self.refresher.commit(fetched, last.version, source="event", ref=str(last_id), event_id=last_id,
+                                    extra=extra, in_txn=lambda conn: self._save(conn, last_id, backlog),
+                                    details={k: {"events": v} for k, v in causes.items()}, versions=versions)
+        self.last_id, self.backlog = last_id, backlog
+        self.stats["events"] += len(events)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from ..protocol import errors
 from ..read.engine import reader_for
@@ -26,6 +26,67 @@ from .schema_changes import SchemaSync, reload_store
 log = logging.getLogger("sgcache.sync")
 
 
+class CountedUpstream:
+    """The site client as the event watcher uses it, counting its requests (for the pacer)."""
+
+    def __init__(self, upstream: Any) -> None:
+        self._upstream = upstream
+        self.requests = 0
+
+    async def call(self, *args: Any, **kw: Any) -> Any:
+        self.requests += 1
+        return await self._upstream.call(*args, **kw)
+
+    async def read_pages(self, *args: Any, **kw: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        self.requests += 1
+        async for page in self._upstream.read_pages(*args, **kw):
+            yield page
+            self.requests += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+
+class PollPacer:
+    """How long the watcher waits before its next poll: freshness within a request budget.
+
+    A poll costs one read of the log when nothing happened, and more when its events name
+    entities to re-read. The watcher polls every `poll_interval` (0.5 s) unless the
+    recent average cost of a poll would then exceed `poll_budget` requests per second;
+    then the cycle stretches to cost / budget. The average spreads an edit's extra reads
+    over the following cycles instead of one long pause after it (which would set the
+    worst lag); a token bucket (`budget` a second, at most SAVINGS seconds' worth) settles
+    what the average misses, so over any long run the site sees at most `budget`
+    requests a second. A site so busy that this passes MAX_CYCLE is polled every
+    MAX_CYCLE: freshness then wins over the budget.
+    """
+
+    ALPHA = 0.2  # weight of the latest poll's cost in the average
+    MAX_CYCLE = 5.0
+    SAVINGS = 2.0
+
+    def __init__(self, budget: float, interval: float) -> None:
+        self.budget = budget
+        self.interval = interval
+        self.cost = 1.0
+        self.tokens = 0.0
+        self._at: float | None = None
+
+    def wait(self, requests: int, busy: float, now: float | None = None) -> float:
+        """Seconds to wait after a pass that sent `requests` and took `busy` seconds."""
+        if self.budget <= 0:
+            return self.interval
+        now = time.monotonic() if now is None else now
+        if self._at is not None:
+            self.tokens = min(self.budget * self.SAVINGS, self.tokens + self.budget * (now - self._at))
+        self._at = now
+        self.tokens -= requests
+        self.cost += self.ALPHA * (max(requests, 1) - self.cost)
+        cycle = max(self.interval, self.cost / self.budget)
+        debt = -self.tokens / self.budget  # until the bucket is back at zero
+        return min(max(0.0, cycle - busy, debt), self.MAX_CYCLE)
+
+
 class SyncLoop:
     """Background sync (events, scans, schema checks) plus write-through for the server."""
 
@@ -36,7 +97,12 @@ class SyncLoop:
         self.config = service.config
         self.refresher = Refresher(self.store, self.upstream)
         self.scanner = Scanner(self.store, self.upstream, self.refresher, page_size=self.config.page_size)
-        self.watcher = EventWatcher(self.store, self.upstream, self.refresher, self.config)
+        #: the watcher's own client and refresher, so the pacer counts only its requests
+        self.watch_upstream = CountedUpstream(self.upstream)
+        self.watcher = EventWatcher(self.store, self.watch_upstream,  # type: ignore[arg-type]
+                                    Refresher(self.store, self.watch_upstream),  # type: ignore[arg-type]
+                                    self.config)
+        self.pacer = PollPacer(self.config.poll_budget, self.config.poll_interval)
         self._generation = self.store.schema_generation()
         service.reader = reader_for(self.store)  # fields still being backfilled pass through
         self._leader = leader
@@ -63,7 +129,7 @@ class SyncLoop:
         return {"leader": self.is_leader, "pid": os.getpid(), "schema_generation": self._generation,
                 "last_event_id": self.watcher.last_id,
                 "backlog": len(self.watcher.backlog), "last_scan": self.last_scan,
-                "stats": dict(self.stats, **self.watcher.stats)}
+                "stats": dict(self.stats, **self.watcher.stats, watcher_requests=self.watch_upstream.requests)}
 
     # -- background loop ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -107,6 +173,7 @@ class SyncLoop:
         while True:
             waiters, self._poll_waiters = self._poll_waiters, []
             result: dict[str, Any] = {}
+            started, sent = time.monotonic(), self.watch_upstream.requests
             try:
                 if not await lock.still_held():
                     log.warning("lost the leader lock; stepping down")
@@ -147,8 +214,9 @@ class SyncLoop:
                 self._poll_waiters = waiters + self._poll_waiters  # retried on the next pass
                 await asyncio.sleep(min(self.config.poll_interval, 2.0))
                 continue
+            wait = self.pacer.wait(self.watch_upstream.requests - sent, time.monotonic() - started)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             self._wake.clear()
 
     # -- schema ----------------------------------------------------------------------------
@@ -169,7 +237,7 @@ class SyncLoop:
         self.svc.reader = reader
         self.refresher = Refresher(store, self.upstream)
         self.scanner = Scanner(store, self.upstream, self.refresher, page_size=self.config.page_size)
-        self.watcher.rebind(store, self.refresher)
+        self.watcher.rebind(store, Refresher(store, self.watch_upstream))  # type: ignore[arg-type]
         log.info("schema generation %d: %d types", gen, len(store.entities))
 
     # -- refresh ---------------------------------------------------------------------------

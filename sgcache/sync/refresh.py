@@ -36,6 +36,8 @@ Touched = dict[str, set[int]]
 Fetched = dict[str, dict[int, tuple[dict[str, Any] | None, bool]]]
 #: (type, id) -> what caused the refresh, stored with it in the audit log
 Details = dict[tuple[str, int], dict[str, Any]]
+#: type -> id -> the version of the fetch that read it (when not the batch's own)
+Versions = dict[str, dict[int, int]]
 #: How long audit log rows are kept.
 LOG_RETENTION = dt.timedelta(days=7)
 #: How many reads of the site one refresh runs at once.
@@ -255,15 +257,21 @@ class Refresher:
     async def commit(self, fetched: Fetched, version: int, *, source: str, ref: str = "",
                      event_id: int | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
                      in_txn: Callable[[Connection], None] | None = None,
-                     details: Details | None = None) -> Applied:
-        """The write half of `apply`: one transaction."""
+                     details: Details | None = None, versions: Versions | None = None) -> Applied:
+        """The write half of `apply`: one transaction.
+
+        `versions` (type -> id -> version) gives records fetched at other times than
+        `version` their own: the event watcher writes several pages' fetches at once.
+        """
         applied = Applied(version)
-        await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn, details or {})
+        await asyncio.to_thread(self._write, fetched, applied, source, ref, event_id, extra, in_txn,
+                                details or {}, versions or {})
         return applied
 
     def _write(self, fetched: dict[str, dict[int, tuple[dict[str, Any] | None, bool]]], applied: Applied,
                source: str, ref: str, event_id: int | None, extra: dict[str, list[dict[str, Any]]] | None,
-               in_txn: Callable[[Connection], None] | None, details: Details) -> None:
+               in_txn: Callable[[Connection], None] | None, details: Details,
+               versions: Versions) -> None:
         now = format_datetime(utcnow())
         log_rows: list[dict[str, Any]] = []
         with self.store.engine.begin() as conn:
@@ -272,14 +280,18 @@ class Refresher:
             for etype, got in sorted(fetched.items()):
                 if etype not in self.store:
                     continue
+                own = versions.get(etype)
                 for active in (True, False):
                     recs = [r for _, (r, a) in sorted(got.items()) if r is not None and a is active]
                     if recs:
                         self.store.upsert(conn, etype, recs, active=active, version=applied.version,
-                                          event_id=event_id)
-                gone = [i for i, (r, _) in got.items() if r is None]
-                if gone:
-                    self.store.delete_rows(conn, etype, gone, applied.version)
+                                          event_id=event_id, versions=own)
+                gone: dict[int, list[int]] = {}
+                for i, (r, _) in sorted(got.items()):
+                    if r is None:
+                        gone.setdefault((own or {}).get(i, applied.version), []).append(i)
+                for v, ids in sorted(gone.items()):
+                    self.store.delete_rows(conn, etype, ids, v)
                 for eid, (rec, active) in got.items():
                     outcome = "gone" if rec is None else "active" if active else "retired"
                     setattr(applied, outcome, getattr(applied, outcome) + 1)
@@ -289,7 +301,8 @@ class Refresher:
                                      "detail": json.dumps(details[(etype, eid)]) if (etype, eid) in details else None})
             for etype, recs in (extra or {}).items():
                 if etype in self.store and recs:
-                    self.store.upsert(conn, etype, recs, active=True, version=applied.version)
+                    self.store.upsert(conn, etype, recs, active=True, version=applied.version,
+                                      versions=versions.get(etype))
             self.store.insert_rows(conn, self.store.log_table, log_rows)
             if in_txn is not None:
                 in_txn(conn)
