@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import datetime as dt
 import hashlib
 import logging
@@ -320,7 +321,10 @@ class ParallelScan:
         async def fetchers() -> None:
             await _gather(*(self._fetcher(todo, queue) for _ in range(min(self.concurrency, len(todo)))))
             await queue.put(None)
-        await _gather(fetchers(), self._writer(queue))
+        # One thread writes every page: rows are built and freed in one malloc arena (the
+        # default pool's threads each grew their own) on one connection.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sgcache-scan-writer") as writer:
+            await _gather(fetchers(), self._writer(queue, writer))
 
     async def _fetcher(self, todo: collections.deque[tuple[TypePlan, Segment]],
                        queue: asyncio.Queue[_Page | None]) -> None:
@@ -362,7 +366,7 @@ class ParallelScan:
             if last:
                 return prev
 
-    async def _writer(self, queue: asyncio.Queue[_Page | None]) -> None:
+    async def _writer(self, queue: asyncio.Queue[_Page | None], thread: concurrent.futures.Executor) -> None:
         while True:
             item = await queue.get()
             if item is None:
@@ -375,7 +379,7 @@ class ParallelScan:
                     end = True
                     break
                 batch.append(nxt)
-            await asyncio.to_thread(self._commit, batch)
+            await asyncio.get_running_loop().run_in_executor(thread, self._commit, batch)
             for p in batch:
                 p.committed.set()
                 if self.progress and p.ents:
