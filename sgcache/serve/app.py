@@ -45,7 +45,8 @@ from .intake import Intake
 from .metrics import Metrics
 from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
 from .shadow import Shadow
-from .permissions import Permissions, load_policy, unprimed_types
+from .permission_policy import load_policy
+from .permissions import Permissions, unprimed_types
 from .status import Monitor
 from .browse import Browser
 from .upload_writes import UploadWrite

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from sgcache.config import load_config
-from sgcache.serve.permissions import (
-    DEFAULT_POLICY,
-    Caller,
-    Grant,
-    Permissions,
-    effective_user,
-    load_policy,
-    parse_policy,
-)
+from sgcache.serve.permission_policy import DEFAULT_POLICY, load_policy, parse_policy
+from sgcache.serve.permissions import Caller, Grant, Permissions, effective_user
 
 
 def test_default_policy_is_the_support_articles_roles() -> None:
