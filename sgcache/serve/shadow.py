@@ -28,6 +28,10 @@ Cost to callers: a `random()` per local answer, a dict lookup per read of a type
 quarantine. Shadow calls never delay an answer (a bounded queue, dropped when full),
 never exceed `SGCACHE_SHADOW_BUDGET` calls per second (a token bucket, spent also by
 the classification reads), and stop while the site is failing.
+
+The comparison itself is `shadow_diff.py`. Why this module is still ~500 lines: sampling,
+the budget, the shadow call, classifying lag from the event log and recording a
+mismatch share one background worker and its state.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..sync.events import BACKLOG, LAST_ID
 from ..sync.scan import scan_started_before
 from ..upstream import UpstreamUnavailable
 from .metrics import Metrics, caller_of
+from .shadow_diff import Diff, by_id, compare, event_names, get, linked_entities
 
 log = logging.getLogger("sgcache.shadow")
 
@@ -131,130 +136,6 @@ class Sample:
     headers: dict[str, str]
     body: bytes = field(repr=False)  # the caller's request as sent, credentials inside: memory only
     full_view: bool = True  # answered unrestricted (no permission filters applied for this caller)
-
-
-@dataclass
-class Diff:
-    """How two answers differ: entity ids and field names, never values."""
-
-    fields: dict[int, list[str]] = field(default_factory=dict)
-    only_cache: list[int] = field(default_factory=list)
-    only_site: list[int] = field(default_factory=list)
-    order: bool = False
-    other: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.fields or self.only_cache or self.only_site or self.order or self.other)
-
-    def ids(self) -> set[int]:
-        return set(self.fields) | set(self.only_cache) | set(self.only_site)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.fields:
-            out["fields"] = {str(i): f for i, f in sorted(self.fields.items())}
-        for k in ("only_cache", "only_site", "other"):
-            if getattr(self, k):
-                out[k] = getattr(self, k)
-        if self.order:
-            out["order"] = True
-        return out
-
-    def short(self, n: int = 8) -> str:
-        parts = [f"{i}: {','.join(f)}" for i, f in sorted(self.fields.items())[:n]]
-        if len(self.fields) > n:
-            parts.append(f"+{len(self.fields) - n} more")
-        if self.only_cache:
-            parts.append(f"only in the cache: {self.only_cache[:n]}")
-        if self.only_site:
-            parts.append(f"only on the site: {self.only_site[:n]}")
-        if self.order:
-            parts.append("order differs")
-        parts += self.other[:n]
-        return "; ".join(parts)
-
-
-# -- comparing ------------------------------------------------------------------------------
-
-def compare(method: str, cache: Any, site: Any) -> Diff:
-    """How the cache's `results` differ from the site's, as the client decodes them.
-
-    Entities are compared in full and in order; of `paging_info`, the keys both sent (the
-    client reads `has_next_page` and counts; the site may add keys the cache does not).
-    """
-    d = Diff()
-    if cache == site:
-        return d
-    if method == "summarize":
-        cs, ss = _get(cache, "summaries"), _get(site, "summaries")
-        if isinstance(cs, dict) and isinstance(ss, dict):
-            d.other += [f"summaries.{k}" for k in sorted(set(cs) | set(ss), key=str) if cs.get(k) != ss.get(k)]
-        elif cs != ss:
-            d.other.append("summaries")
-        cg, sg = _get(cache, "groups"), _get(site, "groups")
-        if cg != sg:
-            n = len(cg) if isinstance(cg, list) else 0
-            m = len(sg) if isinstance(sg, list) else 0
-            d.other.append(f"groups ({n} in the cache, {m} on the site)")
-        return d
-    ce, se = _get(cache, "entities"), _get(site, "entities")
-    if not (isinstance(ce, list) and isinstance(se, list)):
-        return Diff(other=["results"])
-    cby, sby = _by_id(ce), _by_id(se)
-    if cby is None or sby is None:
-        return Diff(other=["entities"])
-    for i, c in cby.items():
-        s = sby.get(i)
-        if s is None:
-            d.only_cache.append(i)
-        elif c != s:
-            d.fields[i] = sorted(str(k) for k in set(c) | set(s) if c.get(k) != s.get(k))
-    d.only_site = [i for i in sby if i not in cby]
-    common = [i for i in cby if i in sby]
-    d.order = common != [i for i in sby if i in cby]
-    cp, sp = _get(cache, "paging_info"), _get(site, "paging_info")
-    if isinstance(cp, dict) and isinstance(sp, dict):  # keys both sent: the site may send more
-        d.other += [f"paging_info.{k}" for k in sorted(set(cp) & set(sp)) if cp[k] != sp[k]]
-    return d
-
-
-def _get(v: Any, key: str) -> Any:
-    return v.get(key) if isinstance(v, dict) else None
-
-
-def _by_id(entities: list[Any]) -> dict[int, dict[str, Any]] | None:
-    out: dict[int, dict[str, Any]] = {}
-    for e in entities:
-        if not isinstance(e, dict) or not isinstance(e.get("id"), int):
-            return None
-        out[e["id"]] = e
-    return out
-
-
-def _links(value: Any, out: set[tuple[str, int]]) -> None:
-    """Every `{type, id}` inside a value (entity and multi-entity fields)."""
-    if isinstance(value, dict):
-        if isinstance(value.get("type"), str) and isinstance(value.get("id"), int):
-            out.add((value["type"], value["id"]))
-        for v in value.values():
-            if isinstance(v, (dict, list)):
-                _links(v, out)
-    elif isinstance(value, list):
-        for v in value:
-            _links(v, out)
-
-
-def _event_names(ev: Mapping[str, Any], entities: set[tuple[str, int]]) -> None:
-    """The entities an event names: its subject (trap 1: from meta) and linked values."""
-    meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
-    ent = ev.get("entity") if isinstance(ev.get("entity"), dict) else {}
-    etype = meta.get("entity_type") or ent.get("type")
-    eid = meta.get("entity_id") or ent.get("id")
-    if isinstance(etype, str) and isinstance(eid, int):
-        entities.add((etype, eid))
-    for k in ("added", "removed", "new_value", "old_value"):
-        if k in meta:
-            _links(meta[k], entities)
 
 
 # -- the verifier ---------------------------------------------------------------------------
@@ -509,8 +390,8 @@ class Shadow:
 
     def _unexplained_by_events(self, etype: str, linked: set[str], named: set[tuple[str, int]],
                                named_types: set[str], cache: Any, site: Any, diff: Diff) -> set[int]:
-        cby = _by_id(cache.get("entities") or []) or {}
-        sby = _by_id(site.get("entities") or []) or {}
+        cby = by_id(cache.get("entities") or []) or {}
+        sby = by_id(site.get("entities") or []) or {}
         deep = bool(named_types & linked)
         left: set[int] = set()
         for i in diff.ids():
@@ -519,8 +400,8 @@ class Shadow:
             fields = diff.fields.get(i, [])
             links: set[tuple[str, int]] = set()
             for f in fields:
-                _links((cby.get(i) or {}).get(f), links)
-                _links((sby.get(i) or {}).get(f), links)
+                linked_entities((cby.get(i) or {}).get(f), links)
+                linked_entities((sby.get(i) or {}).get(f), links)
             if links & named:
                 continue
             if deep and (not fields or any("." in f for f in fields)):
@@ -535,7 +416,7 @@ class Shadow:
         page = paging.get("current_page", 1)
         if isinstance(page, int) and page > 1:
             return True
-        return isinstance(per, int) and any(len(_get(r, "entities") or []) >= per for r in (cache, site))
+        return isinstance(per, int) and any(len(get(r, "entities") or []) >= per for r in (cache, site))
 
     async def _site(self, params: dict[str, Any]) -> Any:
         """One read with the cache's own credentials, inside the budget (None: no budget)."""
@@ -565,7 +446,7 @@ class Shadow:
                 return None
             page = res.get("entities") or []
             for ev in page:
-                _event_names(ev, named)
+                event_names(ev, named)
             if len(page) < EVENT_PAGE:
                 return named, True
             last = page[-1]["id"]
@@ -664,7 +545,7 @@ class Shadow:
 
 
 def _ids_of(results: Any) -> set[int]:
-    return {e["id"] for e in _get(results, "entities") or [] if isinstance(e, dict) and isinstance(e.get("id"), int)}
+    return {e["id"] for e in get(results, "entities") or [] if isinstance(e, dict) and isinstance(e.get("id"), int)}
 
 
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:

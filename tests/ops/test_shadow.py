@@ -17,7 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from sgcache.serve.shadow import TokenBucket, compare
+from sgcache.serve.shadow import TokenBucket
+from sgcache.serve.shadow_diff import compare
 from sgcache.store.quarantine import shape_key, shape_of
 from sgcache.store.tables import ACTIVE, Store, make_engine
 
