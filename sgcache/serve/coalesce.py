@@ -28,6 +28,7 @@ seconds, longer than one call lasts). `window=0` shares calls in flight only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -38,7 +39,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from ..protocol import jsoncodec
 from ..upstream import SAFE_METHODS
@@ -68,15 +69,19 @@ class WriteClock:
     """When each caller's last write returned, shared by every process serving a data dir.
 
     A memory-mapped file of `slots` monotonic timestamps (CLOCK_MONOTONIC is system-wide on
-    Linux, so workers agree); a caller's key hashes to a slot and a slot keeps the latest
-    time written to it. A collision only makes a read more careful (it waits for its own
-    call). Slot 0 is everyone's: a write whose caller is unknown (a raw upload) moves it.
+    Linux, so workers agree) after a random salt made by the first process; a caller's key
+    hashes (with that salt, so every process picks the same slot) to a slot, and a slot
+    keeps the latest time written to it. A collision only makes a read more careful (it
+    waits for its own call). Slot 0 is everyone's: a write whose caller is unknown (a raw
+    upload) moves it.
     """
+
+    HEADER = 32  # the salt, then padding
 
     def __init__(self, path: Path | None, slots: int = 1 << 16) -> None:
         self.slots = slots
         self._fd: int | None = None
-        size = slots * 8
+        size = self.HEADER + slots * 8
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,28 +90,42 @@ class WriteClock:
                     os.ftruncate(fd, size)
                 self._map: mmap.mmap | bytearray = mmap.mmap(fd, size)
                 self._fd = fd
-                return
             except OSError as e:  # a read-only data dir: this process alone
                 log.warning("write clock %s unavailable (%s); read-your-writes is per process", path, e)
-        self._map = bytearray(size)
+        if self._fd is None:
+            self._map = bytearray(size)
+        with self._locked():
+            if not any(self._map[:16]):
+                self._map[:16] = os.urandom(16)
+            now = time.monotonic()
+            if any(t > now for (t,) in struct.iter_unpack("<d", self._map[self.HEADER:])):
+                self._map[self.HEADER:] = bytes(slots * 8)  # written before a reboot: meaningless now
+        self._salt = bytes(self._map[:16])
 
-    def slot(self, key: bytes) -> int:
-        return 1 + int.from_bytes(key[:8], "little") % (self.slots - 1)
-
-    def get(self, slot: int) -> float:
-        return struct.unpack_from("<d", self._map, slot * 8)[0]
-
-    def mark(self, slots: list[int], at: float) -> None:
-        """Move these slots to `at` (never back), under a file lock so processes don't race."""
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            for s in slots:
-                if self.get(s) < at:
-                    struct.pack_into("<d", self._map, s * 8, at)
+            yield
         finally:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def slot(self, material: bytes) -> int:
+        """The slot of a caller key (the same in every process on this file)."""
+        digest = hashlib.sha256(self._salt + material).digest()
+        return 1 + int.from_bytes(digest[:8], "little") % (self.slots - 1)
+
+    def get(self, slot: int) -> float:
+        return struct.unpack_from("<d", self._map, self.HEADER + slot * 8)[0]
+
+    def mark(self, slots: list[int], at: float) -> None:
+        """Move these slots to `at` (never back), under a file lock so processes don't race."""
+        with self._locked():
+            for s in slots:
+                if self.get(s) < at:
+                    struct.pack_into("<d", self._map, self.HEADER + s * 8, at)
 
     def close(self) -> None:
         if isinstance(self._map, mmap.mmap):
@@ -155,10 +174,10 @@ class Coalescer:
     def _caller_slots(self, auth: Mapping[str, Any]) -> list[int]:
         """The write-clock slots of a caller: their credentials, and the person they act as."""
         material = repr(sorted((k, v) for k, v in auth.items() if k not in _NOT_IDENTITY))
-        slots = [self.clock.slot(self._hash(b"cred", material.encode("utf-8", "surrogatepass")))]
+        slots = [self.clock.slot(b"cred\0" + material.encode("utf-8", "surrogatepass"))]
         person = auth.get("sudo_as_login") or auth.get("user_login") or auth.get("script_name")
         if isinstance(person, str) and person:
-            slots.append(self.clock.slot(self._hash(b"person", person.encode("utf-8", "surrogatepass"))))
+            slots.append(self.clock.slot(b"person\0" + person.encode("utf-8", "surrogatepass")))
         return slots
 
     def key(self, method: str, params: list[Any], headers: Mapping[str, str]) -> bytes | None:
@@ -228,8 +247,11 @@ class Coalescer:
         size = len(answer.body)
         if answer.status != 200 or size > MAX_KEPT_ANSWER:
             return
-        old = self._kept.pop(key, None)
+        old = self._kept.get(key)
         if old is not None:
+            if old.started > flight.started:  # a newer call's answer is kept already
+                return
+            del self._kept[key]
             self._kept_bytes -= old.size
         flight.answered_at, flight.size = self._now(), size
         self._kept[key] = flight
