@@ -55,15 +55,15 @@ class PollPacer:
     recent average cost of a poll would then exceed `poll_budget` requests per second;
     then the cycle stretches to cost / budget. The average spreads an edit's extra reads
     over the following cycles instead of one long pause after it (which would set the
-    worst lag); a token bucket (`budget` a second, at most SAVINGS seconds' worth) settles
-    what the average misses, so over any long run the site sees at most `budget`
-    requests a second. A site so busy that this passes MAX_CYCLE is polled every
-    MAX_CYCLE: freshness then wins over the budget.
+    worst lag); a token bucket (`budget` a second, no savings: quiet cycles cost what
+    they earn) settles what the average misses, so from any point on the site sees at
+    most `budget` requests a second plus one pass. A site so busy that this passes
+    MAX_CYCLE is polled every MAX_CYCLE: freshness then wins over the budget.
     """
 
     ALPHA = 0.2  # weight of the latest poll's cost in the average
     MAX_CYCLE = 5.0
-    SAVINGS = 2.0
+    SAVINGS = 0.0  # seconds of unspent budget kept for later bursts
 
     def __init__(self, budget: float, interval: float) -> None:
         self.budget = budget

@@ -73,7 +73,7 @@ def test_merged_batches_keep_each_fetch_version(store: Store) -> None:
 
 
 def simulate(pacer: PollPacer, seconds: float, cost_of_poll: list[int]) -> tuple[int, list[float]]:
-    """Run the pacer on a simulated clock; returns (requests sent, the waits)."""
+    """Run the pacer on a simulated clock for `seconds`; returns (requests sent, the waits)."""
     now, sent, waits, k = 0.0, 0, [], 0
     while now < seconds:
         cost = cost_of_poll[k % len(cost_of_poll)]
@@ -89,13 +89,13 @@ def simulate(pacer: PollPacer, seconds: float, cost_of_poll: list[int]) -> tuple
 def test_quiet_site_is_polled_every_poll_interval() -> None:
     sent, waits = simulate(PollPacer(2.0, 0.5), 60, [1])
     assert max(waits) <= 0.5
-    assert sent / 60 <= 2.0 + 0.05
+    assert sent <= 2.0 * 60 + 1
 
 
 @pytest.mark.parametrize("costs", [[1, 2], [2], [1, 1, 4], [3, 1, 1, 1, 1, 1, 1, 1]])
 def test_edits_stretch_polls_to_the_budget_but_not_past_max_cycle(costs: list[int]) -> None:
     sent, waits = simulate(PollPacer(2.0, 0.5), 600, costs)
-    assert sent / 600 <= 2.0 + 0.02
+    assert sent <= 2.0 * 600 + max(costs)  # the budget, plus the pass that ends past it
     assert max(waits) <= PollPacer.MAX_CYCLE
 
 
