@@ -1,7 +1,10 @@
 """Run the cache: uvicorn serving the app, with the sync loop in the same process.
 
-`--workers N` binds the listening socket once and runs N worker processes that share
-it (the kernel hands each connection to one of them). Each worker is a whole server
+`--workers N` runs N worker processes, each listening on the port with its own socket
+(SO_REUSEPORT): the kernel spreads new connections evenly over them. With one shared
+socket, whichever worker woke first accepted a burst of connections and kept them
+(keep-alive clients stay on their connection), so a second worker added no throughput.
+Where SO_REUSEPORT is missing, the supervisor binds one socket they share. Each worker is a whole server
 with its own sync loop; the leader lock lets exactly one of them (across every host on
 the same database) apply events and scans. A worker that dies is restarted. Workers
 share their Prometheus metrics through a directory (prometheus_client's multiprocess
@@ -74,12 +77,24 @@ def run_server(config: Config, workers: int = 1) -> None:
     Supervisor(config.replace(shadow_budget=config.shadow_budget / workers), workers).run()
 
 
-def _worker(config: Config, sock: socket.socket) -> None:
-    """Body of one worker process (spawned: a fresh interpreter)."""
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A listening socket of this worker's own on a port the other workers listen on too."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config: Config, sock: socket.socket | None) -> None:
+    """Body of one worker process (spawned: a fresh interpreter); `sock` None: its own socket."""
     from ..logs import configure
     configure(json_logs=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
-    asyncio.run(serve_async(config, sockets=[sock]))
+    asyncio.run(serve_async(config, sockets=[sock or reuseport_socket(config.host, config.port)]))
 
 
 class Supervisor:
@@ -98,7 +113,7 @@ class Supervisor:
         svc = await CacheService.open(self.config)
         await svc.aclose()
 
-    def _start(self, sock: socket.socket) -> Any:
+    def _start(self, sock: socket.socket | None) -> Any:
         p = self.ctx.Process(target=_worker, args=(self.config, sock), name="sgcache-worker", daemon=False)
         p.start()
         return p
@@ -112,7 +127,13 @@ class Supervisor:
         # worker then answers /metrics for all of them.
         metrics_dir = tempfile.mkdtemp(prefix="sgcache-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        sock = uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket()  # type: ignore[arg-type]
+        sock: socket.socket | None = None
+        if hasattr(socket, "SO_REUSEPORT"):
+            # Fail here, not N times, if anything listens there: bound without SO_REUSEPORT,
+            # so another server's workers on the same port are found, never joined.
+            uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket().close()  # type: ignore[arg-type]
+        else:
+            sock = uvicorn.Config(None, host=self.config.host, port=self.config.port).bind_socket()  # type: ignore[arg-type]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         log.info("sgcache supervisor (pid %d): %d workers on http://%s:%d", os.getpid(), self.workers,
@@ -137,5 +158,6 @@ class Supervisor:
                 if p.is_alive():
                     p.kill()
                     p.join(5)
-            sock.close()
+            if sock is not None:
+                sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
