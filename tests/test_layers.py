@@ -174,3 +174,18 @@ def test_the_wire_holds_no_query_semantics() -> None:
         defined += [t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
                     for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
         assert not [d for d in defined if any(s in d.lower() for s in semantic)], (name, defined)
+
+
+#: Past this many lines a module must say at its top why it is one module.
+LONG_MODULE = 550
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_long_modules_say_why_they_are_one(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    if text.count("\n") <= LONG_MODULE:
+        return
+    doc = ast.get_docstring(ast.parse(text)) or ""
+    assert "Why" in doc and "one module" in doc or "Why this module" in doc, (
+        f"{path.relative_to(PKG.parent)} has {text.count(chr(10))} lines: split it, or say at its top "
+        "why it is one module")
