@@ -18,6 +18,10 @@ if _ROOT not in sys.path:
 os.environ.setdefault("SGCACHE_SHADOW_RATE", "0")
 # Likewise the thumbnail fetcher reads the site in the background; the browse tests turn it on.
 os.environ.setdefault("SGCACHE_THUMBNAIL_CACHE_MB", "0")
+# Coalesced passthrough reuses an answer for a second after it arrives: tests that repeat a
+# passed-through read and count the site's requests expect each to reach it. Calls in
+# flight are still shared; tests/e2e/test_coalesce.py sets its own window.
+os.environ.setdefault("SGCACHE_COALESCE_WINDOW", "0")
 
 
 #: The real site's schema dump, kept beside the checkout in ../shared/fixtures (not in it:

@@ -92,7 +92,7 @@ def slow(site: Site) -> Iterator[SlowSite]:
 def cache(site: Site, slow: SlowSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
     tmp: Path = tmp_path_factory.mktemp("coalesce")
     through = Site(slow.url, site.admin_url, site.script_name, site.script_key, site.proc)
-    c = start_cache(through, f"sqlite:///{tmp / 'cache.sqlite'}", tmp, "--no-sync")
+    c = start_cache(through, f"sqlite:///{tmp / 'cache.sqlite'}", tmp, "--no-sync", SGCACHE_COALESCE_WINDOW="1")
     yield c
     c.stop()
 
