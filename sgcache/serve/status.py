@@ -50,6 +50,9 @@ SITE_EVENTS = "site_events"
 ROW_COUNTS = "row_counts"
 #: Older than this (seconds), the leader's record of the site's log says nothing.
 EDGES_MAX_AGE = 30.0
+#: The site is asked for the end of its log at most this often (seconds), however often
+#: the database is sampled: the status page must not eat the event watcher's budget.
+SITE_EVERY = 4.0
 #: At most this many points of history go to the page.
 PLOT_POINTS = 360
 
@@ -96,6 +99,7 @@ class Monitor:
         self.metrics = metrics
         # About as often as the sync polls the site, within 1-5 s.
         self.interval = interval or min(5.0, max(1.0, 2 * service.config.poll_interval))
+        self.site_every = max(self.interval, SITE_EVERY)
         self.rows_every = rows_every
         self.history: deque[Sample] = deque(maxlen=max(2, int(history_seconds / self.interval)))
         self.state = State()
@@ -175,11 +179,12 @@ class Monitor:
             st.primed = bool(db["primed"])
             st.unprimed = sorted(set(self.service.store.entities) - set(db["primed"]))
             edges = db["site_events"] if isinstance(db["site_events"], dict) else {}
-            stale = now - float(edges.get("sampled_at") or 0) > 2 * self.interval + random.uniform(0, self.interval)
+            age = now - float(edges.get("sampled_at") or 0)
+            stale = age > 2 * self.site_every + random.uniform(0, self.site_every)
             # The leader asks the site; everyone else reads its answer from the database. When
             # the leader does not serve (`sgcache events` leads), a syncing follower that finds
             # the answer stale asks in its place: still about one site read per interval.
-            if self.is_leader or (self.sync is not None and stale):
+            if (self.is_leader and age >= self.site_every) or (self.sync is not None and stale):
                 try:
                     newest, first_pending = await self._site_edges(st.last_event_id)
                     edges = {"newest_id": newest, "first_pending_at": first_pending,
@@ -190,6 +195,10 @@ class Monitor:
                     st.error = scrub(f"site: {e.message}")[:300]
                     self.metrics.sample_errors.inc()
                     edges = {}
+            elif self.is_leader:  # not asked this time: the last answer's verdict stands
+                st.site_ok = self.state.site_ok
+                if not st.site_ok:
+                    st.error = st.error or self.state.error
             if edges and now - float(edges.get("sampled_at") or 0) <= EDGES_MAX_AGE:
                 self._lag_from(st, edges, now)
             elif not st.site_ok:  # the site is down: keep the last known lag
