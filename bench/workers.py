@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,7 +54,24 @@ end
 """
 
 
-def wrk(url: str, script: Path, connections: int, duration: float, threads: int) -> dict[str, Any]:
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants (the supervisor and its workers)."""
+    out = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for k in kids:
+        out += _tree(int(k))
+    return out
+
+
+def wrk(url: str, script: Path, connections: int, duration: float, threads: int,
+        server_pid: int | None = None) -> dict[str, Any]:
+    """One wrk run; with `server_pid`, the CPU seconds per second the server tree and wrk used."""
+    pids = _tree(server_pid) if server_pid else []
+    cpu0 = sum(common.cpu_seconds(p) or 0.0 for p in pids)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
                           "--timeout", "30s", "-s", str(script), url], capture_output=True, text=True,
                          timeout=duration + 60)
@@ -62,8 +80,14 @@ def wrk(url: str, script: Path, connections: int, duration: float, threads: int)
     if not m or not rps:
         raise RuntimeError(out.stdout + out.stderr)
     bad = int(m.group(2)) + sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out.stdout))
-    return {"requests": int(m.group(1)), "rps": float(rps.group(1)), "bad": bad,
-            "p50_ms": round(float(m.group(3)), 2), "p99_ms": round(float(m.group(4)), 2)}
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = {"requests": int(m.group(1)), "rps": float(rps.group(1)), "bad": bad,
+           "p50_ms": round(float(m.group(3)), 2), "p99_ms": round(float(m.group(4)), 2)}
+    if server_pid:
+        res["server_cpu_per_s"] = round((sum(common.cpu_seconds(p) or 0.0 for p in pids) - cpu0) / duration, 2)
+        res["wrk_cpu_per_s"] = round((kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime)
+                                     / duration, 2)
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             row: dict[str, Any] = {"loadavg_before": common.loadavg()}
             for n in ((1, 2) if r % 2 == 0 else (2, 1)):
                 row[f"workers_{n}"] = wrk(servers[n][0] + "/api3/json", script, args.connections,
-                                          args.duration, args.threads)
+                                          args.duration, args.threads, servers[n][1].pid)
             row["ratio"] = round(row["workers_2"]["rps"] / row["workers_1"]["rps"], 2)
             rounds.append(row)
             print(json.dumps(row), flush=True)
