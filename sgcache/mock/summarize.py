@@ -124,44 +124,70 @@ class Summarizer:
         return [for_value(kind, v)]
 
 
+def _ranked(pick: Callable[..., Any]) -> Callable[[Any, list[Any], list[Any]], Any]:
+    """max/min over the present values; values that do not compare give null."""
+    def reduce(_want: Any, _vals: list[Any], present: list[Any]) -> Any:
+        if not present:
+            return None
+        try:
+            return pick(present)
+        except TypeError:
+            return None
+    return reduce
+
+
+def _numbers(present: list[Any]) -> list[float]:
+    return [v for v in present if type(v) in (int, float)]
+
+
+def _share(hits: int, total: int) -> int:
+    """Percent of `total`, as the site rounds it (0 over no rows)."""
+    return round(hits * 100 / total) if total else 0
+
+
+def _percentage(want: Any, vals: list[Any], _present: list[Any]) -> int:
+    if want is None:
+        return _share(len([v for v in vals if v]), len(vals))
+    target = fold(want)
+    return _share(len([v for v in vals if fold(v) == target]), len(vals))
+
+
+def _status_percentage(want: Any, vals: list[Any], _present: list[Any]) -> int:
+    target = fold("fin" if want is None else want)
+    return _share(len([v for v in vals if fold(v) == target]), len(vals))
+
+
+def _status_list(_want: Any, _vals: list[Any], present: list[Any]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for status in map(str, present):
+        tally[status] = tally.get(status, 0) + 1
+    return tally
+
+
+def _average(_want: Any, _vals: list[Any], present: list[Any]) -> Any:
+    nums = _numbers(present)
+    return sum(nums) / len(nums) if nums else None
+
+
+#: One reducer per summary type: (the summary's `value`, every record's value, the
+#: non-empty ones) -> the summary.
+REDUCERS: dict[str, Callable[[Any, list[Any], list[Any]], Any]] = {
+    "record_count": lambda _w, vals, _p: len(vals),
+    "count": lambda _w, _v, present: len(present),
+    "checked": lambda _w, vals, _p: len([v for v in vals if v is True]),
+    "unchecked": lambda _w, vals, _p: len([v for v in vals if not v]),
+    "sum": lambda _w, _v, present: sum(_numbers(present)),
+    "average": _average,
+    "maximum": _ranked(max), "latest": _ranked(max),
+    "minimum": _ranked(min), "earliest": _ranked(min),
+    "percentage": _percentage,
+    "status_percentage": _status_percentage,
+    "status_list": _status_list,
+}
+
+
 def _summary(kind: str, value: Any, vals: list[Any], present: list[Any]) -> Any:
-    n = len(vals)
-    if kind == "record_count":
-        return n
-    if kind == "count":
-        return len(present)
-    if kind == "checked":
-        return sum(1 for v in vals if v is True)
-    if kind == "unchecked":
-        return sum(1 for v in vals if not v)
-    nums = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if kind == "sum":
-        return sum(nums) if nums else 0
-    if kind == "average":
-        return sum(nums) / len(nums) if nums else None
-    if kind in ("maximum", "latest"):
-        try:
-            return max(present) if present else None
-        except TypeError:
-            return None
-    if kind in ("minimum", "earliest"):
-        try:
-            return min(present) if present else None
-        except TypeError:
-            return None
-    if kind == "percentage":
-        if not n:
-            return 0
-        hit = sum(1 for v in vals if (fold(v) == fold(value) if value is not None else bool(v)))
-        return round(100 * hit / n)
-    if kind == "status_percentage":
-        if not n:
-            return 0
-        want = fold(value if value is not None else "fin")
-        return round(100 * sum(1 for v in vals if fold(v) == want) / n)
-    if kind == "status_list":
-        counts: dict[str, int] = {}
-        for v in present:
-            counts[str(v)] = counts.get(str(v), 0) + 1
-        return counts
-    raise errors.crud(M, f"unknown summary type {kind!r}")  # pragma: no cover
+    reducer = REDUCERS.get(kind)
+    if reducer is None:  # pragma: no cover - SUMMARY_TYPES is checked on the way in
+        raise errors.crud(M, f"unknown summary type {kind!r}")
+    return reducer(value, vals, present)
