@@ -67,6 +67,7 @@ class Config:
     thumbnail_cache_mb: int = 512  # local copies of images, least recently shown evicted first (0: none kept)
     thumbnail_interval: float = 10.0  # seconds between looks for rows whose image may have changed
     thumbnail_hosts: tuple[str, ...] = ()  # hosts images may be fetched from besides the site's (empty: any)
+    outage_images: str = "site"  # "local": api3 reads of image fields answered with local copies while the site is down
     # Full scans and rebuilds (sgcache/sync/scan.py): site requests in flight at once, and the
     # page size (0: the site's api_max_entities_per_page; smaller values only lower it).
     scan_concurrency: int = 4

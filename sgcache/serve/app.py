@@ -49,6 +49,8 @@ from .permission_policy import load_policy
 from .permissions import Permissions, unprimed_types
 from .status import Monitor
 from .browse import Browser
+from .browse.session import load_secret
+from .outage_images import OutageImages
 from .upload_writes import UploadWrite
 
 log = logging.getLogger("sgcache.http")
@@ -219,6 +221,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                    method: str = "read") -> tuple[Response, str]:
         """A `read` or `summarize`: answered from the store, or forwarded as sent."""
         etype = params.get("type")
+        outage = outage_images.wanted(method, params)  # image fields while the site is down
+        if outage is not None:
+            params = outage[0]
         try:
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
@@ -250,6 +255,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             request.state.passthrough_reason = "error"
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
+        if outage is not None:  # not a shadow sample: the site would have shown its own URLs
+            return _json({"results": await outage_images.fill(result, etype, outage[1], request)}), "served"
         response = _json({"results": result})
         shadow.offer(method, params, body, response.body, auth, request.headers,  # maybe compared later
                      full_view=grant.full)
@@ -257,6 +264,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     point_reads = PointReads(service)
     browser = Browser(service, monitor, verifier, permissions)
+    outage_images = OutageImages(service, browser.thumbs, load_secret(Path(config.data_dir)),
+                                 site_down=lambda: upstream.site_down)
 
     def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
         gate = getattr(service, "read_gate", None)
@@ -357,6 +366,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *monitor.routes(),
         *browser.routes(),  # /browse: the read-only web view (serve/browse)
+        *outage_images.routes(),  # local image copies, handed out during an outage
         *(extra_routes or []),
         Route("/detail/{rest:path}", browser_redirect, methods=["GET"]),
         Route("/page/{rest:path}", browser_redirect, methods=["GET"]),

@@ -75,6 +75,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         cache = start_cache(site, db_url, data, SGCACHE_POLL_INTERVAL="0.5",
                             SGCACHE_THUMBNAIL_INTERVAL="0.5", SGCACHE_THUMBNAIL_HOSTS="127.0.0.1",
                             SGCACHE_THUMBNAIL_CACHE_MB="64",
+                            SGCACHE_OUTAGE_IMAGES="local",
                             SGCACHE_AUTH_TTL="2")
         yield World(site, cache, shot["id"], thumb, vs, ms, data)
     finally:
