@@ -81,6 +81,7 @@ class DataReport:
     compared: int = 0
     fields: list[str] = field(default_factory=list)
     skipped_fields: dict[str, str] = field(default_factory=dict)  # field -> why not served locally
+    withheld: dict[str, list[int]] = field(default_factory=dict)  # field -> ids whose value the cache withholds
     missing: list[int] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)
     diffs: list[FieldDiff] = field(default_factory=list)
@@ -101,6 +102,7 @@ class DataReport:
                 "missing": self.missing, "extra": self.extra, "in_flight": self.in_flight,
                 "diffs": [{"id": d.entity_id, "field": d.field, "site": d.site, "cache": d.cache}
                           for d in self.diffs],
+                "withheld": self.withheld,
                 "repaired": self.repaired, "quarantines_cleared": self.quarantines_cleared}
 
 
@@ -313,6 +315,38 @@ def _local_read(store: Store, reader: ReadEngine, params: dict[str, Any]) -> dic
         return reader.read(conn, params)
 
 
+def _local_rows(store: Store, reader: ReadEngine, etype: str, fields: list[str], ids: list[int],
+                return_only: str, withheld: dict[int, set[str]]) -> dict[int, dict[str, Any]]:
+    """The cache's rows for `ids`. A value the cache withholds (an event's meta about a
+    secret) makes the engine pass a read through; such rows are read again without the
+    fields it withholds, which are noted in `withheld` rather than compared."""
+    def read(some: list[int], fs: list[str]) -> dict[int, dict[str, Any]]:
+        res = _local_read(store, reader, {
+            "type": etype, "return_fields": fs, "filters": _by_id(some), "return_only": return_only,
+            "paging": {"entities_per_page": PAGE, "current_page": 1}})
+        return {r["id"]: r for r in res["entities"]}
+    try:
+        return read(ids, fields)
+    except Passthrough:
+        pass
+    rows: dict[int, dict[str, Any]] = {}
+    for i in ids:
+        try:
+            rows.update(read([i], fields))
+            continue
+        except Passthrough:
+            pass
+        kept = []
+        for f in fields:
+            try:
+                read([i], [f])
+                kept.append(f)
+            except Passthrough:
+                withheld.setdefault(i, set()).add(f)
+        rows.update(read([i], kept))
+    return rows
+
+
 async def _site_records(upstream: Upstream, etype: str, fields: list[str], filters: dict[str, Any] | None,
                         return_only: str, limit: int | None, page: int) -> list[dict[str, Any]]:
     if limit:
@@ -340,11 +374,13 @@ async def _compare_data(store: Store, upstream: Upstream, reader: ReadEngine, re
     site_by_id = {r["id"]: r for r in site}
     ids = sorted(set(site_by_id) | set(only_ids or []))
     cache_by_id: dict[int, dict[str, Any]] = {}
+    withheld: dict[int, set[str]] = {}
     for i in range(0, len(ids), PAGE):
-        res = await asyncio.to_thread(_local_read, store, reader, {
-            "type": etype, "return_fields": fields, "filters": _by_id(ids[i:i + PAGE]),
-            "return_only": return_only, "paging": {"entities_per_page": PAGE, "current_page": 1}})
-        cache_by_id.update({r["id"]: r for r in res["entities"]})
+        rows = await asyncio.to_thread(_local_rows, store, reader, etype, fields, ids[i:i + PAGE],
+                                       return_only, withheld)
+        cache_by_id.update(rows)
+    rep.withheld = {f: sorted(i for i, fs in withheld.items() if f in fs)
+                    for f in sorted({f for fs in withheld.values() for f in fs})}
     extra: set[int] = set(i for i in (only_ids or []) if i in cache_by_id and i not in site_by_id)
     if only_ids is None and not limit:  # the whole selection: the cache must hold nothing more
         params: dict[str, Any] = {"type": etype, "return_fields": [], "return_only": return_only,
@@ -368,6 +404,8 @@ async def _compare_data(store: Store, upstream: Upstream, reader: ReadEngine, re
         if crec is None:
             continue
         for f in fields:
+            if f in withheld.get(i, ()):  # the cache holds no value to compare: reads go to the site
+                continue
             s, c = _norm(srec.get(f)), _norm(crec.get(f))
             if s != c:
                 rep.diffs.append(FieldDiff(i, f, s, c))
@@ -456,6 +494,8 @@ def format_data(reports: list[DataReport], max_diffs: int = 50) -> str:
                      f"{'ok' if r.ok else 'MISMATCH'}")
         for f, why in sorted(r.skipped_fields.items()):
             lines.append(f"    not compared {f}: {why}")
+        for f, ids in sorted(r.withheld.items()):
+            lines.append(f"    not compared {f} of {len(ids)} entities, withheld from the cache: {_ids(ids)}")
         for label, ids in (("missing", r.missing), ("extra", r.extra), ("in flight", r.in_flight)):
             if ids:
                 lines.append(f"    {label} ({len(ids)}): {_ids(ids)}")
