@@ -62,6 +62,7 @@ class Config:
     # inline JSON, a JSON/TOML file, or a table in the config file; empty: the site's default roles.
     permissions: str = ""
     permissions_ttl: float = 1.0  # seconds a caller's group and assignments are reused
+    permissions_quarantine: float = 0.0  # seconds a group a shadow mismatch quarantined stays so (0: until cleared)
     # The read-only browser at /browse and its local thumbnails (sgcache/serve/browse, serve/thumbnails.py).
     browse_session_hours: float = 12.0  # a browser sign-in lasts this long (a cookie signed with a per-data-dir key)
     thumbnail_cache_mb: int = 512  # local copies of images, least recently shown evicted first (0: none kept)

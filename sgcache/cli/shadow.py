@@ -66,7 +66,12 @@ def format_report(rows: list[dict[str, Any]], quarantined: list[tuple[str, str]]
             f"sorts [{', '.join(s['sorts'])}]" if s.get("sorts") else "",
             f"grouping [{', '.join(s['grouping'])}]" if s.get("grouping") else "") if x)
         state = "QUARANTINED" if r["quarantined"] else f"cleared {r['cleared_at']} by {r['cleared_by']}"
-        lines.append(f"#{r['id']} {r['at']} {r['method']} {r['entity_type']} shape {r['shape_key']}  {state}")
+        if s.get("permission_group") is not None:  # serve/group_quarantine.py: the whole group
+            lines.append(f"#{r['id']} {r['at']} {r['method']} {r['entity_type']} as permission group "
+                         f"{s['permission_group']} (policy {json.dumps(s.get('policy'), sort_keys=True)})  "
+                         f"{state.replace('QUARANTINED', 'GROUP QUARANTINED')}")
+        else:
+            lines.append(f"#{r['id']} {r['at']} {r['method']} {r['entity_type']} shape {r['shape_key']}  {state}")
         lines.append(f"    {what}")
         lines.append(f"    differs: {json.dumps(r['diff'], sort_keys=True)}  caller: {r['caller'] or '-'}")
     return "\n".join(lines)
@@ -76,17 +81,21 @@ def format_report(rows: list[dict[str, Any]], quarantined: list[tuple[str, str]]
 @common
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--type", "types", multiple=True, help="Lift every quarantine of this entity type.")
+@click.option("--group", "groups", multiple=True, help="Lift the quarantine of this permission group.")
 @click.option("--all", "everything", is_flag=True, help="Lift every quarantine.")
-def clear_cmd(ids: tuple[int, ...], types: tuple[str, ...], everything: bool, **kw: Any) -> None:
-    """Lift the quarantine of mismatch IDs (their whole shape), of --type T, or --all."""
-    if not (ids or types or everything):
-        raise click.UsageError("say which: mismatch IDs, --type T or --all")
+def clear_cmd(ids: tuple[int, ...], types: tuple[str, ...], groups: tuple[str, ...], everything: bool,
+              **kw: Any) -> None:
+    """Lift the quarantine of mismatch IDs (their whole shape or group), of --type T, --group G, or --all."""
+    if not (ids or types or groups or everything):
+        raise click.UsageError("say which: mismatch IDs, --type T, --group G or --all")
+    from ..serve.group_quarantine import clear_group, groups_of
     from ..store.quarantine import clear
     engine, table = _table(build_config(kw))
     try:
         with engine.begin() as conn:
-            n = clear(conn, table, by="operator", ids=ids, entity_types=[t for v in types for t in v.split(",") if t],
-                      everything=everything)
+            n = sum(clear_group(conn, table, g, by="operator") for g in {*groups, *groups_of(conn, table, ids)})
+            n += clear(conn, table, by="operator", ids=ids, entity_types=[t for v in types for t in v.split(",") if t],
+                       everything=everything)
     finally:
         engine.dispose()
     click.echo(f"cleared {n} mismatch(es); their shapes are answered locally again")

@@ -91,6 +91,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     permissions = Permissions(load_policy(config.permissions), lambda: service.store, ttl=config.permissions_ttl,
                               unprimed=lambda: unprimed_types(service))
     monitor.permissions = permissions  # the status page lists the groups and their policy
+    shadow.permissions = permissions  # a mismatch as a caller quarantines the caller's group
 
     slots = ClientSlots(config.transfer_per_client)  # transfers (raw paths) per client address
 
@@ -230,6 +231,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             shadow.check(etype, method, params)  # a shape a shadow read found wrong goes to the site
             await verifier.check(auth, etype)
             grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
+            permissions.check_quarantine(grant)  # a group a shadow read found answered wrongly
             if not grant.full:  # what the site shows this caller, or Passthrough
                 result = await permissions.answer_point(grant, method, params, point_reads.answer) \
                     or await run_in_threadpool(permissions.answer, service, grant, method, params)
@@ -259,7 +261,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return _json({"results": await outage_images.fill(result, etype, outage[1], request)}), "served"
         response = _json({"results": result})
         shadow.offer(method, params, body, response.body, auth, request.headers,  # maybe compared later
-                     full_view=grant.full)
+                     full_view=grant.full, grant=grant)
         return response, "served"
 
     point_reads = PointReads(service)

@@ -39,6 +39,7 @@ LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 #: Passthrough reasons -> low-cardinality metric labels, first match wins. Reasons are
 #: free text from the read engine; the label set is read off this table.
 REASONS: list[tuple[str, re.Pattern[str]]] = [(label, re.compile(rx)) for label, rx in [
+    ("permission_quarantine", r"^permission quarantine"),  # a shadow read found the caller's group's policy wrong
     ("permission", r"^permission: "),  # what this caller may see is the site's to say (serve/permissions.py)
     ("quarantine", r"^quarantined"),  # a shadow read found this shape answered wrongly (serve/shadow.py)
     ("not_ready", r"being backfilled|being rebuilt|not ready|not primed"),

@@ -44,8 +44,7 @@ from ..read.passthrough import Passthrough
 from ..read.summarize import Summarizer
 from ..store.field_types import fold
 from ..store.tables import ACTIVE, Store
-from .permission_policy import (RESTRICTED, SOURCE,
-                                GroupPolicy, Policy)
+from .permission_policy import ANY_GROUP, RESTRICTED, SOURCE, GroupPolicy, Policy
 
 #: Types the caller's group is read from: all must be cached and primed.
 CALLER_TYPES = ("HumanUser", "ApiUser", "PermissionRuleSet")
@@ -89,6 +88,9 @@ class Grant:
 
     caller: Caller | None
     rules: GroupPolicy
+    #: The policy's name for the caller's group (`*`: a group it does not name, or no known
+    #: caller); None when nobody is looked up. Shadow mismatches quarantine by it.
+    group: str | None = None
 
     @property
     def full(self) -> bool:
@@ -127,6 +129,9 @@ class Permissions:
         self._clock = clock
         self._grants: dict[tuple[str, str], tuple[float, Grant]] = {}
         self._lock = threading.Lock()
+        #: Groups shadow verification quarantined (group -> its GroupQuarantine), kept
+        #: current by the shadow verifier (serve/shadow.py, serve/group_quarantine.py).
+        self.quarantined: Mapping[str, Any] = {}
 
     # -- the caller ----------------------------------------------------------------------
     def cached(self, auth: Any) -> Grant | None:
@@ -135,7 +140,7 @@ class Permissions:
             return Grant(None, self.policy.for_group(None))
         who = effective_user(auth)
         if who is None:
-            return Grant(None, self.policy.for_group(None))
+            return Grant(None, self.policy.for_group(None), ANY_GROUP)
         hit = self._grants.get(who)
         if hit is not None and self._clock() - hit[0] < self.ttl:
             return hit[1]
@@ -151,7 +156,9 @@ class Permissions:
         store = self._store()
         with store.engine.connect() as conn:
             caller = self._resolve(store, conn, *who)
-        g = Grant(caller, self.policy.for_group(caller.group if caller else None))
+        code = caller.group if caller else None
+        g = Grant(caller, self.policy.for_group(code), code if code is not None and code in self.policy.groups
+                  else ANY_GROUP)
         with self._lock:
             if len(self._grants) > 10_000:
                 self._grants.clear()
@@ -358,8 +365,20 @@ class Permissions:
             if visible_ids(t, vis, want) != set(want):
                 raise _reason(f"the answer links to {t} the caller may not see")
 
+    def check_quarantine(self, grant: Grant) -> None:
+        """Passthrough when shadow verification quarantined the caller's group."""
+        if self.quarantined and grant.group in self.quarantined:
+            gq = self.quarantined[grant.group]
+            raise Passthrough(f"permission quarantine: group {grant.group} (mismatch #{gq.mismatch_id}: a shadow "
+                              "read as one of its callers got another answer from the site; `sgcache shadow report`)")
+
+    def policy_of(self, group: str) -> dict[str, Any]:
+        """The policy as configured for a group name (`*`: the rest), as the status page shows it."""
+        return self.policy.for_group(group).describe()
+
     def describe(self) -> dict[str, Any]:
-        return {"source": SOURCE, "groups": self.policy.describe()}
+        return {"source": SOURCE, "groups": self.policy.describe(),
+                "quarantined": {g: q.to_json() for g, q in sorted(self.quarantined.items())}}
 
     async def answer_point(self, grant: Grant, method: str, params: dict[str, Any],
                            point: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:

@@ -23,6 +23,11 @@ Everything else is a **mismatch**: counted, logged with a short diff (entity ids
 field names only) and written to `_sgcache_shadow`, which quarantines the request's
 shape (sgcache/store/quarantine.py says which granularity and why): its reads pass
 through until an operator clears it or `validate data --repair` on the type passes.
+The shadow call is made as the caller; when the policy names callers' permission groups
+and the cache's unrestricted answer agrees with what the site shows the cache's own
+script, what differs is what this caller's group is shown, and the mismatch quarantines
+the group instead (serve/group_quarantine.py: a policy that disagrees with the site's is
+wrong in every shape).
 
 Cost to callers: a `random()` per local answer, a dict lookup per read of a type with a
 quarantine. Shadow calls never delay an answer (a bounded queue, dropped when full),
@@ -41,11 +46,12 @@ import contextlib
 import logging
 import random
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from ..protocol import errors, jsoncodec
-from ..protocol.values import parse_datetime
+from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..read.engine import Passthrough
 from ..read.summarize import Summarizer
 from ..runtime import CacheService
@@ -53,6 +59,7 @@ from ..store import quarantine as q
 from ..sync.events import BACKLOG, LAST_ID
 from ..sync.scan import scan_started_before
 from ..upstream import UpstreamUnavailable
+from . import group_quarantine as gq
 from .metrics import Metrics, caller_of
 from .shadow_diff import Diff, by_id, compare, event_names, get, linked_entities
 
@@ -136,6 +143,8 @@ class Sample:
     headers: dict[str, str]
     body: bytes = field(repr=False)  # the caller's request as sent, credentials inside: memory only
     full_view: bool = True  # answered unrestricted (no permission filters applied for this caller)
+    group: str | None = None  # the caller's permission group as the policy names it (None: not looked up)
+    policy: dict[str, Any] | None = None  # that group's policy when answered
 
 
 # -- the verifier ---------------------------------------------------------------------------
@@ -160,6 +169,9 @@ class Shadow:
         self._ready = False
         self.pending = 0  # samples queued or being verified
         self._tasks: list[asyncio.Task[Any]] = []
+        #: The app's Permissions (serve/permissions.py): its groups' quarantines are kept here.
+        self.permissions: Any = None
+        self.group_ttl = max(0.0, service.config.permissions_quarantine)
 
     @property
     def table(self) -> Any:
@@ -176,10 +188,11 @@ class Shadow:
                                   "(`sgcache shadow report`)")
 
     def offer(self, method: str, params: dict[str, Any], body: bytes, answer: bytes,
-              auth: Any, headers: Mapping[str, str], *, full_view: bool = True) -> None:
+              auth: Any, headers: Mapping[str, str], *, full_view: bool = True, grant: Any = None) -> None:
         """After a local answer: maybe queue it for a shadow call. Never waits.
 
-        `full_view` False: the answer was restricted to what the caller may see (permissions).
+        `full_view` False: the answer was restricted to what the caller may see (permissions);
+        `grant` (serve/permissions.py) names the caller's group, which a mismatch quarantines.
         """
         if self.rate <= 0 or random.random() >= self.rate:
             return
@@ -195,8 +208,10 @@ class Shadow:
             return self._skip("budget")
         caller, sudo = caller_of(auth if isinstance(auth, Mapping) else None)
         hdrs = {k: v for k, v in headers.items() if k.lower() in ("user-agent", "locale")}
+        group = getattr(grant, "group", None)
         self.queue.put_nowait(Sample(method, params, answer, self.position,
-                                     caller + (f" as {sudo}" if sudo else ""), hdrs, body, full_view))
+                                     caller + (f" as {sudo}" if sudo else ""), hdrs, body, full_view,
+                                     group, grant.rules.describe() if group is not None else None))
         self.pending += 1
 
     def _skip(self, reason: str) -> None:
@@ -230,6 +245,12 @@ class Shadow:
     async def refresh(self) -> None:
         """Re-read the quarantine list, the recent mismatches and the cache's event position."""
         self.quarantine, self.report, self.position = await asyncio.to_thread(self._read_state)
+        if self.permissions is not None:
+            self.permissions.quarantined = await asyncio.to_thread(self._read_groups)
+
+    def _read_groups(self) -> dict[str, gq.GroupQuarantine]:
+        with self.service.store.engine.begin() as conn:  # may mark expired ones cleared
+            return gq.active(conn, self.table, self.permissions.policy_of, self.group_ttl)
 
     def _read_state(self) -> tuple[dict[str, set[str]], dict[str, Any], Position]:
         store = self.service.store
@@ -244,7 +265,8 @@ class Shadow:
             pos = Position(after_id=min([last, *(m - 1 for m in missing)]))
         else:
             pos = Position(after_time=scan_started_before(full.get("started_at") if isinstance(full, dict) else None))
-        report = {"quarantined": [r for r in rows if r["quarantined"]], "mismatches": rows[:20]}
+        report = {"quarantined": [r for r in rows if r["quarantined"] and gq.GROUP not in (r["shape"] or {})],
+                  "mismatches": rows[:20]}  # (groups quarantined: `quarantined_groups`)
         return quarantined, report, pos
 
     async def _refresher(self) -> None:
@@ -286,6 +308,8 @@ class Shadow:
         return {"rate": self.rate, "budget_per_second": self.budget.rate, "results": dict(self.counts),
                 "skipped": dict(self.skipped), "queued": self.pending, "position": self.position.to_json(),
                 "quarantined": [_public(r) for r in self.report["quarantined"]],
+                "quarantined_groups": [g.to_json() for _, g in sorted(
+                    (self.permissions.quarantined if self.permissions is not None else {}).items())],
                 "mismatches": [_public(r) for r in self.report["mismatches"]]}
 
     # -- one sample -------------------------------------------------------------------
@@ -331,6 +355,8 @@ class Shadow:
         return result
 
     async def _mismatch(self, s: Sample, diff: Diff) -> None:
+        if s.group is not None and s.policy is not None and await self._unrestricted_agree(s) is not False:
+            return await self._group_mismatch(s, diff)  # what differs is what this group is shown
         shape = q.shape_of(s.method, s.params)
         key = q.shape_key(shape)
         etype = str(s.params.get("type"))
@@ -344,6 +370,44 @@ class Shadow:
         log.warning("shadow mismatch #%d: %s %s differs from the site (%s); shape %s quarantined, its reads "
                     "pass through until `sgcache shadow clear %d` or `sgcache validate data --repair %s`",
                     mid, s.method, etype, diff.short(), key, mid, etype)
+        with contextlib.suppress(Exception):
+            await self.refresh()
+
+    async def _unrestricted_agree(self, s: Sample) -> bool | None:
+        """Whether the cache's unrestricted answer to the request is the site's answer to the
+        cache's own script (None: unknown). If not, the rows or the query are wrong for
+        everyone: the shape is quarantined, not the group."""
+        try:
+            local = await asyncio.to_thread(self._local, s.method, s.params)
+        except Exception:  # Passthrough now (a rebuild, a schema change): no verdict from it
+            return None
+        if not await self.budget.take(MAX_BUDGET_WAIT):
+            return None
+        try:
+            site = await self.service.upstream.call(s.method, s.params)
+        except (errors.Fault, UpstreamUnavailable):
+            return None
+        return not compare(s.method, jsoncodec.loads(jsoncodec.dumps(local)), site)
+
+    async def _group_mismatch(self, s: Sample, diff: Diff) -> None:
+        """The caller's group is quarantined: its policy may disagree with the site's."""
+        assert s.group is not None and s.policy is not None
+        shape = gq.group_shape(s.method, s.params, s.group, s.policy)
+        etype = str(s.params.get("type"))
+
+        def write() -> int:
+            with self.service.store.engine.begin() as conn:
+                return q.record(conn, self.table, method=s.method, shape=shape, diff=diff.to_json(),
+                                position=s.position.to_json(), caller=s.caller)
+        mid = await asyncio.to_thread(write)
+        if self.permissions is not None:  # at once in this process; the refresh below reads the table
+            at = utcnow()
+            until = format_datetime(at + timedelta(seconds=self.group_ttl)) if self.group_ttl > 0 else None
+            self.permissions.quarantined = {**self.permissions.quarantined, s.group: gq.GroupQuarantine(
+                s.group, mid, format_datetime(at), until)}
+        log.warning("shadow mismatch #%d: %s %s as a caller of permission group %s differs from the site (%s); "
+                    "the group is quarantined, its callers' reads pass through until `sgcache shadow clear %d` "
+                    "or its policy changes", mid, s.method, etype, s.group, diff.short(), mid)
         with contextlib.suppress(Exception):
             await self.refresh()
 
