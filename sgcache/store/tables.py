@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from operator import itemgetter
 from typing import Any, Iterable, Iterator
 
 import orjson
@@ -148,6 +149,7 @@ class EntityTable:
         #: field -> its wire-to-columns conversion, for the fields stored in this table
         #: (row_for runs for every row a sync writes: no per-field type checks there)
         self._to_db = {f: ft.to_db for f, ft in self.fields.items() if not isinstance(ft, MultiEntityField)}
+        self._shapes: dict[tuple[str, ...], RowShape] = {}
         self.assoc: dict[str, Table] = {}
         for fname, ft in self.fields.items():
             if isinstance(ft, MultiEntityField):
@@ -172,6 +174,43 @@ class EntityTable:
             conv = to_db.get(fname)
             if conv is not None:
                 row.update(conv(value))
+        return row
+
+    def shape_of(self, keys: tuple[str, ...]) -> RowShape:
+        """How to turn records with these keys (in this order) into rows: `row_for`'s
+        columns as one list, built once per shape (a page's records all share one)."""
+        shape = self._shapes.get(keys)
+        if shape is None:
+            if len(self._shapes) > 256:  # records of arbitrary key sets (write-through)
+                self._shapes.clear()
+            shape = self._shapes[keys] = RowShape(self, keys)
+        return shape
+
+
+class RowShape:
+    """Rows for records of one key set: column names (id first, the rest in a fixed order,
+    so records with the same fields in another order share a statement) and a builder.
+
+    Fields stored as they come (numbers, dates, booleans: `FieldType.to_db` itself) are
+    taken all at once by one `itemgetter`; the others convert through `to_row`."""
+
+    def __init__(self, et: EntityTable, keys: tuple[str, ...]) -> None:
+        present = sorted(f for f in set(keys) if f in et.fields)
+        plain = [f for f in present if type(et.fields[f]).to_db is FieldType.to_db]
+        self.multi = tuple(f for f in present if isinstance(et.fields[f], MultiEntityField))
+        self.convs = tuple((f, et.fields[f].to_row) for f in present if f not in plain and f not in self.multi)
+        self.columns: tuple[str, ...] = ("id", *plain, *(c for f, _ in self.convs for c in et.fields[f].column_names))
+        self.plain = itemgetter(*plain) if len(plain) > 1 else None
+        self.one = plain[0] if len(plain) == 1 else None
+
+    def build(self, rec: dict[str, Any]) -> list[Any]:
+        row = [int(rec["id"])]
+        if self.plain is not None:
+            row += self.plain(rec)
+        elif self.one is not None:
+            row.append(rec[self.one])
+        for f, conv in self.convs:
+            row += conv(rec[f])
         return row
 
 
@@ -309,12 +348,15 @@ class Store:
 
         On PostgreSQL the ids go as ONE array parameter (`= ANY('{1,2,..}')`): psycopg
         rewrites every placeholder of a query in Python, which made a 500-id IN list cost
-        more than running it. SQLite binds placeholders in C, so it keeps the IN list.
+        more than running it. On SQLite they go as one JSON array (`IN (SELECT value FROM
+        json_each('[1,2,..]'))`): an IN list's placeholders are expanded in Python by
+        SQLAlchemy on every execution, which cost more than the query.
         """
         if self.dialect == "postgresql":
             literal = "{" + ",".join(str(int(i)) for i in ids) + "}"
             return column == any_(cast(bindparam(None, literal, type_=Text()), ARRAY(BigInteger())))
-        return column.in_(ids)
+        literal = "[" + ",".join(str(int(i)) for i in ids) + "]"
+        return column.in_(select(func.json_each(bindparam(None, literal, type_=Text())).table_valued("value").c.value))
 
     # -- writes ------------------------------------------------------------------
     def _upsert_stmt(self, table: Table, cols: Iterable[str], guarded: bool = False) -> Any:
@@ -343,39 +385,46 @@ class Store:
         watcher writes several fetches in one statement). Returns the number of records.
         """
         et = self.entities[entity_type]
-        now = format_datetime(utcnow())
-        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        shapes: dict[tuple[str, ...], tuple[str, ...]] = {}  # key order -> sorted (sorted once)
+        # The columns every row gets besides its fields, and their values (`tail`).
+        meta: list[str] = [CACHED_AT]
+        tail: list[Any] = [format_datetime(utcnow())]
+        if active is not None:  # without it, new rows are active and existing rows keep theirs
+            meta.append(ACTIVE)
+            tail.append(active)
+        if event_id is not None:
+            meta.append(EVENT_ID)
+            tail.append(event_id)
+        own_versions = version is not None and bool(versions)
+        if version is not None:
+            meta.append(VERSION)
+            if not own_versions:
+                tail.append(version)
+        by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         n = 0
         for rec in records:
             n += 1
-            row = et.row_for(rec)
-            row[CACHED_AT] = now
-            if active is not None:
-                row[ACTIVE] = active
-            if event_id is not None:
-                row[EVENT_ID] = event_id
-            if version is not None:
-                row[VERSION] = versions.get(row["id"], version) if versions else version
-            keys = tuple(row)
-            shape = shapes.get(keys)
-            if shape is None:
-                shape = shapes[keys] = tuple(sorted(keys))
-            by_shape[shape].append(row)
-            for fname in et.assoc:
-                if fname in rec:
-                    multi[fname][int(rec["id"])] = rec[fname] or []
+            shape = et.shape_of(tuple(rec))
+            row = shape.build(rec)
+            row += tail
+            if own_versions:
+                row.append(versions.get(row[0], version))  # type: ignore[union-attr]
+            rows = by_shape.get(shape.columns)
+            if rows is None:
+                rows = by_shape[shape.columns] = []
+            rows.append(tuple(row))
+            for fname in shape.multi:
+                multi[fname][row[0]] = rec[fname] or []
         written: set[int] | None = set() if self.dialect == "postgresql" else None
-        for shape, rows in by_shape.items():
-            # Without an explicit flag, new rows are active and existing rows keep theirs.
+        guarded = version is not None
+        for fields, rows in by_shape.items():
+            cols = fields + tuple(meta)
             if written is not None:
-                written |= self._json_upsert(conn, et.table, shape, rows, guarded=version is not None,
-                                             returning=bool(multi) and version is not None)
+                written |= self._json_upsert(conn, et.table, cols, [dict(zip(cols, r)) for r in rows],
+                                             guarded=guarded, returning=bool(multi) and guarded)
             else:
-                guarded = version is not None
-                self._sqlite_many(conn, ("upsert", et.name, shape, guarded), et.table,
-                                  lambda: self._upsert_stmt(et.table, shape, guarded=guarded), shape, rows)
+                self._sqlite_many(conn, ("upsert", et.name, cols, guarded), et.table,
+                                  lambda cols=cols: self._upsert_stmt(et.table, cols, guarded=guarded), cols, rows)
         if version is not None and multi:
             # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked).
             mine = written if written is not None else \
@@ -451,7 +500,9 @@ class Store:
             return
         cols = tuple(rows[0])
         if self.dialect != "postgresql":
-            self._sqlite_many(conn, ("insert", table.name, cols), table, table.insert, cols, rows)
+            get = itemgetter(*cols)
+            self._sqlite_many(conn, ("insert", table.name, cols), table, table.insert, cols,
+                              [get(r) for r in rows] if len(cols) > 1 else [(r[cols[0]],) for r in rows])
             return
         key = ("insert", table.name, cols)
         stmt = self._stmts.get(key)
@@ -461,23 +512,29 @@ class Store:
         conn.execute(stmt, {"rows": _json_param(table, rows)})
 
     def _sqlite_many(self, conn: Connection, key: tuple[Any, ...], table: Table, build: Any,
-                     cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+                     cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         """executemany of one statement on SQLite, compiled once per shape and run on the
         driver: SQLAlchemy's own executemany converts every row's parameters in Python,
-        which cost more than SQLite's insert (a full scan writes millions of rows). The
-        column types need no conversion for the driver (bool, int, float, str, None);
-        columns the rows leave out get their scalar defaults, as SQLAlchemy would."""
+        which cost more than SQLite's insert (a full scan writes millions of rows). Rows
+        are tuples in `cols` order. The column types need no conversion for the driver
+        (bool, int, float, str, None); columns the rows leave out get their scalar
+        defaults, as SQLAlchemy would."""
         compiled = self._stmts.get(key)
         if compiled is None:
             c = build().compile(dialect=conn.dialect, column_keys=list(cols))
             order = tuple(c.positiontup or ())
-            defaults = {k: table.c[k].default.arg for k in order if k not in cols}  # type: ignore[union-attr]
-            compiled = self._stmts[key] = (str(c), order, defaults)
-        sql, order, defaults = compiled
+            missing = tuple(k for k in order if k not in cols)
+            defaults = tuple(table.c[k].default.arg for k in missing)  # type: ignore[union-attr]
+            at = [(cols + missing).index(k) for k in order]
+            pick = None if at == list(range(len(cols) + len(missing))) else \
+                (itemgetter(*at) if len(at) > 1 else (lambda r, i=at[0]: (r[i],)))
+            compiled = self._stmts[key] = (str(c), defaults, pick)
+        sql, defaults, pick = compiled
         if defaults:
-            conn.exec_driver_sql(sql, [tuple([r.get(k, defaults.get(k)) for k in order]) for r in rows])
-        else:
-            conn.exec_driver_sql(sql, [tuple([r[k] for k in order]) for r in rows])
+            rows = [r + defaults for r in rows]
+        if pick is not None:
+            rows = [pick(r) for r in rows]
+        conn.exec_driver_sql(sql, rows)
 
     def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
                      guarded: bool, returning: bool = True) -> set[int]:
