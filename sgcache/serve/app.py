@@ -29,8 +29,10 @@ from starlette.routing import Route
 from .. import __version__
 from ..protocol import errors, jsoncodec
 from ..read.engine import Passthrough
+from ..read.note_threads import note_thread
 from ..read.point_reads import PointReads
 from ..read.summarize import Summarizer
+from ..read.text_search import text_search
 from ..runtime import CacheService
 from ..upstream import (
     RETRY_STATUSES,
@@ -58,6 +60,9 @@ log = logging.getLogger("sgcache.http")
 
 #: Seconds the site's `info` answer is reused.
 INFO_TTL = 30.0
+#: RPCs besides `read` and `summarize` answered from the store where exact.
+LOCAL_RPCS: dict[str, Callable[..., Any]] = {"note_thread_contents": note_thread,
+                                             "query_display_name_cache": text_search}
 
 
 def _json(data: Any) -> Response:
@@ -193,6 +198,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if method in ("read", "summarize") and len(params) == 2 and isinstance(params[1], dict):
                 response, call.outcome = await read(body, params[0], params[1], request, method)
                 return response
+            if method in LOCAL_RPCS and len(params) == 2:  # note threads, text search: where exact
+                response, call.outcome = await local_rpc(body, params[0], params[1], request, method)
+                return response
             call.outcome = "passthrough"
             request.state.passthrough_reason = "method"
             response = await forward(body, method, request)
@@ -263,6 +271,34 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         shadow.offer(method, params, body, response.body, auth, request.headers,  # maybe compared later
                      full_view=grant.full, grant=grant)
         return response, "served"
+
+    async def local_rpc(body: bytes, auth: Any, params: Any, request: Request, method: str) -> tuple[Response, str]:
+        """A note thread or a text search: from the store where exact (read/note_threads.py,
+        read/text_search.py), for callers whose group sees everything; else forwarded as sent."""
+        try:
+            await verifier.check(auth, "Note")
+            grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
+            if not grant.full:  # what the site shows a restricted caller here is not documented
+                raise Passthrough(f"{method}: the caller's permission group is not answered in full")
+            permissions.check_quarantine(grant)
+            result = await run_in_threadpool(_rpc_sync, method, params)
+        except Passthrough as p:
+            log.debug("passthrough %s: %.300s", method, p.reason)
+            request.state.passthrough_reason = p.reason
+            return await forward(body, method, request), "passthrough"
+        except errors.AuthenticationFault as f:
+            return _fault(f), "refused"
+        except UpstreamUnavailable as f:
+            return _fault(f), "fault"
+        except Exception as e:  # noqa: BLE001 - the site decides (its own Fault, or what the engine chokes on)
+            log.warning("%s failed locally (%s: %.200s); passing it through", method, type(e).__name__, e)
+            request.state.passthrough_reason = "error" if not isinstance(e, errors.Fault) else "invalid request"
+            return await forward(body, method, request), "passthrough"
+        return _json({"results": result}), "served"
+
+    def _rpc_sync(method: str, params: Any) -> Any:
+        with service.store.engine.connect() as conn:
+            return LOCAL_RPCS[method](service.reader, conn, params, gate=getattr(service, "read_gate", None))
 
     point_reads = PointReads(service)
     browser = Browser(service, monitor, verifier, permissions)
