@@ -80,7 +80,7 @@ class Mock:
 
 
 def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: float = 1800.0,
-               log: Path | None = None) -> Mock:
+               log: Path | None = None, extra: tuple[str, ...] = ()) -> Mock:
     """`sgcache mock --state FILE` on free loopback ports; generate and save FILE if missing.
 
     Loading the pickle of a 1M-entity site takes ~20 s; generating it ~2 min.
@@ -89,7 +89,7 @@ def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: fl
     generated = not state.exists()
     cmd = [PY, "-m", "sgcache.cli", "mock", "--host", "127.0.0.1", "--port", str(free_port()),
            "--admin-port", str(free_port()), "--demo", str(size), "--seed", str(seed),
-           "--state", str(state)]
+           "--state", str(state), *extra]
     t0 = time.monotonic()
     err = open(log, "a") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)

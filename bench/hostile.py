@@ -13,10 +13,15 @@ then runs two phases of `--duration` seconds each, side by side in one run (alte
    life, runs at `nice 10` too):
    - slow api3 bodies: `POST /api3/json` declaring 10 MB, one byte every 2 s;
    - slow uploads: `POST /upload/...` declaring 10 MB, one byte every 2 s;
-   - large bodies: `--large-mb` (8) MB of `[{},{},…]`, no credentials or a wrong key
-     at the head, sent again as soon as each is answered;
-   - deep paths: reads with the site's script key (a valid caller) whose return field
-     is `created_by.HumanUser.` repeated `--hops` (1000) times, again and again.
+   - large bodies: `--large-mb` (8) MB of `[{},{},…]`, no credentials or the attacker's
+     script with a wrong key at the head, sent again as soon as each is answered;
+   - deep paths: reads with a valid key whose return field is `created_by.HumanUser.`
+     repeated `--hops` (1000) times, again and again.
+
+   A hostile party with a valid key is a *different* script from the honest farm's: the
+   mock site is started with a second ApiUser (`ATTACKER`, API Admin like the farm's) and
+   the attacker uses it; honest clients and attacker still share the address 127.0.0.1.
+   (Before 2026-12-02 19:30 UTC the deep reads used the farm's own script and key.)
 
 Reports per phase: the honest clients' latency percentiles, throughput and errors (any
 answer but the right entity), the server's own time for those reads (its access log), the
@@ -49,6 +54,8 @@ import common  # noqa: E402
 
 #: The kinds of hostile connection, shared out evenly.
 KINDS = ("slow-api3", "slow-upload", "large", "deep")
+#: The attacker's own script on the mock site (a valid key, not the farm's).
+ATTACKER = ("hostile_tool", "hostile-key-3d1f0b7a9c2e4d68")
 FIELDS = ["code", "sg_status_list", "sg_sequence", "sg_cut_in", "sg_cut_out", "description", "project",
           "created_at", "updated_at"]
 
@@ -166,9 +173,9 @@ def _hostile(url: str, script: tuple[str, str], n: int, large_mb: int, hops: int
     objects = b"[" + b",".join([b"{}"] * (large_mb * 1_000_000 // 3)) + b"]"
     no_auth = b'{"method_name": "batch", "params": [' + objects + b"]}"
     bad_key = (b'{"method_name": "batch", "params": [{"script_name": "%s", "script_key": "not-the-key"}, '
-               % script[0].encode() + objects + b"]}")
+               % ATTACKER[0].encode() + objects + b"]}")
     deep = json.dumps({"method_name": "read", "params": [
-        {"script_name": script[0], "script_key": script[1]},
+        {"script_name": ATTACKER[0], "script_key": ATTACKER[1]},
         {"type": "Shot", "return_fields": ["code", ".".join(["created_by.HumanUser"] * hops) + ".name"],
          "filters": {"logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [1]}]},
          "return_only": "active", "paging": {"entities_per_page": 1, "current_page": 1}}]}).encode()
@@ -346,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     state = common.WORK / f"mock-{args.size}.pkl"
     print(f"mock site: {args.size} entities (state {state})", flush=True)
-    mock = common.start_mock(state, size=args.size, log=work / "mock.log")
+    mock = common.start_mock(state, size=args.size, log=work / "mock.log",
+                             extra=("--api-user", f"{ATTACKER[0]}:{ATTACKER[1]}"))
     os.setpriority(os.PRIO_PROCESS, mock.proc.pid, 10)  # the site is another machine in real life
     server = None
     seconds = args.duration / args.rounds

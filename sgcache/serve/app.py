@@ -43,6 +43,7 @@ from ..upstream import (
 )
 from .auth import AuthVerifier, identity
 from .coalesce import Answer, Coalescer, WriteClock
+from .fairness import Fairness
 from .intake import Intake
 from .metrics import Metrics
 from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
@@ -99,6 +100,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     shadow.permissions = permissions  # a mismatch as a caller quarantines the caller's group
 
     slots = ClientSlots(config.transfer_per_client)  # transfers (raw paths) per client address
+    # Turns of the loop and places in passthrough, shared round the callers (serve/fairness.py).
+    fairness = Fairness(active=config.serve_active, per_caller_active=config.caller_active,
+                        per_caller_passthrough=config.caller_passthrough, max_wait=config.caller_max_wait)
 
     # Identical concurrent passthrough reads share one site call (serve/coalesce.py); the
     # write clock in the data dir is shared by every worker, for read-your-writes.
@@ -119,11 +123,15 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         auth = params[0] if params else None
         key = coalescer.key(method, params, request.headers)
         shared = False
+        caller = getattr(request.state, "caller", None) or fairness.caller_key(client_key(request), auth)
         try:
             if key is None:
-                answer = await send(body, method, request)
+                answer = await fairness.site_call(getattr(request.state, "turn", None), caller,
+                                                  lambda: send(body, method, request))
             else:
-                answer, shared = await coalescer.call(key, method, auth, lambda: send(body, method, request))
+                answer, shared = await fairness.site_call(getattr(request.state, "turn", None), caller,
+                                                          lambda: coalescer.call(key, method, auth, lambda: send(
+                                                              body, method, request)))
         except UpstreamUnavailable as e:
             return _fault(e)
         finally:
@@ -151,7 +159,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     intake = Intake(max_body_bytes=config.max_body_bytes, max_inflight_bytes=config.max_inflight_bytes,
                     max_unverified_body_bytes=config.max_unverified_body_bytes,
                     max_json_items=config.max_json_items, max_json_depth=config.max_json_depth,
-                    verify=verify_head)
+                    verify=verify_head, refusal_delay=config.refused_body_delay)
 
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -182,10 +190,14 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     async def handle(request: Request, call: "_Call") -> Response:
         lease = intake.lease()  # the body's share of the in-flight budget, until the answer is ready
+        turn = None
         try:
             body = await intake.read(request, lease)
             parsed = await intake.parse(body, lease)
             call.method, call.params = parsed.method or "invalid", parsed.params
+            # Its caller's turn of the server (serve/fairness.py), given back while the site answers.
+            request.state.caller = fairness.caller_key(client_key(request), parsed.params[0] if parsed.params else None)
+            request.state.turn = turn = await fairness.turn(request.state.caller)
             request.state.api3_params = parsed.params if parsed.verbatim is None else None  # for `forward`
             if parsed.verbatim is not None:  # beyond what the cache reads: the site decides
                 call.outcome = "passthrough"
@@ -225,6 +237,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                                        "the request was not answered."))
         finally:
             lease.release()
+            if turn is not None:
+                turn.release()
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request,
                    method: str = "read") -> tuple[Response, str]:
@@ -419,4 +433,5 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     app.state.permissions = permissions
     app.state.browser = browser
     app.state.coalescer = coalescer
+    app.state.fairness = fairness
     return app

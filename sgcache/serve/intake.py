@@ -11,7 +11,14 @@ while it is built. So, per process:
 - a body past `max_unverified_body_bytes` must begin with credentials the site
   accepts (shotgun_api3 sends `params[0]`, the auth object, first) before more of it is
   kept; a refused body is answered at once and the rest of it is never read by the app
-  (and, when it has no credentials at all, the connection is closed);
+  (and, when it has no credentials at all, the connection is closed). The first refusal
+  of a key lets the server drain the body, so a real client reads its Fault; the same
+  key sent again from the same address within `REFUSED_TTL` is refused from the head
+  with no call to the site and the connection closed, so a resent large body costs the
+  cache its first bytes, not the whole body. Before such a close the connection is held
+  unread for `refusal_delay` seconds (at most `MAX_HELD` at once), so a sender that
+  resends as soon as it is refused resends a few times a minute, not hundreds of times
+  a second (each resend would otherwise cost both ends copying megabytes);
 - a body is parsed only if its count of JSON values is bounded (`max_json_items`),
   large ones off the event loop, two at a time.
 
@@ -23,7 +30,11 @@ not the site's, and a request the site accepts is still answered.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -41,6 +52,12 @@ ITEM_BYTES = 100
 HEAD_BYTES = 64 * 1024
 #: Share of the budget only bodies no larger than the unverified limit may use.
 SMALL_RESERVE = 0.25
+#: Seconds a large body's refused (address, credentials) is refused again from the head
+#: (the auth check's own refusal TTL), and how many such pairs are kept at most.
+REFUSED_TTL = 30.0
+MAX_REFUSED = 10_000
+#: Refused connections held unread at once before they are closed; past it, closed at once.
+MAX_HELD = 256
 
 
 class BadRequest(errors.Fault):
@@ -51,6 +68,13 @@ class NoCredentials(BadRequest):
     """A large body that does not begin with credentials: no api3 client sends one, so
     after the Fault the connection is closed and the rest of the body never read (a
     refused key, which a real client may send, gets its Fault and the body is drained)."""
+
+    close_connection = True
+
+
+class RefusedAgain(errors.AuthenticationFault):
+    """A large body with credentials refused moments ago from the same address: the
+    Fault again, without asking the site, and the connection closed unread."""
 
     close_connection = True
 
@@ -203,7 +227,7 @@ class Intake:
 
     def __init__(self, *, max_body_bytes: int, max_inflight_bytes: int, max_unverified_body_bytes: int,
                  max_json_items: int, max_json_depth: int,
-                 verify: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+                 verify: Callable[[dict[str, Any]], Awaitable[None]], refusal_delay: float = 2.0) -> None:
         self.max_body = max_body_bytes
         self.unverified = max_unverified_body_bytes
         self.max_items = max_json_items
@@ -211,6 +235,11 @@ class Intake:
         self.verify = verify
         self.budget = ByteBudget(max_inflight_bytes)
         self._big_parses = asyncio.Semaphore(2)
+        self._salt = os.urandom(16)
+        self._refused: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (when, message)
+        self.refused_again = 0  # large bodies refused from the head by an earlier verdict
+        self.refusal_delay = refusal_delay
+        self._held = 0
 
     def lease(self) -> Lease:
         return Lease(self.budget)
@@ -218,6 +247,25 @@ class Intake:
     def _busy(self) -> Busy:
         return Busy(f"sgcache is busy: request bodies in flight have reached its limit of "
                     f"{self.budget.limit} bytes (SGCACHE_MAX_INFLIGHT_BYTES). Try again shortly.")
+
+    def _refusal_key(self, address: str, auth: dict[str, Any]) -> str:
+        material = repr(sorted((str(k), repr(v)) for k, v in auth.items())) + "\0" + address
+        return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), key=self._salt, digest_size=16).hexdigest()
+
+    def _refused_before(self, key: str) -> str | None:
+        hit = self._refused.get(key)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] >= REFUSED_TTL:
+            del self._refused[key]
+            return None
+        return hit[1]
+
+    def _remember_refusal(self, key: str, message: str) -> None:
+        self._refused[key] = (time.monotonic(), message)
+        self._refused.move_to_end(key)
+        while len(self._refused) > MAX_REFUSED:
+            self._refused.popitem(last=False)
 
     async def read(self, request: Request, lease: Lease) -> bytes:
         """The whole body, counted in `lease`; or the Fault that refuses it, as soon as it can.
@@ -243,13 +291,31 @@ class Intake:
             chunks.append(chunk)
             if not checked and size > self.unverified:
                 checked = True
-                await self._check_head(chunks)
+                try:
+                    await self._check_head(chunks, request.client.host if request.client else "?")
+                except errors.Fault as f:
+                    if getattr(f, "close_connection", False):
+                        chunks.clear()  # nothing of it is kept while the connection is held
+                        lease.release()
+                        await self._hold()
+                    raise
         return b"".join(chunks)
+
+    async def _hold(self) -> None:
+        """Keep a connection about to be closed unread for `refusal_delay` seconds (the
+        server stops reading it once its buffer is full), unless too many are held."""
+        if self.refusal_delay <= 0 or self._held >= MAX_HELD:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(self.refusal_delay)
+        finally:
+            self._held -= 1
 
     def _too_large(self) -> BadRequest:
         return BadRequest(f"Request body too large: the limit is {self.max_body} bytes.")
 
-    async def _check_head(self, chunks: list[bytes]) -> None:
+    async def _check_head(self, chunks: list[bytes], address: str) -> None:
         head = bytearray()
         for c in chunks:
             head += c[:HEAD_BYTES - len(head)]
@@ -260,7 +326,16 @@ class Intake:
             raise NoCredentials(f"A request body over {self.unverified} bytes must begin with its "
                              "credentials, as shotgun_api3 sends them: "
                              '{"method_name": ..., "params": [{<auth>}, ...]}.')
-        await self.verify(auth)
+        key = self._refusal_key(address, auth)
+        message = self._refused_before(key)
+        if message is not None:
+            self.refused_again += 1
+            raise RefusedAgain(message)
+        try:
+            await self.verify(auth)
+        except errors.AuthenticationFault as f:
+            self._remember_refusal(key, f.message)
+            raise
 
     async def parse(self, body: bytes, lease: Lease) -> Parsed:
         """The body read as an api3 call, its parse counted in `lease`; verbatim when the

@@ -1,0 +1,204 @@
+"""Fair shares of the server between callers, so one caller's flood cannot delay another's reads.
+
+The server is one event loop: every request in progress gets a turn of it in the order
+it became ready, so a caller with 75 requests in progress gets 75 turns for each one of
+a caller with one, and its flood of cheap valid reads (or of passthrough calls) becomes
+everyone's latency. Connection, body and pool limits do not see this: the requests are
+small, well formed and verified. So, after a request is parsed and before it is worked
+on, it waits for a *turn*:
+
+- a caller is its address plus its credentials (`caller_key`: the script or login and a
+  salted hash of its secret; sudo and client uuids left out, so they cannot mint new
+  callers); a request with no credentials is its address's anonymous caller;
+- at most `active` requests of all callers are worked on at once, at most
+  `per_caller_active` of one caller; the rest wait in their own caller's FIFO queue,
+  which costs a future each, and free turns go round the waiting callers in turn
+  (round-robin), so a caller with one waiting request is served after at most one
+  request of each other caller;
+- a passthrough call gives its turn back while it waits for the site (the site's time
+  is not the loop's), and holds one of its caller's `per_caller_passthrough` places
+  instead, so a caller flooding passthrough queues behind itself, not in front of
+  others' local reads, and cannot take every connection of the passthrough lane;
+- a request that waited `max_wait` seconds for a turn or a place gets a Busy Fault.
+
+Single event loop, no locks: `_grant` and `_release` never await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..protocol import errors
+
+#: Credential fields that identify a caller (their values; the secret only hashed).
+_WHO = ("script_name", "user_login", "session_token")
+_SECRET = ("script_key", "user_password", "session_token")
+
+
+class Busy(errors.Fault):
+    """A caller's request waited its limit for a turn; the caller should retry soon."""
+
+    code = errors.UPSTREAM_UNAVAILABLE
+
+
+@dataclass
+class _Queue:
+    """One caller's requests: how many are being worked on, and the ones waiting (FIFO)."""
+
+    active: int = 0
+    waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+
+class RoundRobin:
+    """`limit` places shared between callers, at most `per_caller` each, free places going
+    round the waiting callers in turn."""
+
+    def __init__(self, limit: int, per_caller: int, max_wait: float, what: str) -> None:
+        self.limit = max(1, limit)
+        self.per_caller = max(1, min(per_caller, self.limit)) if per_caller > 0 else self.limit
+        self.max_wait = max_wait
+        self.what = what
+        self.active = 0
+        self.queues: dict[str, _Queue] = {}
+        self._ring: deque[str] = deque()  # callers with waiters, each once, served in this order
+        self.waited = 0  # requests that had to wait, for tests and status
+        self.refused = 0
+
+    def _queue(self, caller: str) -> _Queue:
+        q = self.queues.get(caller)
+        if q is None:
+            q = self.queues[caller] = _Queue()
+        return q
+
+    async def acquire(self, caller: str) -> None:
+        q = self._queue(caller)
+        if self.active < self.limit and q.active < self.per_caller and not q.waiting and not self._ring:
+            self.active += 1
+            q.active += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        q.waiting.append(fut)
+        if caller not in self._ring:
+            self._ring.append(caller)
+        self.waited += 1
+        self._grant()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.max_wait)
+        except BaseException as e:
+            if fut.done() and not fut.cancelled():  # granted just as we gave up: hand it on
+                self.release(caller)
+            else:
+                fut.cancel()
+                self._drop(caller, q)
+            if isinstance(e, TimeoutError):
+                self.refused += 1
+                raise Busy(f"sgcache is busy: this caller's requests waited {self.max_wait:g}s for a "
+                           f"{self.what}. Try again shortly.") from None
+            raise
+
+    def release(self, caller: str) -> None:
+        q = self.queues.get(caller)
+        if q is None:
+            return
+        self.active = max(0, self.active - 1)
+        q.active = max(0, q.active - 1)
+        self._grant()
+        self._forget(caller, q)
+
+    def _grant(self) -> None:
+        """Give free places to waiting callers, one each per pass round the ring."""
+        skipped = 0
+        while self.active < self.limit and self._ring and skipped < len(self._ring):
+            caller = self._ring.popleft()
+            q = self.queues[caller]
+            while q.waiting and q.waiting[0].done():  # gave up while waiting
+                q.waiting.popleft()
+            if not q.waiting:
+                self._forget(caller, q)
+                continue
+            if q.active >= self.per_caller:  # at its own limit: keep its place for later
+                self._ring.append(caller)
+                skipped += 1
+                continue
+            skipped = 0
+            q.waiting.popleft().set_result(None)
+            self.active += 1
+            q.active += 1
+            if q.waiting:
+                self._ring.append(caller)
+
+    def _drop(self, caller: str, q: _Queue) -> None:
+        with_waiters = [f for f in q.waiting if not f.done()]
+        q.waiting = deque(with_waiters)
+        if not q.waiting and caller in self._ring:
+            self._ring.remove(caller)
+        self._forget(caller, q)
+
+    def _forget(self, caller: str, q: _Queue) -> None:
+        if not q.active and not q.waiting and caller not in self._ring:
+            self.queues.pop(caller, None)
+
+
+class Turn:
+    """One request's turn: held from `Fairness.turn` until released (at most once)."""
+
+    def __init__(self, fairness: "Fairness", caller: str) -> None:
+        self.fairness = fairness
+        self.caller = caller
+        self.held = False
+
+    async def take(self) -> None:
+        await self.fairness.turns.acquire(self.caller)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.fairness.turns.release(self.caller)
+
+
+class Fairness:
+    """The turns of the event loop and the callers' places in passthrough (module doc)."""
+
+    def __init__(self, *, active: int, per_caller_active: int, per_caller_passthrough: int,
+                 max_wait: float) -> None:
+        self._salt = os.urandom(16)
+        self.enabled = active > 0
+        self.turns = RoundRobin(active or 1, per_caller_active, max_wait, "turn of the server")
+        self.passthrough = RoundRobin(1 << 30, per_caller_passthrough, max_wait,
+                                      "place among its calls to the site")
+
+    def caller_key(self, address: str, auth: Any) -> str:
+        """Address plus who the credentials name, with a salted hash of their secret."""
+        if not isinstance(auth, Mapping):
+            return address
+        parts = [str(auth.get(k))[:200] for k in _WHO if isinstance(auth.get(k), str)]
+        secret = "\0".join(str(auth.get(k)) for k in _SECRET if isinstance(auth.get(k), str))
+        if not parts and not secret:
+            return address
+        digest = hashlib.blake2b(secret.encode("utf-8", "surrogatepass"), key=self._salt, digest_size=12).hexdigest()
+        return f"{address}|{'|'.join(parts)}|{digest}"
+
+    async def turn(self, caller: str) -> Turn:
+        t = Turn(self, caller)
+        if self.enabled:
+            await t.take()
+        return t
+
+    async def site_call(self, turn: Turn | None, caller: str, call: Any) -> Any:
+        """Await `call()` (a call to the site) without the loop's turn, in one of the caller's
+        passthrough places."""
+        if turn is not None:
+            turn.release()
+        if not self.enabled:
+            return await call()
+        await self.passthrough.acquire(caller)
+        try:
+            return await call()
+        finally:
+            self.passthrough.release(caller)
