@@ -355,7 +355,7 @@ class Store:
         if self.dialect == "postgresql":
             literal = "{" + ",".join(str(int(i)) for i in ids) + "}"
             return column == any_(cast(bindparam(None, literal, type_=Text()), ARRAY(BigInteger())))
-        literal = "[" + ",".join(str(int(i)) for i in ids) + "]"
+        literal = "[" + ",".join(map(str, map(int, ids))) + "]"
         return column.in_(select(func.json_each(bindparam(None, literal, type_=Text())).table_valued("value").c.value))
 
     # -- writes ------------------------------------------------------------------
@@ -449,18 +449,23 @@ class Store:
         (one query for all fields) is far cheaper than deleting and re-inserting them.
         """
         et = self.entities[entity_type]
-        wanted = {f: {pid: _link_keys(links) for pid, links in vals.items()} for f, vals in multi.items() if vals}
+        wanted = {f: vals for f, vals in multi.items() if vals}
         if not wanted:
             return
-        stored = self._link_signatures(conn, et, {f: sorted(w) for f, w in wanted.items()})
-        for fname, lists in wanted.items():
+        stored = self._link_signatures(conn, et, {f: sorted(vals) for f, vals in wanted.items()})
+        for fname, vals in wanted.items():
             t = et.assoc[fname]
             have = stored.get(fname, {})
-            changed = [pid for pid, keys in lists.items() if have.get(pid, "") != _signature(keys)]
+            changed: dict[int, list[tuple[str, int]]] = {}
+            for pid, links in vals.items():
+                keys = _link_keys(links)
+                old = have.get(pid)  # None: no stored list (empty)
+                if (old != _signature(keys)) if old is not None else bool(keys):
+                    changed[pid] = keys
             for chunk in _chunks(sorted(pid for pid in changed if pid in have), 500):
                 conn.execute(delete(t).where(self.ids_in(t.c.parent_id, chunk)))
-            self.insert_rows(conn, t, [{"parent_id": pid, "idx": k, "child_type": ct, "child_id": cid}
-                                       for pid in sorted(changed) for k, (ct, cid) in enumerate(lists[pid])])
+            self._insert_tuples(conn, t, ("parent_id", "idx", "child_type", "child_id"),
+                                [(pid, k, ct, cid) for pid in sorted(changed) for k, (ct, cid) in enumerate(changed[pid])])
 
     def _link_signatures(self, conn: Connection, et: EntityTable,
                          ids: dict[str, list[int]]) -> dict[str, dict[int, str]]:
@@ -504,6 +509,19 @@ class Store:
             self._sqlite_many(conn, ("insert", table.name, cols), table, table.insert, cols,
                               [get(r) for r in rows] if len(cols) > 1 else [(r[cols[0]],) for r in rows])
             return
+        self._insert_json(conn, table, cols, rows)
+
+    def _insert_tuples(self, conn: Connection, table: Table, cols: tuple[str, ...],
+                       rows: list[tuple[Any, ...]]) -> None:
+        """`insert_rows` of rows given as tuples in `cols` order."""
+        if not rows:
+            return
+        if self.dialect != "postgresql":
+            self._sqlite_many(conn, ("insert", table.name, cols), table, table.insert, cols, rows)
+        else:
+            self._insert_json(conn, table, cols, [dict(zip(cols, r)) for r in rows])
+
+    def _insert_json(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         key = ("insert", table.name, cols)
         stmt = self._stmts.get(key)
         if stmt is None:
@@ -616,6 +634,26 @@ class Store:
                 conn.execute(delete(a).where(self.ids_in(a.c.parent_id, gone)))
             n += len(gone)
         return n
+
+    def indexes(self, entity_type: str) -> list[Index]:
+        """The secondary indexes of a type's table and its association tables."""
+        et = self.entities[entity_type]
+        return [ix for t in (et.table, *et.assoc.values()) for ix in sorted(t.indexes, key=lambda i: str(i.name))]
+
+    def drop_indexes(self, conn: Connection, entity_type: str) -> None:
+        """Drop them (a full scan of an empty table builds them once it is loaded:
+        sorting a loaded table once costs far less than growing each index row by row)."""
+        for ix in self.indexes(entity_type):
+            ix.drop(conn, checkfirst=True)
+
+    def ensure_indexes(self, conn: Connection, entity_type: str) -> None:
+        """Create whichever of them is missing."""
+        for ix in self.indexes(entity_type):
+            ix.create(conn, checkfirst=True)
+
+    def is_empty(self, conn: Connection, entity_type: str) -> bool:
+        t = self.entities[entity_type].table
+        return conn.execute(select(t.c.id).limit(1)).first() is None
 
     def counts(self, conn: Connection, entity_type: str) -> dict[str, int]:
         t = self.entities[entity_type].table

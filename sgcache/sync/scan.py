@@ -15,7 +15,10 @@ and a scan killed at 90% used to start again from zero.
   with the fetch's start time as the row version (a page never overwrites a row a later
   fetch wrote) and, in the same transaction, records each segment's cursor
   (`_sgcache_state["scan:<kind>:<type>"]`). Memory is bounded by the pages in flight
-  and the queue, whatever the size of the site.
+  and the queue, whatever the size of the site. A full scan into an empty table drops
+  its secondary indexes and builds them in the transaction that completes the type
+  (one sort instead of an index insert per row per index); the type is not served
+  before it completes, and a discarded interrupted scan builds what it left out.
 - **Resume.** A killed scan, run again, reads the cursors and continues after the last
   committed page of each segment: only pages fetched but not committed are read twice
   (at most two per fetcher: the one in flight and the one waiting to be written).
@@ -132,6 +135,7 @@ class TypePlan:
     rows: int = 0  # rows committed, over every run
     earlier: int = 0  # rows committed by earlier runs
     removed: int = 0  # rows the type-done hook deleted (rebuild)
+    deferred: bool = False  # its table was empty: indexes dropped, built when the type is done
 
     @property
     def done(self) -> bool:
@@ -139,13 +143,14 @@ class TypePlan:
 
     def to_json(self) -> dict[str, Any]:
         return {"segments": [s.to_json() for s in self.segments], "fields": self.fields_sig,
-                "version": self.version, "total": self.total, "rows": self.rows, "removed": self.removed}
+                "version": self.version, "total": self.total, "rows": self.rows, "removed": self.removed,
+                "deferred": self.deferred}
 
     @classmethod
     def from_json(cls, etype: str, v: dict[str, Any]) -> "TypePlan":
         rows = int(v.get("rows") or 0)
         return cls(etype, [Segment.from_json(s) for s in v["segments"]], str(v["fields"]), int(v["version"]),
-                   v.get("total"), rows, rows, int(v.get("removed") or 0))
+                   v.get("total"), rows, rows, int(v.get("removed") or 0), bool(v.get("deferred")))
 
 
 def _fields_sig(fields: list[str], filters: dict[str, Any] | None) -> str:
@@ -242,7 +247,7 @@ class ParallelScan:
             async with sem:
                 self.plans[etype] = await self._plan(etype, now_version())
         await _gather(*(plan_one(t) for t in fresh))
-        await asyncio.to_thread(self._save_plans, projects, saved is None)
+        await asyncio.to_thread(self._save_plans, projects, saved is None, fresh)
         for etype in sorted(types, key=lambda t: -(self.plans[t].total or 0)):
             p = self.plans[etype]
             if self.planned:
@@ -261,6 +266,9 @@ class ParallelScan:
             if run is not None:
                 why = "asked to start afresh" if not resume else "it was for other projects"
                 log.info("discarding the interrupted %s scan started at %s (%s)", self.kind, run.get("started_at"), why)
+            for key in conn.execute(select(st.c.key).where(st.c.key.startswith(prefix, autoescape=True))).scalars():
+                if key[len(prefix):] in self.store:  # indexes it deferred and never built
+                    self.store.ensure_indexes(conn, key[len(prefix):])
             conn.execute(delete(st).where(st.c.key.startswith(prefix, autoescape=True)))
             conn.execute(delete(st).where(st.c.key == _run_key(self.kind)))
         return None, {}
@@ -287,8 +295,16 @@ class ParallelScan:
         segs.append(Segment("retired", 0, None, 0))
         return TypePlan(etype, segs, _fields_sig(self.fields[etype], self.filters[etype]), version, total)
 
-    def _save_plans(self, projects: list[int] | None, new_run: bool) -> None:
+    def _save_plans(self, projects: list[int] | None, new_run: bool, fresh: list[str]) -> None:
+        """Commit the plans; a full scan of an empty table drops its indexes (built when
+        the type completes: once, from the loaded table, instead of row by row)."""
         with self.store.engine.begin() as conn:
+            for etype in fresh if self.kind == "full" else ():
+                if self.store.is_empty(conn, etype):
+                    self.store.drop_indexes(conn, etype)
+                    self.plans[etype].deferred = True
+                else:  # an earlier run of another shape may have deferred them
+                    self.store.ensure_indexes(conn, etype)
             values: dict[str, Any] = {_type_key(self.kind, t): p.to_json() for t, p in self.plans.items()}
             if new_run:
                 values[_run_key(self.kind)] = {"started_at": format_datetime(self.started_at),
@@ -408,6 +424,8 @@ class ParallelScan:
                 p.plan.rows += len(p.ents)
                 touched[p.plan.etype] = p.plan
             for plan in touched.values():
+                if plan.done and plan.deferred:
+                    self.store.ensure_indexes(conn, plan.etype)
                 if plan.done and self.type_done is not None:
                     self.type_done(conn, plan)
             self.store.set_states(conn, {_type_key(self.kind, t): p.to_json() for t, p in touched.items()})
