@@ -55,6 +55,21 @@ def stamp(value: Any) -> Any:
     return value
 
 
+def snapshot(reader: ReadEngine, conn: Connection) -> Connection:
+    """`conn` reading one snapshot across its statements (the answer is several reads).
+
+    Otherwise a sync write between two of them could split the answer: PostgreSQL's
+    default (read committed) takes a snapshot per statement, and Python's sqlite3 opens
+    no transaction for a SELECT. Call it on a fresh connection, before any statement."""
+    if conn.in_transaction():
+        return conn
+    if reader.store.dialect == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    elif reader.store.dialect == "sqlite":
+        conn.exec_driver_sql("BEGIN")  # deferred: the first read takes the snapshot
+    return conn
+
+
 def by_ids(ids: list[int]) -> dict[str, Any]:
     return {"logical_operator": "and", "conditions": [{"path": "id", "relation": "in", "values": ids or [0]}]}
 
@@ -156,6 +171,7 @@ def note_thread(reader: ReadEngine, conn: Connection, params: Any, *, gate: Gate
     for t in DEFAULTS:
         if t not in store:
             raise Passthrough(f"uncached entity type {t} in {METHOD}")
+    conn = snapshot(reader, conn)
     site = SiteFields(reader.schema, store.get_state(conn, SCHEMA_CHOICE_KEY))
     try:
         return _thread(reader, conn, gate, site, note_id, extra)

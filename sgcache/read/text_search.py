@@ -32,7 +32,7 @@ from ..protocol import errors
 from ..store.field_types import EntityField, TextField
 from .engine import ReadEngine
 from .names import name_field
-from .note_threads import Gate, read_all
+from .note_threads import Gate, read_all, snapshot
 from .passthrough import Passthrough
 from .site_fields import SCHEMA_CHOICE_KEY, SiteFields
 
@@ -61,6 +61,7 @@ def _params(params: Any) -> tuple[str, dict[str, Any], list[Any], int | None]:
 def text_search(reader: ReadEngine, conn: Connection, params: Any, *, gate: Gate = None) -> dict[str, Any]:
     """The search's answer as the site gives it, or Passthrough."""
     text, types, projects, limit = _params(params)
+    conn = snapshot(reader, conn)
     site = SiteFields(reader.schema, reader.store.get_state(conn, SCHEMA_CHOICE_KEY))
     terms = text.lower().split()
     matches: list[dict[str, Any]] = []

@@ -37,6 +37,8 @@ class RpcWorld:
     local_notes: list[int] = field(default_factory=list)
     #: notes with a reply by a person (whose image the cache does not hold)
     person_notes: list[int] = field(default_factory=list)
+    #: notes with a Reply and an Attachment created in the same second
+    tie_notes: list[int] = field(default_factory=list)
     artist: str | None = None
 
     def sg_site(self, **kw: Any) -> shotgun_api3.Shotgun:
@@ -86,6 +88,7 @@ def seed_threads(site: Site, world: RpcWorld, n_notes: int = 36, seed: int = 11)
                                   "note_links": [rng.choice(targets)]})
         world.notes.append(note["id"])
         items: list[tuple[str, int]] = []
+        stamps: dict[tuple[str, int], dt.datetime] = {}
         by_person: dict[str, Any] | None = None
         for k in range(rng.randint(0, 4)):
             tie = shape == 3 and k > 0 and rng.random() < 0.6
@@ -94,14 +97,20 @@ def seed_threads(site: Site, world: RpcWorld, n_notes: int = 36, seed: int = 11)
                 if shape == 2 and not by_person:
                     data["user"] = by_person = rng.choice(people)
                 items.append(("Reply", sg.create("Reply", data)["id"]))
+                stamps[items[-1]] = clock[0]
             else:
                 att = sg.create("Attachment", {"project": project, "filename": f"ref_{n}_{k}.jpg",
                                                "created_at": at(tie)})
                 sg.update("Note", note["id"], {"attachments": [att]},
                           multi_entity_update_modes={"attachments": "add"})
                 items.append(("Attachment", att["id"]))
+                stamps[items[-1]] = clock[0]
         if shape == 3 and items and rng.random() < 0.7:
-            sg.delete(*rng.choice(items))
+            gone = rng.choice(items)
+            sg.delete(*gone)
+            del stamps[gone]
+        if any(a[0] != b[0] and stamps[a] == stamps[b] for a in stamps for b in stamps):
+            world.tie_notes.append(note["id"])
         if shape in (0, 1):
             world.local_notes.append(note["id"])
         if by_person:

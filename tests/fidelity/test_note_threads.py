@@ -65,6 +65,14 @@ def test_a_reply_by_a_person_goes_to_the_site(rpc_world: RpcWorld) -> None:
         assert any(item["type"] == "Reply" and "image" in (item["user"] or {}) for item in want)
 
 
+def test_a_reply_and_an_attachment_of_one_second_go_to_the_site(rpc_world: RpcWorld) -> None:
+    """Only the site knows which of the two came first."""
+    assert rpc_world.tie_notes
+    for note_id in rpc_world.tie_notes:
+        want, got, went = rpc_world.both(M, lambda sg, n=note_id: sg.note_thread_read(n))
+        assert got == want and went, note_id
+
+
 def test_deleted_items_and_missing_notes(rpc_world: RpcWorld) -> None:
     sg = rpc_world.sg_site()
     note_id = rpc_world.local_notes[0]
