@@ -87,6 +87,10 @@ class Config:
     # requests to the site (polls and the re-reads their events cause) would then average more
     # than `poll_budget` a second; then it polls less often (at most 5 s apart). 0: no budget.
     poll_budget: float = 2.0
+    # PostgreSQL streaming replicas API servers read from (sgcache/store/replicas.py); writes
+    # stay on db_url. A replica further behind than `replica_max_lag` s, or down, is left out.
+    db_read_urls: tuple[str, ...] = field(default=(), repr=False)
+    replica_max_lag: float = 5.0
 
     @property
     def public_shotgun_url(self) -> str:
@@ -108,6 +112,7 @@ class Config:
         d["script_key"] = "***" if self.script_key else ""
         if "@" in d["db_url"]:
             d["db_url"] = _redact_url(d["db_url"])
+        d["db_read_urls"] = [_redact_url(u) if "@" in u else u for u in self.db_read_urls]
         return d
 
 

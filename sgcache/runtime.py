@@ -2,6 +2,8 @@
 
 Every command and server opens one `CacheService` and passes it explicitly (no global
 state). Schema changes swap `store` and `reader` in place, so holders read them at use.
+With `SGCACHE_DB_READ_URLS`, `replicas` routes api3 reads to PostgreSQL streaming replicas
+(`store/replicas.py`); everything else, writes first, uses the primary (`store.engine`).
 Sits above `read` and `store`, below `sync` and `serve`.
 """
 
@@ -18,6 +20,7 @@ from .config import Config
 from .read.engine import ReadEngine, reader_for
 from .schema import Schema, load_rules
 from .store.field_types import LAYOUT_VERSION
+from .store.replicas import Replicas
 from .store.tables import Store, make_engine
 from .upstream import Upstream, fetch_site_schema, make_upstream
 
@@ -72,6 +75,13 @@ class CacheService:
         self.store = store
         self.upstream = upstream
         self.reader: ReadEngine = reader_for(store)  # knows fields still being backfilled
+        self.replicas: Replicas | None = None
+        if config.db_read_urls:
+            if store.dialect != "postgresql":
+                raise RuntimeError("SGCACHE_DB_READ_URLS names PostgreSQL streaming replicas of "
+                                   "SGCACHE_DB_URL, which must then be PostgreSQL")
+            self.replicas = Replicas(store.engine, config.db_read_urls, max_lag=config.replica_max_lag,
+                                     data_dir=config.data_dir)
 
     @classmethod
     async def open(cls, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -112,7 +122,12 @@ class CacheService:
                 engine.dispose()
                 await upstream.aclose()
                 raise
-        return cls(config, store, upstream)
+        try:
+            return cls(config, store, upstream)
+        except BaseException:
+            engine.dispose()
+            await upstream.aclose()
+            raise
 
     @staticmethod
     def _check_site(store: Store, config: Config) -> None:
@@ -140,6 +155,8 @@ class CacheService:
     async def aclose(self) -> None:
         await self.upstream.aclose()
         self.store.engine.dispose()
+        if self.replicas is not None:
+            self.replicas.close()
 
     def status(self) -> dict[str, Any]:
         with self.store.engine.connect() as conn:

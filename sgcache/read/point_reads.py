@@ -47,11 +47,13 @@ class PointReads:
         self._pg_idle: list[Any] = []
         self._pg_open = 0
         self._pg_url: str | None = None
+        self._replica_idle: dict[str, list[Any]] = {}  # replica URL -> idle connections
 
-    async def answer(self, params: Any) -> dict[str, Any] | None:
+    async def answer(self, params: Any, *, engine: Engine | None = None) -> dict[str, Any] | None:
         """The read's result, or None when it should run in a worker thread.
 
         Raises what the read engine raises (Passthrough, Fault) like the threaded path.
+        `engine` is a PostgreSQL replica to read on (store/replicas.py) instead of the store's.
         """
         svc = self.service
         dialect = svc.store.dialect
@@ -64,7 +66,7 @@ class PointReads:
             gate(params)
         if dialect == "sqlite":
             return self._sqlite(params)
-        return await self._postgresql(params)
+        return await self._postgresql(params, engine or svc.store.engine)
 
     # -- SQLite ------------------------------------------------------------------------------
     def _connection(self, engine: Engine) -> Connection:
@@ -90,21 +92,24 @@ class PointReads:
             conn.rollback()  # end the read transaction: the next read sees new writes
 
     # -- PostgreSQL ----------------------------------------------------------------------------
-    async def _postgresql(self, params: Any) -> dict[str, Any] | None:
+    async def _postgresql(self, params: Any, engine: Engine) -> dict[str, Any] | None:
         import psycopg
         svc = self.service
-        engine = svc.store.engine
         point, pk, req = svc.reader.point(params, engine.dialect)
         url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        if url != self._pg_url:  # a different database: start over
-            await self._close_pg()
+        if url != self._pg_url and engine is svc.store.engine:  # another primary: start over
+            idle, self._pg_idle = self._pg_idle, []
+            self._pg_open -= len(idle)
             self._pg_url = url
-        if self._pg_idle:
-            aconn = self._pg_idle.pop()
-        elif self._pg_open < self._pg_max:
+            for old in idle:
+                await _close_quietly(old)
+        pool = self._pg_idle if url == self._pg_url else self._replica_idle.setdefault(url, [])
+        if pool:
+            aconn = pool.pop()
+        elif self._pg_open < self._pg_max * (1 + len(self._replica_idle)):
             self._pg_open += 1
             try:
-                aconn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                aconn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=2)
             except Exception as e:
                 self._pg_open -= 1
                 log.warning("no PostgreSQL connection for point reads (%s); using worker threads",
@@ -121,8 +126,8 @@ class PointReads:
                 log.debug("point read on PostgreSQL failed (%s); using a worker thread", type(e).__name__)
                 return None
             raise
-        if url == self._pg_url:
-            self._pg_idle.append(aconn)
+        if url == self._pg_url or url in self._replica_idle:
+            (self._pg_idle if url == self._pg_url else self._replica_idle[url]).append(aconn)
         else:  # closed or switched while we waited
             self._pg_open -= 1
             await _close_quietly(aconn)
@@ -130,6 +135,9 @@ class PointReads:
 
     async def _close_pg(self) -> None:
         idle, self._pg_idle = self._pg_idle, []
+        for more in self._replica_idle.values():
+            idle.extend(more)
+        self._replica_idle = {}
         self._pg_open -= len(idle)
         self._pg_url = None
         for aconn in idle:

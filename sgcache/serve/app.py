@@ -34,6 +34,7 @@ from ..read.point_reads import PointReads
 from ..read.summarize import Summarizer
 from ..read.text_search import text_search
 from ..runtime import CacheService
+from ..store.replicas import Route as ReadRoute
 from ..upstream import (
     RETRY_STATUSES,
     SAFE_METHODS,
@@ -219,6 +220,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if on_write is not None and response.status_code == 200:
                 try:
                     await on_write(method, params, response.body)
+                    if service.replicas is not None:  # this caller's reads wait for it on a replica
+                        await service.replicas.wrote(params[0] if params else None)
                 except Exception:  # the write happened on the site; the sync catches up
                     log.exception("write-through of %s failed", method_label(method))
             return response
@@ -258,7 +261,12 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                 result = await permissions.answer_point(grant, method, params, point_reads.answer) \
                     or await run_in_threadpool(permissions.answer, service, grant, method, params)
             else:
-                result = await point_reads.answer(params) if method == "read" else None
+                # On a replica when one is healthy and has this caller's writes (store/replicas.py).
+                route = await service.replicas.route(auth) if service.replicas is not None else None
+                result = await point_reads.answer(params, engine=route and route.engine) \
+                    if method == "read" else None
+                if result is None:
+                    result = await run_in_threadpool(_read_sync, params, method, route)
             if result is None:
                 result = await run_in_threadpool(_read_sync, params, method)
         except Passthrough as p:
@@ -319,15 +327,20 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     outage_images = OutageImages(service, browser.thumbs, load_secret(Path(config.data_dir)),
                                  site_down=lambda: upstream.site_down)
 
-    def _read_sync(params: dict[str, Any], method: str = "read") -> dict[str, Any]:
+    def _read_sync(params: dict[str, Any], method: str = "read", route: ReadRoute | None = None) -> dict[str, Any]:
         gate = getattr(service, "read_gate", None)
         if gate is not None:  # e.g. types being rebuilt: Passthrough
             gate(params)
         reader = service.reader  # schema changes replace it: use the current one
-        with service.store.engine.connect() as conn:
+
+        def run(conn: Any) -> dict[str, Any]:
             if method == "summarize":  # a Summarizer only holds references: one per call
                 return Summarizer(reader).summarize(conn, params)
             return reader.read(conn, params)
+        if route is not None:  # a replica, else (or if it fails) the primary
+            return route.run(run)
+        with service.store.engine.connect() as conn:
+            return run(conn)
 
     info_cache: dict[str, Any] = {}
 
@@ -402,7 +415,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     @contextlib.asynccontextmanager
     async def app_lifespan(app: Any) -> AsyncIterator[None]:
         try:
-            async with monitor.running(), shadow.running(), browser.running():
+            async with monitor.running(), shadow.running(), browser.running(), \
+                    (service.replicas.running() if service.replicas is not None else contextlib.nullcontext()):
                 if lifespan is None:
                     yield
                 else:

@@ -300,6 +300,12 @@ class Monitor:
             why.append(st.error)
         return not why, why
 
+    def replicas(self) -> dict[str, Any] | None:
+        """Each read replica's lag, in seconds and in the sync leader's events (reads fall
+        back to the primary, so a replica left out does not make this process unready)."""
+        replicas = getattr(self.service, "replicas", None)
+        return replicas.snapshot() if replicas is not None else None
+
     def snapshot(self) -> dict[str, Any]:
         st = self.state
         cfg = self.service.config
@@ -320,6 +326,7 @@ class Monitor:
             "history": [asdict(s) for s in _thin(list(self.history), PLOT_POINTS)],
             "shadow": self.shadow.snapshot() if self.shadow is not None else None,  # mismatches, quarantines
             "permissions": self.permissions.describe() if self.permissions is not None else None,
+            "replicas": self.replicas(),
             "interval": self.interval,
         }
 
@@ -348,11 +355,19 @@ class Monitor:
                 await self.sample()
             ready, why = self.readiness(max_lag)
             body = "ready\n" if ready else "not ready: " + "; ".join(why) + "\n"
+            body += "".join(_replica_line(r) for r in (self.replicas() or {}).get("replicas", []))
             return Response(body, status_code=200 if ready else 503, media_type="text/plain")
 
         return [Route("/status", status_page, methods=["GET"]),
                 Route("/status.json", status_json, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"])]
+
+
+def _replica_line(r: dict[str, Any]) -> str:
+    lag = "unknown" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}s"
+    events = "unknown" if r["lag_events"] is None else str(r["lag_events"])
+    state = "in use" if r["in_use"] else f"left out ({r['error']})"
+    return f"replica {r['name']}: lag {lag}, {events} events behind; {state}\n"
 
 
 def _thin(points: list[Any], n: int) -> list[Any]:

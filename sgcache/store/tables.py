@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from operator import itemgetter
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 from sqlalchemy import (
@@ -221,9 +222,10 @@ SCHEMA_GENERATION = "schema_generation"
 class Store:
     """All tables of the cached schema, plus the writes the sync paths need."""
 
-    def __init__(self, engine: Engine, schema: Schema) -> None:
+    def __init__(self, engine: Engine, schema: Schema, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.engine = engine
         self.schema = schema
+        self.clock = clock  # this host's clock (ns): versions on SQLite, which lives on one host
         self.md = MetaData()
         self.fields_table, self.state_table = _meta_tables(self.md)
         self.log_table = _log_table(self.md)
@@ -306,6 +308,23 @@ class Store:
             except DBAPIError:
                 if has_it():  # not just another process dropping it first
                     raise
+
+    def now_version(self) -> int:
+        """A fetch's `_version` (take it before the fetch starts): microseconds since the epoch.
+
+        On PostgreSQL it is the primary's own clock (`clock_timestamp()`), not this host's:
+        the sync leader and API servers on other hosts write the same rows, and versions
+        from two clocks would let a host whose clock runs behind lose a newer fetch's rows
+        to an older one (or an older fetch win). One clock, read in a round trip before the
+        fetch, orders fetches as they really started, as one host's clock does: a fetch
+        started after another was stamped can only be stamped later. On SQLite, whose file
+        lives on one host, that host's clock is the one clock.
+        """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                return int(conn.exec_driver_sql(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint").scalar())
+        return self.clock() // 1000
 
     # -- state -----------------------------------------------------------------
     def unready_fields(self) -> set[tuple[str, str]]:

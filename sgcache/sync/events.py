@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from ..config import Config
 from ..store.tables import Store
 from ..upstream import Upstream
-from .refresh import Fetched, Versions, now_version
+from .refresh import Fetched, Versions
 from .scan import full_scan, return_fields_for
 
 log = logging.getLogger("sgcache.events")
@@ -346,7 +346,7 @@ class EventWatcher:
         """Fetch what the events touched; returns the batch to write (in log order), if any."""
         if not events and backlog == self.backlog and last_id == self.last_id:
             return None
-        version = now_version()
+        version = await asyncio.to_thread(self.store.now_version)
         plan = plan_events(events, self.store)
         if plan.revived:
             for etype, ids in plan.revived.items():

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..store.tables import ACTIVE, Store
 from ..upstream import Upstream
-from .refresh import LOG_RETENTION, Refresher, Touched, merge, now_version
+from .refresh import LOG_RETENTION, Refresher, Touched, merge
 from .scan import SCAN_OVERLAP, Progress, ScanResult, full_scan, return_fields_for
 
 log = logging.getLogger("sgcache.sync")
@@ -89,7 +89,7 @@ class Scanner:
             {"path": "updated_at", "relation": "greater_than", "values": [cutoff]}]}
         n = 0
         for return_only, active in (("active", True), ("retired", False)):
-            version = now_version()
+            version = await asyncio.to_thread(self.store.now_version)
             async for page in self.upstream.read_pages(etype, fields, filters=f, return_only=return_only,
                                                        page_size=self.page_size):
                 pre = {etype: {r["id"]: (r, active) for r in page}}
@@ -97,7 +97,7 @@ class Scanner:
                 n += len(page)
                 if progress:
                     progress(etype, len(page))
-                version = now_version()
+                version = await asyncio.to_thread(self.store.now_version)
         return n
 
     async def _reconcile_retired(self, etype: str) -> int:

@@ -48,7 +48,8 @@ MAX_FOLLOW = 4
 
 
 def now_version() -> int:
-    """A fetch's version: microseconds since the epoch, taken before the fetch starts."""
+    """A fetch's version on this host's clock; the sync paths use `Store.now_version`, whose
+    clock is the primary's on PostgreSQL (several hosts write one database)."""
     return time.time_ns() // 1000
 
 
@@ -231,7 +232,7 @@ class Refresher:
         stored as they are (e.g. the EventLogEntry rows themselves); `in_txn` runs in the
         same transaction (the event watcher saves its position there).
         """
-        version = version or now_version()
+        version = version or await asyncio.to_thread(self.store.now_version)
         fetched = await self.prepare(touched, follow=follow, prefetched=prefetched)
         return await self.commit(fetched, version, source=source, ref=ref, event_id=event_id,
                                  extra=extra, in_txn=in_txn, details=details)

@@ -98,11 +98,6 @@ def _project_filter(store: Store, entity_type: str, projects: list[int] | None) 
         {"path": "project", "relation": "in", "values": [{"type": "Project", "id": p} for p in projects]}]}
 
 
-def now_version() -> int:
-    """A fetch's version: microseconds since the epoch, taken before the fetch starts."""
-    return time.time_ns() // 1000
-
-
 # -- the plan ------------------------------------------------------------------------------
 
 @dataclass
@@ -245,7 +240,7 @@ class ParallelScan:
 
         async def plan_one(etype: str) -> None:
             async with sem:
-                self.plans[etype] = await self._plan(etype, now_version())
+                self.plans[etype] = await self._plan(etype, await asyncio.to_thread(self.store.now_version))
         await _gather(*(plan_one(t) for t in fresh))
         await asyncio.to_thread(self._save_plans, projects, saved is None, fresh)
         for etype in sorted(types, key=lambda t: -(self.plans[t].total or 0)):
@@ -362,7 +357,7 @@ class ParallelScan:
                 conds.append({"path": "id", "relation": "less_than", "values": [seg.hi + 1]})
             if base:
                 conds.append(base)
-            version = now_version()
+            version = await asyncio.to_thread(self.store.now_version)
             res = await self.upstream.call("read", {
                 "type": etype, "return_fields": self.fields[etype],
                 "filters": {"logical_operator": "and", "conditions": conds},

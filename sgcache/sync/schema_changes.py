@@ -171,10 +171,9 @@ class SchemaSync:
         names = [n for n in names if n in et.fields]
         if not names:
             return
-        from .refresh import now_version
         n = 0
         for return_only in ("active", "retired"):
-            version = now_version()
+            version = await asyncio.to_thread(store.now_version)
             async for page in self.upstream.read_pages(etype, ["id", *names], return_only=return_only,
                                                        page_size=self.config.page_size):
                 await asyncio.to_thread(self._fill, store, etype, names, page, version)

@@ -1,0 +1,382 @@
+"""API servers reading from a PostgreSQL streaming standby (issue 14, items 4 and 5).
+
+A real primary and a standby made with `pg_basebackup -R` (private ports, sockets and
+data under a temp dir, 127.0.0.1 only), one sync leader on the primary, and two
+`sgcache serve --no-sync` API servers (one host: they share a data dir) reading from the
+standby, all against the mock site and driven with the real `shotgun_api3` client.
+Skips when PostgreSQL's binaries are absent; fails instead when SGCACHE_REQUIRE_PG=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from ..cache.dbs import new_db_url
+from ..e2e.harness import Cache, Site, start_cache, start_site
+
+pytestmark = pytest.mark.postgres
+
+OTHER = ("other_tool", "other-key-1234")  # a second script: a caller who did not write
+PERMS = '{"*": "full"}'  # everyone sees everything: no permission lookups on the primary
+
+
+def _pg_bin() -> str:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_basebackup"))
+    path = os.path.dirname(found[-1]) if found else os.path.dirname(shutil.which("pg_basebackup") or "")
+    if not path or not os.path.exists(os.path.join(path, "initdb")):
+        if os.environ.get("SGCACHE_REQUIRE_PG"):
+            pytest.fail("SGCACHE_REQUIRE_PG is set but PostgreSQL's initdb/pg_basebackup are not installed")
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl, pg_basebackup) not installed")
+    return path
+
+
+def _free_port(lo: int = 56400, hi: int = 56500) -> int:
+    for port in range(lo, hi):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 56400-56499")
+
+
+class PgPair:
+    """A primary and a streaming standby, run as `postgres` when we are root."""
+
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="sgcache-replicas-"))
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self.primary_port = _free_port()
+        self.standby_port = _free_port(self.primary_port + 1)
+
+    def _run(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        res = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        if res.returncode:
+            logs = "".join(f"\n{p.name}: {p.read_text()[-1500:]}" for p in self.dir.glob("*.log"))
+            raise RuntimeError(f"{cmd[0]} failed: {res.stderr[-1500:]}{logs}")
+        return res
+
+    def _ctl(self, node: str, action: str, port: int | None = None) -> None:
+        args = [f"{self.bin}/pg_ctl", "-D", str(self.dir / node), "-l", str(self.dir / f"{node}.log"), "-w"]
+        if port is not None:
+            args += ["-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+                           " -c wal_level=replica -c max_wal_senders=5 -c max_connections=100"]
+        if action == "stop":
+            args += ["-m", "immediate"]
+        self._run(*args, action)
+
+    def start(self) -> None:
+        self._run(f"{self.bin}/initdb", "-D", str(self.dir / "primary"), "-A", "trust", "-U", "postgres",
+                  "-E", "UTF8")
+        with open(self.dir / "primary" / "pg_hba.conf", "a") as f:  # the standby's WAL stream
+            f.write("host replication postgres 127.0.0.1/32 trust\n")
+        self._ctl("primary", "start", self.primary_port)
+        admin = sa.create_engine(self.url(self.primary_port, "postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text("CREATE DATABASE sgcache"))
+        admin.dispose()
+        self._run(f"{self.bin}/pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
+                  "-D", str(self.dir / "standby"), "-R", "-X", "stream", "--checkpoint=fast")
+        self.start_standby()
+
+    def start_standby(self) -> None:
+        self._ctl("standby", "start", self.standby_port)
+
+    def stop_standby(self) -> None:
+        self._ctl("standby", "stop")
+
+    def url(self, port: int, db: str = "sgcache") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{db}"
+
+    @property
+    def primary_url(self) -> str:
+        return self.url(self.primary_port)
+
+    @property
+    def standby_url(self) -> str:
+        return self.url(self.standby_port)
+
+    def on_standby(self, sql: str) -> Any:
+        e = sa.create_engine(self.standby_url, isolation_level="AUTOCOMMIT")
+        try:
+            with e.connect() as c:
+                return c.execute(sa.text(sql)).scalar()
+        finally:
+            e.dispose()
+
+    def stop(self) -> None:
+        for node in ("standby", "primary"):
+            if (self.dir / node).exists():
+                try:
+                    self._ctl(node, "stop")
+                except RuntimeError:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+def replicas(cache: Cache) -> dict[str, Any]:
+    return httpx.get(cache.url + "/status.json", timeout=10).json()["replicas"]
+
+
+def standby_in_use(cache: Cache) -> bool:
+    return bool(replicas(cache)["replicas"][0]["in_use"])
+
+
+def passthrough(cache: Cache) -> int:
+    return int(httpx.get(cache.url + "/status.json", timeout=10).json()["requests"]["passthrough"])
+
+
+def left_out(cache: Cache) -> dict[str, Any] | None:
+    r: dict[str, Any] = replicas(cache)["replicas"][0]
+    return None if r["in_use"] else r
+
+
+class World:
+    def __init__(self, site: Site, pg: PgPair, leader: Cache, api: list[Cache]) -> None:
+        self.site, self.pg, self.leader, self.api = site, pg, leader, api
+
+    def writer(self, cache: Cache) -> Any:
+        return cache.sg(self.site)
+
+    def other(self, cache: Cache | None = None) -> Any:
+        return self.site.sg(cache.url if cache else None, script_name=OTHER[0], api_key=OTHER[1])
+
+    def description(self, sg: Any, shot_id: int) -> Any:
+        return sg.find_one("Shot", [["id", "is", shot_id]], ["description"])["description"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    pg = PgPair()
+    site = start_site("--api-user", f"{OTHER[0]}:{OTHER[1]}", demo=200)
+    caches: list[Cache] = []
+    try:
+        pg.start()
+        leader = start_cache(site, pg.primary_url, tmp_path_factory.mktemp("leader"), SGCACHE_POLL_INTERVAL="0.5")
+        caches.append(leader)
+        api_dir = tmp_path_factory.mktemp("api")  # two servers on one host: one data dir
+        for _ in range(2):
+            caches.append(start_cache(site, pg.primary_url, api_dir, "--no-sync", scan=False,
+                                      SGCACHE_DB_READ_URLS=pg.standby_url, SGCACHE_REPLICA_MAX_LAG="5",
+                                      SGCACHE_PERMISSIONS=PERMS))
+        w = World(site, pg, leader, caches[1:])
+        for c in w.api:
+            wait_for(lambda c=c: standby_in_use(c), what="the standby in use")
+        yield w
+    finally:
+        for c in caches:
+            c.stop()
+        site.stop()
+        pg.stop()
+
+
+READS: list[tuple[str, list[Any], list[str]]] = [
+    ("Shot", [["sg_status_list", "is", "ip"]], ["code", "sg_status_list", "sg_sequence", "description"]),
+    ("Asset", [], ["code", "sg_asset_type"]),
+    ("Task", [["content", "contains", "a"]], ["content", "entity", "task_assignees"]),
+]
+
+
+def test_reads_are_served_from_the_standby_as_the_site_answers(world: World) -> None:
+    shot = world.site.sg().find_one("Shot", [], ["code"], order=[{"field_name": "id", "direction": "asc"}])
+    for c in world.api:
+        before = replicas(c)["reads"]["replica_reads"]
+        for etype, filters, fields in READS:
+            assert c.sg(world.site).find(etype, filters, fields) == world.site.sg().find(etype, filters, fields)
+        assert world.writer(c).find_one("Shot", [["id", "is", shot["id"]]], ["code"]) == \
+            world.site.sg().find_one("Shot", [["id", "is", shot["id"]]], ["code"])
+        assert c.sg(world.site).summarize("Shot", [], [{"field": "id", "type": "count"}]) == \
+            world.site.sg().summarize("Shot", [], [{"field": "id", "type": "count"}])
+        assert replicas(c)["reads"]["replica_reads"] >= before + len(READS) + 2
+
+
+def test_a_caller_reads_its_own_writes_through_the_standby(world: World) -> None:
+    a, b = world.api
+    shot_id = world.site.sg().find_one("Shot", [], ["id"])["id"]
+    old = world.description(world.site.sg(), shot_id)
+    new = "ryw " + uuid.uuid4().hex[:8]
+    world.pg.on_standby("SELECT pg_wal_replay_pause()")  # the standby stops replaying, still in use
+    try:
+        world.writer(a).update("Shot", shot_id, {"description": new})
+        # Another caller's reads come from the standby (in use: lagging less than 5 s) ...
+        assert world.description(world.other(a), shot_id) == old
+        assert world.description(world.other(b), shot_id) == old
+        # ... the writer's see the write, on this server and the other one of the host.
+        assert world.description(world.writer(a), shot_id) == new
+        assert world.description(world.writer(b), shot_id) == new
+        assert world.description(world.site.sg(), shot_id) == new
+        assert all(standby_in_use(c) for c in world.api)
+    finally:
+        world.pg.on_standby("SELECT pg_wal_replay_resume()")
+    for c in world.api:  # replayed: everyone reads it from the standby
+        wait_for(lambda c=c: world.description(world.other(c), shot_id) == new, what="the standby replays")
+
+
+def test_a_lagging_standby_is_left_out_and_comes_back(world: World) -> None:
+    a, b = world.api
+    shot_id = world.site.sg().find("Shot", [], ["id"])[1]["id"]
+    new = "lag " + uuid.uuid4().hex[:8]
+    world.pg.on_standby("SELECT pg_wal_replay_pause()")
+    try:
+        world.site.sg().update("Shot", shot_id, {"description": new})  # on the site: the leader applies it
+        for c in world.api:
+            state = wait_for(lambda c=c: left_out(c), what="the lagging standby left out")
+            assert state["lag_seconds"] is None or state["lag_seconds"] > 5
+            wait_for(lambda c=c: replicas(c)["replicas"][0]["lag_events"], what="lag in events")
+            ready = httpx.get(c.url + "/readyz", timeout=10)
+            assert ready.status_code == 200 and "left out" in ready.text, ready.text
+            # Everyone reads on the primary meanwhile: the site's answer.
+            assert world.description(world.other(c), shot_id) == new == world.description(world.site.sg(), shot_id)
+            for etype, filters, fields in READS:
+                assert world.other(c).find(etype, filters, fields) == world.site.sg().find(etype, filters, fields)
+    finally:
+        world.pg.on_standby("SELECT pg_wal_replay_resume()")
+    for c in (a, b):
+        wait_for(lambda c=c: standby_in_use(c), what="the standby back in use")
+        wait_for(lambda c=c: replicas(c)["replicas"][0]["lag_events"] == 0, what="no events behind")
+        before = replicas(c)["reads"]["replica_reads"]
+        assert world.description(world.other(c), shot_id) == new
+        assert replicas(c)["reads"]["replica_reads"] > before
+
+
+def test_a_standby_stopped_and_restarted_fails_no_read(world: World) -> None:
+    expected = {(etype, i): world.site.sg().find(etype, filters, fields)
+                for i, (etype, filters, fields) in enumerate(READS)}
+    shot = world.site.sg().find_one("Shot", [], ["code", "description"])
+    done = threading.Event()
+    outcomes: list[str] = []
+
+    def reader(c: Cache) -> None:
+        sg = world.other(c)
+        while not done.is_set():
+            try:
+                for i, (etype, filters, fields) in enumerate(READS):
+                    outcomes.append("ok" if sg.find(etype, filters, fields) == expected[(etype, i)] else "mismatch")
+                got = sg.find_one("Shot", [["id", "is", shot["id"]]], ["code", "description"])
+                outcomes.append("ok" if got == shot else "mismatch")
+            except Exception as e:  # a failed read: the test fails on it
+                outcomes.append(f"error {type(e).__name__}: {e}")
+    passed = [passthrough(c) for c in world.api]
+    threads = [threading.Thread(target=reader, args=(c,)) for c in world.api for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        world.pg.stop_standby()
+        for c in world.api:
+            wait_for(lambda c=c: not standby_in_use(c), what="the stopped standby left out")
+        time.sleep(1.0)
+        down = len(outcomes)
+        world.pg.start_standby()
+        for c in world.api:
+            wait_for(lambda c=c: standby_in_use(c), what="the restarted standby back in use")
+        time.sleep(1.0)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(30)
+    failed = [o for o in outcomes if o != "ok"]
+    assert not failed, failed[:5]
+    assert down > 0 and len(outcomes) > down  # reads went on while it was down and after
+    # ... answered by the primary meanwhile, not passed through to the site
+    assert [passthrough(c) for c in world.api] == passed
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    yield from new_db_url("postgresql", tmp_path)
+
+
+class _Site:
+    """The site as a Refresher sees it: one Shot whose description the test sets; a read can
+    be held after it has seen the site (a slow fetch)."""
+
+    def __init__(self) -> None:
+        self.description = "old"
+        self.hold: asyncio.Event | None = None
+        self.seen = asyncio.Event()
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("return_only") != "active":
+            return {"entities": []}
+        rec = {"type": "Shot", "id": 1, "description": self.description}
+        self.seen.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        return {"entities": [rec]}
+
+
+def test_a_host_whose_clock_runs_behind_neither_loses_a_newer_write_nor_wins_with_an_older(
+        pg_url: str) -> None:
+    """Two hosts write through to one PostgreSQL: `right` with a true clock, `behind` with one
+    5 s slow. Row versions come from the primary's clock, so the host clocks do not matter."""
+    from sgcache.mock.builtin_schema import build_schema
+    from sgcache.store.tables import Store, make_engine
+    from sgcache.sync.refresh import Refresher
+
+    engine = make_engine(pg_url)
+    right = Store(engine, build_schema())
+    behind = Store(engine, build_schema(), clock=lambda: time.time_ns() - 5_000_000_000)
+    right.create()
+
+    def stored() -> Any:
+        t = right["Shot"].table
+        with engine.connect() as c:
+            return c.execute(sa.select(t.c.description).where(t.c.id == 1)).scalar()
+
+    async def scenario() -> None:
+        site = _Site()
+        # 1. `right` reads the old description, slowly; meanwhile the site changes and
+        #    `behind` reads and stores the new one. The older fetch lands last: it must lose.
+        gate = site.hold = asyncio.Event()
+        slow = asyncio.create_task(Refresher(right, site).apply(  # type: ignore[arg-type]
+            {"Shot": {1}}, source="write"))
+        await site.seen.wait()  # it has read "old" and is held
+        site.description, site.hold = "newer", None
+        await Refresher(behind, site).apply({"Shot": {1}}, source="write")  # type: ignore[arg-type]
+        assert stored() == "newer"
+        gate.set()
+        await slow
+        assert stored() == "newer", "an older fetch overwrote a newer one"
+        # 2. `right` stores a description, then the site changes and `behind` fetches: the
+        #    newer fetch must win although `behind`'s clock says it started earlier.
+        site.description = "older"
+        await Refresher(right, site).apply({"Shot": {1}}, source="write")  # type: ignore[arg-type]
+        assert stored() == "older"
+        site.description = "newest"
+        await Refresher(behind, site).apply({"Shot": {1}}, source="write")  # type: ignore[arg-type]
+        assert stored() == "newest", "a newer fetch from a host whose clock runs behind was lost"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
