@@ -110,6 +110,8 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     coalescer = Coalescer(WriteClock(Path(config.data_dir) / "coalesce.clock"), enabled=config.coalesce,
                           window=config.coalesce_window,
                           on_shared=lambda m, kind: metrics.coalesced.labels(method_label(m), kind).inc())
+    # ... and identical concurrent reads share the whole answer, local or passed through.
+    reads_in_flight = Coalescer(coalescer.clock, enabled=config.coalesce, window=0)
 
     async def send(body: bytes, method: str, request: Request) -> Answer:
         resp = await upstream.post_json(body, method, request.headers)
@@ -198,18 +200,21 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             call.method, call.params = parsed.method or "invalid", parsed.params
             # Its caller's turn of the server (serve/fairness.py), given back while the site answers.
             request.state.caller = fairness.caller_key(client_key(request), parsed.params[0] if parsed.params else None)
-            request.state.turn = turn = await fairness.turn(request.state.caller)
+            method, params = call.method, call.params
+            a_read = parsed.verbatim is None and method in ("read", "summarize") and len(params) == 2 \
+                and isinstance(params[1], dict)
+            if not a_read:  # a read takes its turn in `shared_read`, unless it joins one that has
+                request.state.turn = turn = await fairness.turn(request.state.caller)
             request.state.api3_params = parsed.params if parsed.verbatim is None else None  # for `forward`
             if parsed.verbatim is not None:  # beyond what the cache reads: the site decides
                 call.outcome = "passthrough"
                 request.state.passthrough_reason = parsed.verbatim
                 return await forward(body, parsed.method, request)
-            method, params = call.method, call.params
             if method == "info":
                 call.outcome = "served"
                 return await info(body, request)
-            if method in ("read", "summarize") and len(params) == 2 and isinstance(params[1], dict):
-                response, call.outcome = await read(body, params[0], params[1], request, method)
+            if a_read:
+                response, call.outcome = await shared_read(body, params, request, method)
                 return response
             if method in LOCAL_RPCS and len(params) == 2:  # note threads, text search: where exact
                 response, call.outcome = await local_rpc(body, params[0], params[1], request, method)
@@ -224,6 +229,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                         await service.replicas.wrote(params[0] if params else None)
                 except Exception:  # the write happened on the site; the sync catches up
                     log.exception("write-through of %s failed", method_label(method))
+                coalescer.wrote(params[0] if params else None)  # in the store now: no read joins older
             return response
         except errors.Fault as f:
             response = _fault(f)
@@ -242,6 +248,36 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             lease.release()
             if turn is not None:
                 turn.release()
+
+    async def shared_read(body: bytes, params: list[Any], request: Request, method: str) -> tuple[Response, str]:
+        """`read`, or the answer of an identical one queued or running for the same credentials
+        (serve/coalesce.py): a stampede's copies wait for one run, not each for its own, and
+        only the one that runs takes a turn of the server (serve/fairness.py)."""
+        async def mine() -> tuple[Response, str]:
+            request.state.turn = turn = await fairness.turn(request.state.caller)
+            try:
+                return await read(body, params[0], params[1], request, method)
+            finally:
+                turn.release()
+
+        key = reads_in_flight.key(method, params, request.headers, str(request.base_url))
+        if key is None:
+            return await mine()
+
+        async def run() -> Answer:
+            response, outcome = await mine()
+            headers = tuple((k, v) for k, v in response.raw_headers if k != b"content-length")
+            return Answer(response.status_code, headers, response.body, outcome,
+                          getattr(request.state, "passthrough_reason", None))
+        answer, shared = await reads_in_flight.call(key, method, params[0], run)
+        if shared:
+            request.state.passthrough_reason = answer.reason
+            metrics.coalesced.labels(method_label(method),
+                                     "in_flight" if answer.outcome == "passthrough" else "local").inc()
+        out = Response(answer.body, status_code=answer.status)
+        out.raw_headers = [*(h for h in answer.headers if not shared or h[0].lower() != b"set-cookie"),
+                           *out.raw_headers]  # + content-length
+        return out, answer.outcome
 
     async def read(body: bytes, auth: Any, params: dict[str, Any], request: Request,
                    method: str = "read") -> tuple[Response, str]:
@@ -398,7 +434,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if request.method not in ("GET", "HEAD"):  # an upload may change what reads return
                 coalescer.wrote_unknown()
         if upload is not None:  # an upload's short answer: written through before it is sent
-            return await upload.finish(resp, lambda: slots.give(who))
+            try:
+                return await upload.finish(resp, lambda: slots.give(who))
+            finally:
+                coalescer.wrote_unknown()  # written through: no read joins one from before
         return RelayResponse(resp, pace, lambda: slots.give(who))
 
     async def browser_redirect(request: Request) -> Response:

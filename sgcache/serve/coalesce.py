@@ -23,6 +23,14 @@ its caller's last write returned, by either key. Writes are never coalesced.
 Besides calls in flight, an answer that arrived less than `window` seconds ago is reused
 (default 1 s, the cache's freshness target for event-fed rows: a stampede arrives over
 seconds, longer than one call lasts). `window=0` shares calls in flight only.
+
+The same class, with `window=0`, shares whole `read`/`summarize` answers (`app.py`,
+`shared_read`): a stampede's identical reads wait in one queue for the database threads,
+and while one of them is queued or running the others join it instead of queueing too.
+That answer is the cache's own (or the site's, passed through) as of a moment the joiner
+was already waiting, the same rule as a site call in flight; the write clock is moved
+again once a write-through is applied, so a caller's read never joins a run that may have
+read the store before its own write landed there.
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ class Answer:
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+    #: For a whole shared read: how the leader's request was answered, and why it was passed
+    #: through (the joiners' request log and metrics say the same).
+    outcome: str = "passthrough"
+    reason: str | None = None
 
 
 class WriteClock:
@@ -180,14 +192,15 @@ class Coalescer:
             slots.append(self.clock.slot(b"person\0" + person.encode("utf-8", "surrogatepass")))
         return slots
 
-    def key(self, method: str, params: list[Any], headers: Mapping[str, str]) -> bytes | None:
-        """The key identical calls share, or None when this call must go alone."""
+    def key(self, method: str, params: list[Any], headers: Mapping[str, str], where: str = "") -> bytes | None:
+        """The key identical calls share, or None when this call must go alone. `where`: what
+        else the answer depends on (a whole read's: the URL it was asked at)."""
         if not self.enabled or method not in SAFE_METHODS or not params or not isinstance(params[0], dict):
             return None
         auth = {k: v for k, v in params[0].items() if k not in _NOT_IDENTITY}
         try:
             material = jsoncodec.dumps([method, [headers.get(h, "") for h in _PASSED_HEADERS],
-                                        sorted(auth.items()), params[1:]])
+                                        sorted(auth.items()), params[1:], where])
         except (TypeError, ValueError):
             return None
         return self._hash(material)

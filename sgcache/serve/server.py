@@ -9,6 +9,11 @@ with its own sync loop; the leader lock lets exactly one of them (across every h
 the same database) apply events and scans. A worker that dies is restarted. Workers
 share their Prometheus metrics through a directory (prometheus_client's multiprocess
 mode), so any worker's `/metrics` counts the requests of all of them.
+
+Each process runs its event loop on uvloop and parses HTTP with httptools when they are
+installed (they are dependencies; plain asyncio and h11 otherwise): a local point read
+costs the server 40% less CPU that way (0.40 -> 0.24 ms, docs/benchmarks.md), and CPU
+per request is what a saturated worker, or a stampede waiting in its queue, is made of.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import signal
 import socket
 import tempfile
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Coroutine
 
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
@@ -67,11 +72,22 @@ async def serve_async(config: Config, *, ready: asyncio.Event | None = None,
     await server.serve(sockets=sockets)
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server's coroutine on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def run_server(config: Config, workers: int = 1) -> None:
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
     if workers == 1:
-        asyncio.run(serve_async(config))
+        run_loop(serve_async(config))
         return
     # Each worker keeps its own shadow budget: together they stay within the configured one.
     Supervisor(config.replace(shadow_budget=config.shadow_budget / workers), workers).run()
@@ -94,7 +110,7 @@ def _worker(config: Config, sock: socket.socket | None) -> None:
     from ..logs import configure
     configure(json_logs=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
-    asyncio.run(serve_async(config, sockets=[sock or reuseport_socket(config.host, config.port)]))
+    run_loop(serve_async(config, sockets=[sock or reuseport_socket(config.host, config.port)]))
 
 
 class Supervisor:

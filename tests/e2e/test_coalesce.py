@@ -1,9 +1,12 @@
-"""Coalesced passthrough: identical concurrent reads share one site call, and only when
-that is safe: never across credentials, never an answer older than the caller's own write.
+"""Coalesced reads: identical concurrent reads share one site call (or one local answer),
+and only when that is safe: never across credentials, never an answer older than the
+caller's own write.
 
 A slow site on loopback sits in front of the mock: it answers a held call at once from
 the mock (the answer is the site's state *then*) and sends it back `HOLD` seconds later,
-so a write can land while an older read is still on its way. It counts every call.
+so a write can land while an older read is still on its way. It counts every call. It can
+also hold the check of one person's credentials, so that reads the cache answers itself
+stay in flight while others arrive.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class SlowSite:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.calls: list[tuple[str, str, bool]] = []
+        self.hold_checks_of: str | None = None  # a login: the cache's checks of its credentials are held
         app = Starlette(routes=[Route("/{rest:path}", self.relay, methods=["GET", "POST", "PUT"])])
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,7 +60,10 @@ class SlowSite:
             p = body["params"][1] if len(body.get("params", [])) > 1 else {}
             held = body["method_name"] == "schema_field_read" or (
                 body["method_name"] == "read" and p.get("filters") == SLOW)
-            self.calls.append((body["method_name"], json.dumps(auth, sort_keys=True), held))
+            method = body["method_name"]
+            if self.hold_checks_of and auth.get("sudo_as_login") == self.hold_checks_of and p.get("filters") == CHECK:
+                held, method = True, "check"  # the cache verifying these credentials
+            self.calls.append((method, json.dumps(auth, sort_keys=True), held))
         async with httpx.AsyncClient() as client:
             r = await client.request(request.method, self.site.url + request.url.path, content=raw,
                                      params=request.query_params, timeout=60,
@@ -97,6 +104,12 @@ def cache(site: Site, slow: SlowSite, tmp_path_factory: pytest.TempPathFactory) 
     c.stop()
 
 
+CHECK = {"logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [0]}]}
+ALL_SHOTS = {"type": "Shot", "return_fields": ["code", "description"], "return_only": "active",
+             "filters": {"logical_operator": "and", "conditions": []},
+             "paging": {"entities_per_page": 500, "current_page": 1}}
+
+
 def script(site: Site, **more: str) -> dict[str, str]:
     return {"script_name": site.script_name, "script_key": site.script_key, **more}
 
@@ -113,10 +126,19 @@ def slow_read(fields: list[str], etype: str = "Shot") -> dict[str, Any]:
             "paging": {"entities_per_page": 500, "current_page": 1}}
 
 
-def coalesced(cache: Cache) -> float:
+def coalesced(cache: Cache, kind: str = "") -> float:
     text = httpx.get(cache.url + "/metrics", timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("sgcache_coalesced_total{"))
+               if line.startswith("sgcache_coalesced_total{") and (not kind or f'kind="{kind}"' in line))
+
+
+def artists(site: Site) -> list[str]:
+    """Logins of the site's Artists (the cache answers their Shot reads itself), last first."""
+    users = asyncio.run(rpc(site.url, "read", script(site), {
+        "type": "HumanUser", "return_fields": ["login", "permission_rule_set"],
+        "paging": {"entities_per_page": 500, "current_page": 1}}))["results"]["entities"]
+    return sorted((u["login"] for u in users if (u["permission_rule_set"] or {}).get("name") == "Artist"),
+                  reverse=True)
 
 
 def test_identical_concurrent_reads_make_one_site_call(site: Site, slow: SlowSite, cache: Cache) -> None:
@@ -199,3 +221,50 @@ def test_a_read_after_a_write_never_gets_an_older_answer(site: Site, slow: SlowS
     assert asyncio.run(scenario()) == ["before", "after", "after", "after again"]
     assert len(slow.held()) - before == 3, "the reads after each write went to the site themselves"
     assert coalesced(cache) - shared == 1, "the two reads after the write shared their call"
+
+
+def test_identical_concurrent_local_reads_share_one_answer(site: Site, slow: SlowSite, cache: Cache) -> None:
+    who = artists(site)[0]
+    auth = script(site, sudo_as_login=who)
+    shared, checks = coalesced(cache, "local"), len(slow.held("check"))
+    slow.hold_checks_of = who  # the first read waits HOLD s for its credentials: the rest arrive meanwhile
+    try:
+        async def stampede() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(rpc(cache.url, "read", auth, ALL_SHOTS) for _ in range(20)))
+        answers = asyncio.run(stampede())
+    finally:
+        slow.hold_checks_of = None
+    assert len(slow.held("check")) - checks == 1
+    assert coalesced(cache, "local") - shared == 19, "answered by the cache once, for all twenty"
+    direct = asyncio.run(rpc(site.url, "read", auth, ALL_SHOTS))
+    assert all(a == direct for a in answers) and direct["results"]["entities"]
+
+
+def test_a_local_read_after_a_write_never_joins_an_older_one(site: Site, slow: SlowSite, cache: Cache) -> None:
+    who = artists(site)[1]
+    auth = script(site, sudo_as_login=who)
+    shot = asyncio.run(rpc(site.url, "read", auth, ALL_SHOTS))["results"]["entities"][0]["id"]
+
+    def mine(answer: dict[str, Any]) -> Any:
+        return next(e["description"] for e in answer["results"]["entities"] if e["id"] == shot)
+
+    async def scenario() -> list[Any]:
+        # A read that waits for its caller's credentials to be checked; meanwhile the caller
+        # writes through the cache and reads the same again: that read must run on its own.
+        older = asyncio.ensure_future(rpc(cache.url, "read", auth, ALL_SHOTS))
+        await asyncio.sleep(0.3)
+        r = await rpc(cache.url, "update", auth, {"type": "Shot", "id": shot, "fields": [
+            {"field_name": "description", "value": "written while a read waited"}]})
+        assert "results" in r, r
+        again = await rpc(cache.url, "read", auth, ALL_SHOTS)
+        return [mine(again), mine(await older)]
+
+    shared, checks = coalesced(cache), len(slow.held("check"))
+    slow.hold_checks_of = who
+    try:
+        seen = asyncio.run(scenario())
+    finally:
+        slow.hold_checks_of = None
+    assert len(slow.held("check")) - checks == 1
+    assert seen[0] == "written while a read waited"
+    assert coalesced(cache) - shared == 0, "the read after the write did not join the one before it"
