@@ -29,7 +29,8 @@ def rpc_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 #: Types without an `image` field (matches answered locally) and with one (passed through).
-NO_IMAGE = ["Note", "Reply", "Group", "Step"]
+NO_IMAGE = ["Note", "Reply", "Group", "Step", "Attachment", "ApiUser", "Playlist", "EventLogEntry", "Tag",
+            "PublishedFileType"]
 WITH_IMAGE = ["Shot", "Asset", "Task", "Version", "HumanUser"]
 
 
@@ -38,7 +39,7 @@ def _searches(world: RpcWorld, n: int, seed: int = 5) -> list[tuple[str, dict[st
     sg = world.sg_site()
     projects = [p["id"] for p in sg.find("Project", [], [])]
     words = WORDS + ["thread", "THREAD 1", "reply", "note 1", "ss", "STRASSE", "zzz_nothing", "note 3 ",
-                     "reply 2", "istanbul", "İSTANBUL", "Shot", "sh0", "bunny"]
+                     "reply 2", "istanbul", "İSTANBUL", "Shot", "sh0", "bunny", "ref_1", ".jpg", "sgcache", "demo", "created", "Note 1"]
     out = []
     for _ in range(n):
         text = rng.choice(words)
