@@ -290,7 +290,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if not isinstance(etype, str) or etype not in service.store:
                 raise Passthrough(f"uncached entity type {etype!r}")
             shadow.check(etype, method, params)  # a shape a shadow read found wrong goes to the site
-            await verifier.check(auth, etype)
+            turn = getattr(request.state, "turn", None)  # not held while the site checks a new key
+            await (turn.away(verifier.check(auth, etype)) if turn and not verifier.settled(auth)
+                   else verifier.check(auth, etype))
             grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
             permissions.check_quarantine(grant)  # a group a shadow read found answered wrongly
             if not grant.full:  # what the site shows this caller, or Passthrough

@@ -102,6 +102,18 @@ class AuthVerifier:
             return auth["user_login"] in self.allow_logins
         return False
 
+    def settled(self, auth: Any) -> bool:
+        """Whether `check(auth)` can answer without asking the site (a fresh verdict, or
+        credentials it refuses unseen): callers waiting for the site first give back
+        their turn of the server (serve/fairness.py)."""
+        if not isinstance(auth, dict) or _credential_kind(auth) is None:
+            return True
+        v = self._verdicts.get(self._key(auth))
+        if v is None:
+            return False
+        age = self._clock() - v.at
+        return age < (self.ttl if v.ok else self.refusal_ttl)
+
     async def check(self, auth: Any, entity_type: str) -> None:
         """Return if the site would accept these credentials; raise AuthenticationFault if not.
 

@@ -15,8 +15,9 @@ on, it waits for a *turn*:
   which costs a future each, and free turns go round the waiting callers in turn
   (round-robin), so a caller with one waiting request is served after at most one
   request of each other caller;
-- a passthrough call gives its turn back while it waits for the site (the site's time
-  is not the loop's), and holds one of its caller's `per_caller_passthrough` places
+- a request gives its turn back while it waits for the site: the verification of new
+  credentials (many new keys must not hold every turn while the site checks them), and
+  a passthrough call, which holds one of its caller's `per_caller_passthrough` places
   instead, so a caller flooding passthrough queues behind itself, not in front of
   others' local reads, and cannot take every connection of the passthrough lane;
 - a request that waited `max_wait` seconds for a turn or a place gets a Busy Fault.
@@ -31,13 +32,14 @@ import hashlib
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Awaitable, Mapping, TypeVar
 
 from ..protocol import errors
 
 #: Credential fields that identify a caller (their values; the secret only hashed).
 _WHO = ("script_name", "user_login", "session_token")
 _SECRET = ("script_key", "user_password", "session_token")
+T = TypeVar("T")
 
 
 class Busy(errors.Fault):
@@ -160,6 +162,15 @@ class Turn:
         if self.held:
             self.held = False
             self.fairness.turns.release(self.caller)
+
+    async def away(self, waiting: Awaitable[T]) -> T:
+        """Await `waiting` (the site, say) without the turn, then take a turn again."""
+        if not self.held:
+            return await waiting
+        self.release()
+        result = await waiting  # on a Fault the request ends without its turn
+        await self.take()
+        return result
 
 
 class Fairness:

@@ -6,8 +6,8 @@ script and a second script). The site is made slow with the mock's latency fault
 order in which calls reach it and answers come back shows who waited for whom, with no
 clock in the assertions:
 
-- a caller's passthrough calls wait for the site without holding a turn of the server:
-  another caller's read by id is answered while they are all still at the site;
+- a caller's passthrough calls, and new keys being checked, wait for the site without
+  holding a turn of the server: another caller's read by id is answered meanwhile;
 - one caller has at most `SGCACHE_CALLER_PASSTHROUGH` calls at the site: its others wait
   in its own queue, and another caller's passthrough call goes past them to the site;
 - a large body with a key the site refused, sent again from the same address, is refused
@@ -96,9 +96,9 @@ def _fair_cache(primed: Primed, **settings: Any) -> Cache:
 
 
 def test_a_callers_passthrough_does_not_hold_up_another_callers_read_by_id(
-        primed: Primed, slow_site: Site, pool: ThreadPoolExecutor) -> None:
+        primed_any: Primed, slow_site: Site, pool: ThreadPoolExecutor) -> None:
     site = slow_site
-    cache = _fair_cache(primed, serve_active=2, caller_active=2, caller_passthrough=16)
+    cache = _fair_cache(primed_any, serve_active=2, caller_active=2, caller_passthrough=16)
     farm = (site.script_name, site.script_key)
     try:
         shot = site.sg().find_one("Shot", [], ["code"], order=[{"field_name": "id", "direction": "asc"}])
@@ -113,6 +113,24 @@ def test_a_callers_passthrough_does_not_hold_up_another_callers_read_by_id(
         assert not any(f.done() for f in flood)
         assert got["results"]["entities"] == [{"type": "Shot", "id": shot["id"], "code": shot["code"]}]
         assert site_requests(site) == 6
+    finally:
+        cache.stop()
+
+
+def test_new_keys_waiting_for_the_site_do_not_hold_up_a_verified_callers_read(
+        primed_any: Primed, slow_site: Site, pool: ThreadPoolExecutor) -> None:
+    site = slow_site
+    cache = _fair_cache(primed_any, serve_active=2, caller_active=1)
+    farm = (site.script_name, site.script_key)
+    try:
+        site.reset_stats()
+        set_latency(site, LATENCY)
+        strangers = [pool.submit(call, cache.url, by_id((f"stranger{i}", f"key-{i}"), 1)) for i in range(4)]
+        wait_until(lambda: site_requests(site) >= 4)  # four new keys, each being checked by the site
+        got = call(cache.url, by_id(farm, 1))
+        assert not any(f.done() for f in strangers)  # they hold none of the two turns meanwhile
+        assert got["results"]["entities"][0]["id"] == 1
+        assert all(f.result(60)["error_code"] == 102 for f in strangers)
     finally:
         cache.stop()
 
