@@ -18,6 +18,11 @@ cached field read):
 
     .venv/bin/python bench/scan.py                  # the 1,000,000-entity site
     .venv/bin/python bench/scan.py --size 100000    # a smaller one (its own state file)
+    .venv/bin/python bench/scan.py --before DIR     # also a checkout of an earlier commit
+
+`--before DIR` (e.g. `git worktree add --detach DIR <commit>`) runs phases 3-5 for that
+checkout too, alternating with this one (before, after), on the same mock and recording:
+the figures to compare, side by side in one run.
 """
 
 from __future__ import annotations
@@ -134,6 +139,16 @@ def replay_main(recording: str, db_url: str, data: str, concurrency: int) -> Non
 
 # -- the phases ------------------------------------------------------------------------------
 
+def _git_rev(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True,
+                          check=False).stdout.strip()
+
+
+def _drop_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 async def mock_alone(mock: common.Mock, recording: Path, concurrency: int) -> dict[str, Any]:
     """Send the recorded page reads to the mock with `concurrency` workers; count entities."""
     index, _ = read_recording(recording)
@@ -155,15 +170,17 @@ async def mock_alone(mock: common.Mock, recording: Path, concurrency: int) -> di
             "entities_per_s": round(entities / secs, 0)}
 
 
-def run_scan_measured(mock: common.Mock, db_url: str, data: Path, concurrency: int) -> dict[str, Any]:
+def run_scan_measured(mock: common.Mock, db_url: str, data: Path, concurrency: int,
+                      tree: Path = common.REPO) -> dict[str, Any]:
     """`sgcache scan --full` as a process: its rate, CPU time and peak RSS (wait4's rusage)."""
     import re
     env = common.cache_env(mock, db_url, data, None)
     env["SGCACHE_SCAN_CONCURRENCY"] = str(concurrency)
+    env["PYTHONPATH"] = str(tree)
     log = data / "scan.log"
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([common.PY, "-m", "sgcache.cli", "scan", "--full"], cwd=common.REPO, env=env,
+        proc = subprocess.Popen([common.PY, "-m", "sgcache.cli", "scan", "--full"], cwd=tree, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -187,6 +204,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="SGCACHE_SCAN_CONCURRENCY")
     ap.add_argument("--latency", type=float, default=0.15)
     ap.add_argument("--out", default="scan")
+    ap.add_argument("--before", default="", help="a checkout of an earlier commit, measured alternately")
     ap.add_argument("--replay", nargs=3, metavar=("RECORDING", "DB_URL", "DATA_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.replay:
@@ -222,33 +240,45 @@ def main() -> int:
         print(f"   {alone}", flush=True)
         result["loadavg"]["after_mock_alone"] = common.loadavg()
 
+        trees = [("before", Path(args.before).resolve()), ("", common.REPO)] if args.before else [("", common.REPO)]
+        if args.before:
+            result["before"] = {"git": _git_rev(trees[0][1])}
+
+        def put(which: str, key: str, value: dict[str, Any]) -> None:
+            (result["before"] if which else result)[key] = value
+            print(f"   {which or 'this tree'}: {value}", flush=True)
+
         print("3. end to end: sgcache scan --full against the mock ...", flush=True)
-        e2e = run_scan_measured(mock, f"sqlite:///{work}/e2e.sqlite", work, args.concurrency)
-        e2e["vs_mock_alone"] = round(e2e["entities_per_s"] / alone["entities_per_s"], 2)
-        result["end_to_end"] = e2e
-        print(f"   {e2e}", flush=True)
-        (work / "e2e.sqlite").unlink(missing_ok=True)
+        for which, tree in trees:
+            e2e = run_scan_measured(mock, f"sqlite:///{work}/e2e.sqlite", work, args.concurrency, tree)
+            e2e["vs_mock_alone"] = round(e2e["entities_per_s"] / alone["entities_per_s"], 2)
+            e2e["loadavg_after"] = common.loadavg()
+            put(which, "end_to_end", e2e)
+            _drop_db(work / "e2e.sqlite")
         result["loadavg"]["after_end_to_end"] = common.loadavg()
 
         print("4. cache side alone: a fresh process scanning the recording ...", flush=True)
-        proc = subprocess.run([common.PY, str(Path(__file__).resolve()), "--concurrency", str(args.concurrency),
-                               "--replay", str(recording), f"sqlite:///{work}/replay.sqlite", str(work)],
-                              cwd=common.REPO, capture_output=True, text=True, timeout=7200,
-                              env=common.cache_env(mock, None, work, None), check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr[-4000:])
-        replay = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["cache_side"] = replay
-        print(f"   {replay}", flush=True)
-        (work / "replay.sqlite").unlink(missing_ok=True)
+        for which, tree in trees:
+            proc = subprocess.run([common.PY, str(tree / "bench" / "scan.py"), "--concurrency", str(args.concurrency),
+                                   "--replay", str(recording), f"sqlite:///{work}/replay.sqlite", str(work)],
+                                  cwd=tree, capture_output=True, text=True, timeout=7200, check=False,
+                                  env={**common.cache_env(mock, None, work, None), "PYTHONPATH": str(tree)})
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-4000:])
+            replay = json.loads(proc.stdout.strip().splitlines()[-1])
+            replay["loadavg_after"] = common.loadavg()
+            put(which, "cache_side", replay)
+            for suffix in ("", "-wal", "-shm"):
+                (work / f"replay.sqlite{suffix}").unlink(missing_ok=True)
         result["loadavg"]["after_cache_side"] = common.loadavg()
 
         print(f"5. latency {args.latency}s: sgcache scan --full against the slowed mock ...", flush=True)
         httpx.post(mock.admin_url + "/faults", json={"latency": args.latency}, timeout=30)
-        lat = run_scan_measured(mock, f"sqlite:///{work}/latency.sqlite", work, args.concurrency)
+        for which, tree in trees:
+            lat = run_scan_measured(mock, f"sqlite:///{work}/latency.sqlite", work, args.concurrency, tree)
+            put(which, "latency", {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()})
+            _drop_db(work / "latency.sqlite")
         httpx.post(mock.admin_url + "/faults", json={"reset": True}, timeout=30)
-        result["latency"] = {"latency_s": args.latency, **lat}
-        print(f"   {result['latency']}", flush=True)
         result["loadavg"]["end"] = common.loadavg()
     finally:
         mock.discard()
@@ -269,8 +299,17 @@ def main() -> int:
          result["met"]["latency_entities_per_s"]],
         ["scan peak RSS", f"{peak} MB", f"<= {TARGET_RSS_MB:.0f}", result["met"]["peak_rss_mb"]],
     ]
+    if args.before:
+        b = result["before"]
+        rows += [
+            [f"before ({b['git']}): cache side", f"{b['cache_side']['entities_per_cpu_s']:,.0f} /CPU-s", "", None],
+            [f"before ({b['git']}): end to end", f"{b['end_to_end']['entities_per_s']:,.0f} /s = "
+             f"{b['end_to_end']['vs_mock_alone']}x", "", None],
+            [f"before ({b['git']}): latency", f"{b['latency']['entities_per_s']:,.0f} /s", "", None],
+            [f"before ({b['git']}): peak RSS", f"{max(b['end_to_end']['peak_rss_mb'], b['latency']['peak_rss_mb'])} MB",
+             "", None]]
     print()
-    print(common.table([[a, b, c, "met" if d else "MISSED"] for a, b, c, d in rows],
+    print(common.table([[a, b, c, "" if d is None else "met" if d else "MISSED"] for a, b, c, d in rows],
                        ["what", "figure", "target", ""]))
     print(f"load average: {result['loadavg']}")
     print(f"wrote {common.write_result(args.out, result)}")

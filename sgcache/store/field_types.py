@@ -8,7 +8,7 @@ the target's table at read time, so renaming a Shot never leaves stale links beh
 from __future__ import annotations
 
 import json
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -357,4 +357,11 @@ def refuses_meta(meta: Any) -> bool:
         return False
     if not isinstance(dt, str):
         return (etype, attr) in SECRET_FIELDS
+    return _refused(etype, attr, dt)
+
+
+@lru_cache(maxsize=4096)
+def _refused(etype: str, attr: str, dt: str) -> bool:
+    """Per (type, field, data type): every event's meta is checked, and a catch-up stores
+    thousands of events naming the same few fields."""
     return not field_type(FieldSchema(etype, attr, dt)).cacheable

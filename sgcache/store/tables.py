@@ -5,7 +5,7 @@ run the same code. Meta columns start with an underscore; link columns are
 `<field>__type`/`<field>__id`; text fields carry a case-folded `<field>__ci` shadow.
 The chosen schema is recorded in `_sgcache_fields` so every process agrees on it.
 
-Why one module of ~580 lines: the bulk upsert paths of the two dialects (PostgreSQL's
+Why one module of ~770 lines: the bulk upsert paths of the two dialects (PostgreSQL's
 `json_to_recordset`, SQLite's executemany) share the table layout and the version rule,
 which must never drift apart.
 """
