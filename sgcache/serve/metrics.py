@@ -124,6 +124,15 @@ class Metrics:
                            multiprocess_mode=state)
         self.rebuilding = Gauge("sgcache_rebuilding", "1 while a type is being rebuilt", ["entity_type"], registry=r,
                                 multiprocess_mode=state)
+        # Read replicas (store/replicas.py), as this process's last probe saw them.
+        self.replica_lag_seconds = Gauge("sgcache_replica_lag_seconds",
+                                         "seconds a read replica is behind the primary (-1: unknown)",
+                                         ["replica"], registry=r, multiprocess_mode=state)
+        self.replica_lag_events = Gauge("sgcache_replica_lag_events",
+                                        "the leader's events a read replica lacks (-1: unknown)",
+                                        ["replica"], registry=r, multiprocess_mode=state)
+        self.replica_in_use = Gauge("sgcache_replica_in_use", "1 while reads go to this replica", ["replica"],
+                                    registry=r, multiprocess_mode=state)
         self.upstream_calls = Counter("sgcache_upstream_requests_total", "calls to the site, by api3 method",
                                       ["method"], registry=r)
         self.upstream_errors = Counter("sgcache_upstream_errors_total", "failed calls to the site, by kind",

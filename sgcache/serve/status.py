@@ -245,6 +245,10 @@ class Monitor:
         for etype in self.service.store.entities:
             m.rebuilding.labels(etype).set(1 if etype in st.rebuilding else 0)
         m.leader.set(1 if self.is_leader else 0)
+        for r in (self.replicas() or {}).get("replicas", []):
+            m.replica_in_use.labels(r["name"]).set(1 if r["in_use"] else 0)
+            m.replica_lag_seconds.labels(r["name"]).set(r["lag_seconds"] if r["lag_seconds"] is not None else -1)
+            m.replica_lag_events.labels(r["name"]).set(r["lag_events"] if r["lag_events"] is not None else -1)
         m.ready.set(1 if self.readiness(READY_MAX_LAG)[0] else 0)
         t_prev, total_prev, served_prev, passed_prev = self._last_totals
         t_now = time.monotonic()

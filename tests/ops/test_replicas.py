@@ -29,8 +29,6 @@ import sqlalchemy as sa
 from ..cache.dbs import new_db_url
 from ..e2e.harness import Cache, Site, start_cache, start_site
 
-pytestmark = pytest.mark.postgres
-
 OTHER = ("other_tool", "other-key-1234")  # a second script: a caller who did not write
 PERMS = '{"*": "full"}'  # everyone sees everything: no permission lookups on the primary
 
@@ -155,6 +153,16 @@ def passthrough(cache: Cache) -> int:
     return int(httpx.get(cache.url + "/status.json", timeout=10).json()["requests"]["passthrough"])
 
 
+def metrics(cache: Cache) -> str:
+    return httpx.get(cache.url + "/metrics", timeout=10).text
+
+
+def _gauge(text: str, name: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+    return next((s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                 if s.name == name), None)
+
+
 def left_out(cache: Cache) -> dict[str, Any] | None:
     r: dict[str, Any] = replicas(cache)["replicas"][0]
     return None if r["in_use"] else r
@@ -206,6 +214,7 @@ READS: list[tuple[str, list[Any], list[str]]] = [
 ]
 
 
+@pytest.mark.postgres
 def test_reads_are_served_from_the_standby_as_the_site_answers(world: World) -> None:
     shot = world.site.sg().find_one("Shot", [], ["code"], order=[{"field_name": "id", "direction": "asc"}])
     for c in world.api:
@@ -219,6 +228,7 @@ def test_reads_are_served_from_the_standby_as_the_site_answers(world: World) -> 
         assert replicas(c)["reads"]["replica_reads"] >= before + len(READS) + 2
 
 
+@pytest.mark.postgres
 def test_a_caller_reads_its_own_writes_through_the_standby(world: World) -> None:
     a, b = world.api
     shot_id = world.site.sg().find_one("Shot", [], ["id"])["id"]
@@ -241,6 +251,7 @@ def test_a_caller_reads_its_own_writes_through_the_standby(world: World) -> None
         wait_for(lambda c=c: world.description(world.other(c), shot_id) == new, what="the standby replays")
 
 
+@pytest.mark.postgres
 def test_a_lagging_standby_is_left_out_and_comes_back(world: World) -> None:
     a, b = world.api
     shot_id = world.site.sg().find("Shot", [], ["id"])[1]["id"]
@@ -254,6 +265,8 @@ def test_a_lagging_standby_is_left_out_and_comes_back(world: World) -> None:
             wait_for(lambda c=c: replicas(c)["replicas"][0]["lag_events"], what="lag in events")
             ready = httpx.get(c.url + "/readyz", timeout=10)
             assert ready.status_code == 200 and "left out" in ready.text, ready.text
+            wait_for(lambda c=c: _gauge(metrics(c), "sgcache_replica_in_use") == 0.0,
+                     what="the metrics say it is left out")
             # Everyone reads on the primary meanwhile: the site's answer.
             assert world.description(world.other(c), shot_id) == new == world.description(world.site.sg(), shot_id)
             for etype, filters, fields in READS:
@@ -262,12 +275,14 @@ def test_a_lagging_standby_is_left_out_and_comes_back(world: World) -> None:
         world.pg.on_standby("SELECT pg_wal_replay_resume()")
     for c in (a, b):
         wait_for(lambda c=c: standby_in_use(c), what="the standby back in use")
+        wait_for(lambda c=c: _gauge(metrics(c), "sgcache_replica_in_use") == 1.0, what="the metrics say so")
         wait_for(lambda c=c: replicas(c)["replicas"][0]["lag_events"] == 0, what="no events behind")
         before = replicas(c)["reads"]["replica_reads"]
         assert world.description(world.other(c), shot_id) == new
         assert replicas(c)["reads"]["replica_reads"] > before
 
 
+@pytest.mark.postgres
 def test_a_standby_stopped_and_restarted_fails_no_read(world: World) -> None:
     expected = {(etype, i): world.site.sg().find(etype, filters, fields)
                 for i, (etype, filters, fields) in enumerate(READS)}
@@ -335,6 +350,7 @@ class _Site:
         return {"entities": [rec]}
 
 
+@pytest.mark.postgres
 def test_a_host_whose_clock_runs_behind_neither_loses_a_newer_write_nor_wins_with_an_older(
         pg_url: str) -> None:
     """Two hosts write through to one PostgreSQL: `right` with a true clock, `behind` with one
@@ -378,5 +394,39 @@ def test_a_host_whose_clock_runs_behind_neither_loses_a_newer_write_nor_wins_wit
 
     try:
         asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+def test_replica_urls_are_read_from_the_environment_and_never_shown(tmp_path: Path) -> None:
+    from sgcache.config import load_config
+    from sgcache.store.replicas import Replicas
+    cfg = load_config(env={"SGCACHE_DB_URL": "postgresql+psycopg://sg:pw-primary@db-main/sgcache",
+                           "SGCACHE_DB_READ_URLS": "postgresql+psycopg://sg:pw-b@db-b:5433/sgcache, "
+                                                   "postgresql+psycopg://sg:pw-c@db-c/sgcache",
+                           "SGCACHE_REPLICA_MAX_LAG": "2.5"})
+    assert len(cfg.db_read_urls) == 2 and cfg.replica_max_lag == 2.5
+    shown = repr(cfg) + repr(cfg.redacted())
+    assert "pw-b" not in shown and "pw-c" not in shown
+    replicas = Replicas(sa.create_engine("sqlite://"), cfg.db_read_urls, data_dir=tmp_path)
+    try:
+        assert [r["name"] for r in replicas.snapshot()["replicas"]] == ["db-b:5433/sgcache", "db-c:5432/sgcache"]
+        assert "pw-" not in repr(replicas.snapshot())
+    finally:
+        replicas.close()
+
+
+def test_read_replicas_need_a_postgresql_primary(tmp_path: Path) -> None:
+    from sgcache.config import Config
+    from sgcache.mock.builtin_schema import build_schema
+    from sgcache.runtime import CacheService
+    from sgcache.store.tables import Store, make_engine
+    engine = make_engine(f"sqlite:///{tmp_path / 'cache.sqlite'}")
+    store = Store(engine, build_schema())
+    store.create()
+    cfg = Config(db_url=str(engine.url), db_read_urls=("postgresql+psycopg://sg@db-b/sgcache",))
+    try:
+        with pytest.raises(RuntimeError, match="must then be PostgreSQL"):
+            CacheService(cfg, store, None)  # type: ignore[arg-type]
     finally:
         engine.dispose()
