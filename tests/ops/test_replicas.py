@@ -229,6 +229,18 @@ def test_reads_are_served_from_the_standby_as_the_site_answers(world: World) -> 
 
 
 @pytest.mark.postgres
+def test_the_status_page_shows_the_standby_and_its_lag(world: World, tmp_path: Path) -> None:
+    from .test_status_page import _require_browser, dump_dom
+    _require_browser()
+    dom = dump_dom(world.api[0].url + "/status", tmp_path / "profile")
+    section = dom[dom.index('id="replicas-section"'):]
+    section = section[:section.index("</section>")]
+    assert "hidden" not in section[:section.index(">")]
+    assert f"127.0.0.1:{world.pg.standby_port}/sgcache" in section and "in use" in section, section
+    assert "events behind" in section
+
+
+@pytest.mark.postgres
 def test_a_caller_reads_its_own_writes_through_the_standby(world: World) -> None:
     a, b = world.api
     shot_id = world.site.sg().find_one("Shot", [], ["id"])["id"]
