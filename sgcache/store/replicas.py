@@ -340,6 +340,7 @@ class Replicas:
             return self._route(None)
         started = self._now()
         self.stats["waits"] += 1
+        pause = 0.001  # replay usually follows within a millisecond or two: look again soon, then less often
         while self._now() - started < RYW_WAIT:
             try:
                 replayed = await asyncio.to_thread(_replayed, r.engine)
@@ -349,7 +350,8 @@ class Replicas:
             r.replayed = max(r.replayed or 0, replayed)
             if replayed >= need:
                 return self._route(r, self._now() - started)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
         if len(self._given_up) > 10_000:
             self._given_up.clear()
         for s in slots:
