@@ -32,6 +32,7 @@ p99 within 3x of the alone phase, server peak RSS <= 500 MB.
 
     .venv/bin/python bench/hostile.py                       # ~4 minutes with priming
     .venv/bin/python bench/hostile.py --duration 20 --hostile 60    # quick look
+    .venv/bin/python bench/hostile.py --per-kind    # + a phase per kind (its 75 connections), same rounds
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class RssSampler(threading.Thread):
 # -- phases --------------------------------------------------------------------------------------
 
 def segment(url: str, server_pid: int, script: tuple[str, str], ids: list[int], args: argparse.Namespace,
-            hostile: int, seconds: float, seed: int) -> dict[str, Any]:
+            hostile: int, seconds: float, seed: int, kinds: str | None = None) -> dict[str, Any]:
     """`seconds` of the honest clients, beside `hostile` connections if any: raw figures."""
     ctx = mp.get_context("spawn")
     start_at = time.monotonic() + 3.0
@@ -258,7 +259,7 @@ def segment(url: str, server_pid: int, script: tuple[str, str], ids: list[int], 
     if hostile:
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_hostile, args=(url, script, hostile, args.large_mb, args.hops, start_at,
-                                               args.warmup + seconds, child, tuple(args.kinds.split(","))))
+                                               args.warmup + seconds, child, tuple((kinds or args.kinds).split(","))))
         p.start()
         hostile_pipe = parent
         procs.append(p)
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-mb", type=int, default=8, help="size of each large body")
     ap.add_argument("--hops", type=int, default=1000, help="created_by.HumanUser. repeats in a deep path")
     ap.add_argument("--size", type=int, default=20_000, help="entities on the mock site")
+    ap.add_argument("--per-kind", action="store_true",
+                    help="also a phase per kind, with that kind's share of the connections (hostile/4 each)")
     ap.add_argument("--name", default="hostile", help="result file name under bench/results")
     args = ap.parse_args(argv)
 
@@ -360,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.duration / args.rounds
     alone_segs: list[dict[str, Any]] = []
     hostile_segs: list[dict[str, Any]] = []
+    kind_list = args.kinds.split(",")
+    share = args.hostile // len(kind_list)
+    kind_segs: dict[str, list[dict[str, Any]]] = {k: [] for k in kind_list} if args.per_kind else {}
     try:
         env = common.cache_env(mock, None, work, None)
         scan = common.full_scan(env)
@@ -370,9 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         idle = _status_kb(server.pid)
         print(f"server idle: {idle['VmRSS'] / 1024:.0f} MB; {args.rounds} rounds of {seconds:.0f} s alone, "
               f"{seconds:.0f} s beside {args.hostile} hostile connections", flush=True)
+        phases: list[tuple[str, int, list[dict[str, Any]], str | None]] = [
+            ("alone", 0, alone_segs, None), ("hostile", args.hostile, hostile_segs, None),
+            *((k, share, segs, k) for k, segs in kind_segs.items())]
         for r in range(args.rounds):
-            for name, n, segs in (("alone", 0, alone_segs), ("hostile", args.hostile, hostile_segs)):
-                segs.append(segment(url, server.pid, script, ids, args, n, seconds, 100 * r + n))
+            for name, n, segs, kinds in phases:
+                segs.append(segment(url, server.pid, script, ids, args, n, seconds, 100 * r + n, kinds))
                 lat = sorted(segs[-1]["lat"])
                 print(f"  round {r + 1} {name}: {len(lat)} ok, {sum(segs[-1]['errors'].values())} errors, "
                       f"p99 {common.percentile(lat, 99) * 1000:.1f} ms, peak RSS {segs[-1]['peak_kb'] / 1024:.0f} MB, "
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
     alone = combine(alone_segs, args.duration, 0)
     attacked = combine(hostile_segs, args.duration, args.hostile)
+    per_kind = {k: combine(segs, args.duration, share) for k, segs in kind_segs.items()}
     for phase_out, segs in ((alone, alone_segs), (attacked, hostile_segs)):
         phase_out["honest"]["server_side_ms"] = server_side_ms(work / "serve.log", [sg["wall"] for sg in segs])
     p99_alone = alone["honest"]["latency_ms"].get("p99")
@@ -396,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
                      "db": "sqlite", "site_entities": scan["rows"]},
         "server_idle_rss_mb": round(idle["VmRSS"] / 1024, 1),
         "alone": alone, "hostile": attacked, "server_alive": alive,
+        "per_kind": {k: {"connections": share, "honest": v["honest"], "server": v["server"],
+                         "outcomes": (v["hostile"] or {}).get("outcomes"),
+                         "p99_ratio": round(v["honest"]["latency_ms"]["p99"] / p99_alone, 2)
+                         if p99_alone and v["honest"]["latency_ms"] else None,
+                         "loadavg_per_segment": v["loadavg_per_segment"]} for k, v in per_kind.items()},
         "summary": {"honest_errors": attacked["honest"]["errors"], "honest_p99_ms_alone": p99_alone,
                     "honest_p99_ms_hostile": p99_hostile, "p99_ratio": ratio, "server_peak_rss_mb": peak,
                     "targets_met": {"no_honest_errors": attacked["honest"]["errors"] == 0,

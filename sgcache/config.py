@@ -61,7 +61,7 @@ class Config:
     # Fair shares between callers (address + credentials; sgcache/serve/fairness.py).
     serve_active: int = 16  # api3 requests worked on at once per process, turns going round the callers (0: off)
     caller_active: int = 4  # of which one caller's at most
-    caller_passthrough: int = 32  # one caller's api3 calls waiting on the site at once (half the passthrough lane)
+    caller_passthrough: int = 16  # one caller's api3 calls waiting on the site at once (a quarter of the passthrough lane)
     caller_max_wait: float = 30.0  # seconds a request may wait for its turn or place before a Busy Fault
     refused_body_delay: float = 2.0  # a large body refused again (or without credentials) is held unread this long, then closed
     # Per permission group, what the site shows its users (sgcache/serve/permissions.py):

@@ -127,14 +127,17 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         key = coalescer.key(method, params, request.headers)
         shared = False
         caller = getattr(request.state, "caller", None) or fairness.caller_key(client_key(request), auth)
+        # Only a call that goes to the site gives its turn back (serve/fairness.py); an answer
+        # shared with an identical call keeps it, so a flood of them is served in its turn.
+        turn = getattr(request.state, "turn", None)
+
+        def site() -> Awaitable[Answer]:
+            return fairness.site_call(turn, caller, lambda: send(body, method, request))
         try:
             if key is None:
-                answer = await fairness.site_call(getattr(request.state, "turn", None), caller,
-                                                  lambda: send(body, method, request))
+                answer = await site()
             else:
-                answer, shared = await fairness.site_call(getattr(request.state, "turn", None), caller,
-                                                          lambda: coalescer.call(key, method, auth, lambda: send(
-                                                              body, method, request)))
+                answer, shared = await coalescer.call(key, method, auth, site)
         except UpstreamUnavailable as e:
             return _fault(e)
         finally:
