@@ -21,8 +21,9 @@ result to anything the caller may not see, hidden types and fields touched anywh
 callers the cache cannot name (session tokens) or place in a named group.
 
 The policy itself (its shape, defaults, parsing) is `permission_policy.py`. Why this module
-is still ~600 lines: finding the caller, the visibility conditions per policy and the
-check of every link in an answer share the Caller/Grant types and one cache of callers.
+is still ~700 lines: finding the caller, the visibility conditions per policy, the check
+of every link in an answer and the point-read fast path (its verdicts kept per policy and
+shape) share the Caller/Grant types and one cache of callers and verdicts.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ RESTRICTED_TYPES = ("Project", "Group")
 def _reason(text: str) -> Passthrough:
     return Passthrough(f"permission: {text}")
 
+
+#: The keys of a point read whose verdict `_point_plan` keeps (others: decided every time).
+_POINT_KEYS = frozenset({"type", "filters", "return_fields", "paging", "return_only", "include_archived_projects",
+                         "api_return_image_urls"})
 
 #: A condition no row meets (ids start at 1).
 _NOTHING = {"path": "id", "relation": "is", "values": [0]}
@@ -132,6 +137,9 @@ class Permissions:
         #: Groups shadow verification quarantined (group -> its GroupQuarantine), kept
         #: current by the shadow verifier (serve/shadow.py, serve/group_quarantine.py).
         self.quarantined: Mapping[str, Any] = {}
+        #: (policy, point read's shape) -> `_point_plan`'s verdict, for the schema it was made with
+        self._point_plans: dict[Any, Any] = {}
+        self._point_schema: Any = None
 
     # -- the caller ----------------------------------------------------------------------
     def cached(self, auth: Any) -> Grant | None:
@@ -337,23 +345,18 @@ class Permissions:
         raise _reason(f"no documented rule for {etype} under vendor")
 
     # -- after answering ----------------------------------------------------------------------
-    def check_links(self, grant: Grant, entities: list[dict[str, Any]],
-                    visible_ids: Callable[[str, list[Any], list[int]], set[int]]) -> None:
+    def check_links(self, grant: Grant, etype: str, entities: list[dict[str, Any]],
+                    visible_ids: Callable[[str, list[Any], list[int]], set[int]],
+                    joined: Mapping[str, list[str]] | None = None) -> None:
         """Passthrough unless every link in the answer points at an entity the caller may
         see, and its name at a field they may see. `visible_ids(type, conditions, ids)`
-        runs a read of those ids under those conditions."""
+        runs a read of those ids under those conditions. `joined`: see `_links_by_type`."""
         rules = grant.rules
         if rules.full:
             return
-        by_type: dict[str, set[int]] = {}
-        for ent in entities:
-            for k, v in ent.items():
-                if k in ("type", "id"):
-                    continue
-                for link in (v if isinstance(v, list) else [v]):
-                    if isinstance(link, dict) and isinstance(link.get("type"), str) and "id" in link:
-                        by_type.setdefault(link["type"], set()).add(link["id"])
         schema = self._store().schema
+        by_type = _links_by_type(schema, etype, entities, joined or {},
+                                 grant.caller.project_ids if grant.caller is not None else frozenset())
         for t, ids in sorted(by_type.items()):
             nf = name_field(schema.entities.get(t), t)
             if nf is not None and f"{t}.{nf}" in rules.hidden_fields:
@@ -389,14 +392,11 @@ class Permissions:
         if method != "read" or caller is None or grant.rules.policy not in RESTRICTED or _point(params) is None \
                 or not (grant.rules.policy == "assigned_projects" or etype == "Project"):
             return None
-        r = self.restrict(grant, method, params)
-        if r.params is params:
-            return None
         store = self._store()
-        joined = self._joined_projects(store, grant, etype, params)
-        extra = [x for xs in joined.values() for x in xs]
-        if etype != "Project" and "project" not in (params.get("return_fields") or []):
-            extra.append("project")
+        plan = self._point_plan(store, grant, params)
+        if plan is None:
+            return None
+        joined, extra = plan
         result = await point({**params, "return_fields": [*(params.get("return_fields") or []), *extra]}
                              if extra else params)
         if result is None or not result["entities"]:
@@ -406,28 +406,66 @@ class Permissions:
         proj = own.get("project") if own is not None else {"type": "Project", "id": ent["id"]}
         if not (isinstance(proj, dict) and proj.get("type") == "Project" and proj.get("id") in caller.project_ids):
             return None  # not theirs, or no live project: `answer` says what the site shows
-        known = _known_visible(result, joined, caller.project_ids)
-        for x in extra:
-            ent.pop(x, None)
+        if "project" in extra:
+            ent.pop("project", None)
         schema = store.schema
-        for k, v in ent.items():
-            if k in ("type", "id"):
+        by_type = _links_by_type(schema, etype, result["entities"], joined, caller.project_ids)
+        rules = grant.rules
+        for t, ids in by_type.items():  # as `visibility` and `check_links` decide, without building conditions
+            nf = name_field(schema.entities.get(t), t)
+            if t in rules.hidden_types or (nf is not None and f"{t}.{nf}" in rules.hidden_fields):
+                return None
+            if rules.policy == "full" or t in rules.open_types:
                 continue
-            for link in (v if isinstance(v, list) else [v]):
-                if not (isinstance(link, dict) and isinstance(link.get("type"), str) and "id" in link):
-                    continue
-                t = link["type"]
-                nf = name_field(schema.entities.get(t), t)
-                if nf is not None and f"{t}.{nf}" in grant.rules.hidden_fields:
-                    return None
-                try:
-                    vis = self.visibility(grant, t)
-                except Passthrough:
-                    return None
-                if vis is not None and not ((t == "Project" and link["id"] in caller.project_ids)
-                                            or (t, link["id"]) in known):
-                    return None
+            if not (t == "Project" and ids <= caller.project_ids and schema.get_field("Project", "users") is not None):
+                return None  # a link the joined projects did not show visible: `answer` decides
         return result
+
+    def _point_plan(self, store: Store, grant: Grant, params: dict[str, Any]
+                    ) -> tuple[dict[str, list[str]], list[str]] | None:
+        """`restrict`'s verdict on a point read and the fields it adds (joined projects, the
+        row's own project), decided once per policy and shape: they depend on no value but
+        the id. None: not restricted after all (`answer` decides); raises Passthrough."""
+        caller = grant.caller
+        assert caller is not None
+        if caller.user_type != "HumanUser":
+            raise _reason("restricted policies apply to known HumanUsers only")
+        unprimed = self._unprimed()
+        for t in RESTRICTED_TYPES:  # changes while serving: checked every time
+            if t not in store or t in unprimed:
+                raise _reason(f"{t} is not cached: assignments unknown")
+        fields = params.get("return_fields") or []
+        key = None
+        if set(params) <= _POINT_KEYS and isinstance(fields, list) and all(type(f) is str for f in fields):
+            key = (grant.rules, params.get("type"), tuple(fields), params.get("return_only", "active"),
+                   params.get("include_archived_projects", True) is True, params.get("api_return_image_urls"))
+            if self._point_schema is not store.schema or len(self._point_plans) > 1000:
+                self._point_plans, self._point_schema = {}, store.schema
+            try:
+                hit = self._point_plans.get(key)
+            except TypeError:  # an unhashable value where a name or flag belongs: decided each time
+                hit = key = None
+            if hit is not None:
+                if isinstance(hit, str):
+                    raise Passthrough(hit)
+                return hit[0]
+        try:
+            r = self.restrict(grant, "read", params)
+        except Passthrough as p:
+            if key is not None:
+                self._point_plans[key] = p.reason
+            raise
+        plan = None
+        if r.params is not params:
+            etype = params["type"]
+            joined = self._joined_projects(store, grant, etype, params)
+            extra = [x for xs in joined.values() for x in xs]
+            if etype != "Project" and "project" not in fields:
+                extra.append("project")
+            plan = (joined, extra)
+        if key is not None:
+            self._point_plans[key] = (plan,)
+        return plan
 
     def _joined_projects(self, store: Store, grant: Grant, etype: str, params: dict[str, Any]) -> dict[str, list[str]]:
         """Return field -> `field.Type.project` paths telling whether its links are the
@@ -462,12 +500,13 @@ class Permissions:
                 gate(p)
             return reader.read(conn, p)
 
-        # Linked rows' projects joined into the same query (`sg_sequence.Sequence.project`),
-        # so most link checks need no query of their own; taken out of the answer after.
-        joined = self._joined_projects(store, grant, etype, params) if method == "read" else {}
-        known: set[tuple[str, int]] = set()
-
         pk = _point(params) if method == "read" and by_project and r.params is not params else None
+        # One row by id: linked rows' projects joined into the same query
+        # (`sg_sequence.Sequence.project`), so its link checks need no query of their own;
+        # taken out of the answer after. Many rows: the links' projects are read after, by
+        # index, for the ids in the page only (joined, every matching row before the sort
+        # and limit would pay for two more joins).
+        joined = self._joined_projects(store, grant, etype, params) if pk is not None else {}
         extra = [x for xs in joined.values() for x in xs]
         if pk is not None and etype != "Project" and "project" not in (params.get("return_fields") or []):
             extra.append("project")  # the row's own project (and the same plan as `answer_point`)
@@ -477,15 +516,7 @@ class Permissions:
                 return p
             return {**p, "return_fields": [*(p.get("return_fields") or []), *extra]}
 
-        def take_joined(result: dict[str, Any]) -> dict[str, Any]:
-            if caller is not None:
-                known.update(_known_visible(result, joined, caller.project_ids))
-            return result
-
         def visible_ids(conn: Connection, t: str, vis: list[Any], ids: list[int]) -> set[int]:
-            seen_known = {i for i in ids if (t, i) in known}
-            if len(seen_known) == len(ids):
-                return seen_known
             if caller is not None and (t == "Project" or grant.rules.policy == "assigned_projects"):
                 return _in_projects(store, conn, t, ids, caller.project_ids)  # the same rule, by index
             seen: set[int] = set()
@@ -501,7 +532,7 @@ class Permissions:
             if pk is not None:
                 # One row by id: read it as anyone would (the engine's point path), then
                 # keep it only if its project is the caller's.
-                result = take_joined(run(conn, with_joined(params)))
+                result = run(conn, with_joined(params))
                 if result["entities"] and caller is not None:
                     shown = result["entities"][0].get("project") if etype != "Project" else None
                     if isinstance(shown, dict) and shown.get("type") == "Project":  # no lookup
@@ -509,7 +540,7 @@ class Permissions:
                     else:
                         mine = bool(_in_projects(store, conn, etype, [pk], caller.project_ids, strict=True))
                     if not mine:  # not theirs: the restricted read says what is
-                        result = take_joined(run(conn, with_joined(r.params)))
+                        result = run(conn, with_joined(r.params))
                 if "project" in extra:
                     for ent in result["entities"]:
                         ent.pop("project", None)
@@ -527,26 +558,66 @@ class Permissions:
                     if gate is not None:
                         gate(r.params)
                     return Summarizer(reader).summarize(conn, r.params)
-                result = take_joined(run(conn, with_joined(r.params)))
-            self.check_links(grant, result.get("entities") or [],
-                             lambda t, vis, ids: visible_ids(conn, t, vis, ids))
+                result = run(conn, with_joined(r.params))
+            self.check_links(grant, etype, result.get("entities") or [],
+                             lambda t, vis, ids: visible_ids(conn, t, vis, ids), joined)
         return result
 
 
-def _known_visible(result: dict[str, Any], joined: dict[str, list[str]],
-                   projects: frozenset[int]) -> set[tuple[str, int]]:
-    """Links whose joined `field.Type.project` is one of the caller's projects (the joined
-    fields are taken out of the answer)."""
-    known: set[tuple[str, int]] = set()
-    for ent in result.get("entities") or []:
-        for f, extra in joined.items():
-            link = ent.get(f)
-            for x in extra:
-                jp = ent.pop(x, None)
-                if isinstance(link, dict) and x == f"{f}.{link.get('type')}.project" and isinstance(jp, dict) \
-                        and jp.get("type") == "Project" and jp.get("id") in projects:
-                    known.add((link["type"], link["id"]))
-    return known
+#: Data types whose values are never links on the wire: an answer's links are looked for
+#: in the other fields only (entity, multi_entity, addressing, url, serializable, ...).
+NO_LINKS = frozenset({"text", "list", "status_list", "entity_type", "color", "uuid", "footage", "number",
+                      "percent", "duration", "timecode", "float", "currency", "checkbox", "date", "date_time"})
+
+
+#: (type, an answer's keys, joined fields) -> the fields that may hold links, for the schema
+#: in `_LINK_FIELDS_SCHEMA` (a schema change starts over).
+_LINK_FIELDS: dict[tuple[Any, ...], list[tuple[str, list[str] | None]]] = {}
+_LINK_FIELDS_SCHEMA: list[Any] = []
+
+
+def _links_by_type(schema: Any, etype: str, entities: list[dict[str, Any]], joined: Mapping[str, list[str]],
+                   projects: frozenset[int]) -> dict[str, set[int]]:
+    """Type -> ids of the links in these entities, less those a joined `field.Type.project`
+    shows to be in one of the caller's projects (the joined fields are taken out)."""
+    if not entities:
+        return {}
+    extras = [x for xs in joined.values() for x in xs]
+    key = (etype, tuple(entities[0]), tuple(joined))
+    fields = _LINK_FIELDS.get(key) if _LINK_FIELDS_SCHEMA and _LINK_FIELDS_SCHEMA[0] is schema else None
+    if fields is None:
+        if not _LINK_FIELDS_SCHEMA or _LINK_FIELDS_SCHEMA[0] is not schema or len(_LINK_FIELDS) > 1000:
+            _LINK_FIELDS.clear()
+            _LINK_FIELDS_SCHEMA[:] = [schema]
+        skip = {"type", "id", *extras}
+        fields = []
+        for k in entities[0]:
+            fs = schema.get_field(etype, k) if k not in skip else None
+            if k not in skip and (fs is None or fs.data_type not in NO_LINKS):
+                fields.append((k, joined.get(k)))
+        _LINK_FIELDS[key] = fields
+    by_type: dict[str, set[int]] = {}
+    for ent in entities:
+        pops = {x: ent.pop(x, None) for x in extras} if extras else None
+        for f, via in fields:
+            v = ent.get(f)
+            if v is None:
+                continue
+            for link in (v if isinstance(v, list) else (v,)):
+                if not (isinstance(link, dict) and "id" in link):
+                    continue
+                t = link.get("type")
+                if not isinstance(t, str):
+                    continue
+                if via is not None and pops is not None:
+                    jp = pops.get(f"{f}.{t}.project")
+                    if isinstance(jp, dict) and jp.get("type") == "Project" and jp.get("id") in projects:
+                        continue  # in one of the caller's projects
+                ids = by_type.get(t)
+                if ids is None:
+                    ids = by_type[t] = set()
+                ids.add(link["id"])
+    return by_type
 
 
 def _point(params: dict[str, Any]) -> int | None:

@@ -34,9 +34,9 @@ quarantine. Shadow calls never delay an answer (a bounded queue, dropped when fu
 never exceed `SGCACHE_SHADOW_BUDGET` calls per second (a token bucket, spent also by
 the classification reads), and stop while the site is failing.
 
-The comparison itself is `shadow_diff.py`. Why this module is still ~500 lines: sampling,
+The comparison itself is `shadow_diff.py`. Why this module is still ~600 lines: sampling,
 the budget, the shadow call, classifying lag from the event log and recording a
-mismatch share one background worker and its state.
+mismatch (of a shape or of a permission group) share one background worker and its state.
 """
 
 from __future__ import annotations
