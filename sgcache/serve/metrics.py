@@ -144,8 +144,9 @@ class Metrics:
                               ["result"], registry=r)
         self.shadow_skipped = Counter("sgcache_shadow_skipped_total",
                                       "sampled local answers not compared, by reason", ["reason"], registry=r)
-        self.coalesced = Counter("sgcache_coalesced_total", "passthrough reads answered by another caller's "
-                                 "identical site call (in_flight) or its answer of the last second (recent)",
+        self.coalesced = Counter("sgcache_coalesced_total", "reads answered by another caller's identical "
+                                 "site call (in_flight), its answer of the last second (recent), or its "
+                                 "answer from the cache (local)",
                                  ["method", "kind"], registry=r)
         for result in ("match", "lag", "mismatch"):
             self.shadow.labels(result)
