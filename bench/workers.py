@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
            "duration_s": args.duration, "wrk_threads": args.threads, "rounds": rounds,
            "median_rps": {n: statistics.median(r[f"workers_{n}"]["rps"] for r in rounds) for n in (1, 2)},
            "median_ratio": ratio, "errors": sum(r[f"workers_{n}"]["bad"] for r in rounds for n in (1, 2)),
+           # requests per CPU-second the server tree used: whether two workers do the same work
+           # as one for each CPU-second they get (the ratio above also measures how much they get)
+           "median_rps_per_cpu_s": {n: round(statistics.median(
+               r[f"workers_{n}"]["rps"] / r[f"workers_{n}"]["server_cpu_per_s"] for r in rounds
+               if r[f"workers_{n}"].get("server_cpu_per_s")), 1) for n in (1, 2)},
            "machine": common.machine()}
     path = common.write_result(args.name, out)
     print(json.dumps({k: v for k, v in out.items() if k not in ("machine", "rounds")}))
