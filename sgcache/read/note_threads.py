@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -74,6 +75,31 @@ def by_ids(ids: list[int]) -> dict[str, Any]:
     return {"logical_operator": "and", "conditions": [{"path": "id", "relation": "in", "values": ids or [0]}]}
 
 
+def read_ids(reader: ReadEngine, conn: Connection, gate: Gate, etype: str, ids: list[int],
+             fields: list[str]) -> list[dict[str, Any]]:
+    """These entities (active ones), or with no ids only the checks a read makes (the site
+    refuses a bad field even where there is nothing to show), without a query."""
+    if ids:
+        return read_all(reader, conn, gate, etype, by_ids(ids), fields)
+    params = {"type": etype, "return_fields": fields, "filters": {"logical_operator": "and", "conditions": [
+        {"path": "id", "relation": "is", "values": [0]}]}}
+    if gate is not None:
+        gate(params)
+    reader.point(params, conn.dialect)  # validates and plans: Passthrough where `read` would
+    return []
+
+
+_site_fields: WeakKeyDictionary[ReadEngine, SiteFields] = WeakKeyDictionary()
+
+
+def site_fields(reader: ReadEngine, conn: Connection) -> SiteFields:
+    """What the site lacks, per engine (a schema change makes a new engine)."""
+    site = _site_fields.get(reader)
+    if site is None:
+        site = _site_fields[reader] = SiteFields(reader.schema, reader.store.get_state(conn, SCHEMA_CHOICE_KEY))
+    return site
+
+
 def read_all(reader: ReadEngine, conn: Connection, gate: Gate, etype: str, filters: dict[str, Any],
              fields: list[str], *, retired: bool = False, cap: int = MAX_ITEMS) -> list[dict[str, Any]]:
     """Every entity a read matches (pages of MAX_PAGE), in id order; Passthrough past `cap`."""
@@ -117,7 +143,7 @@ class Users:
                 raise Passthrough(f"{METHOD}: {etype}.sg_status_list is not in the cached schema")
             nf = name_field(self.reader.schema.entities.get(etype), etype)
             want = [f for f in (nf, "sg_status_list") if f is not None and f in fields]
-            found = {e["id"]: e for e in read_all(self.reader, self.conn, self.gate, etype, by_ids(ids), want)}
+            found = {e["id"]: e for e in read_ids(self.reader, self.conn, self.gate, etype, ids, want)}
             missing = [i for i in ids if i not in found]
             retired = {e["id"] for e in read_all(self.reader, self.conn, self.gate, etype, by_ids(missing), [],
                                                  retired=True)} if missing else set()
@@ -172,7 +198,7 @@ def note_thread(reader: ReadEngine, conn: Connection, params: Any, *, gate: Gate
         if t not in store:
             raise Passthrough(f"uncached entity type {t} in {METHOD}")
     conn = snapshot(reader, conn)
-    site = SiteFields(reader.schema, store.get_state(conn, SCHEMA_CHOICE_KEY))
+    site = site_fields(reader, conn)
     try:
         return _thread(reader, conn, gate, site, note_id, extra)
     except errors.Fault as f:  # a request the engine finds invalid: the site's Fault is authoritative
@@ -181,25 +207,27 @@ def note_thread(reader: ReadEngine, conn: Connection, params: Any, *, gate: Gate
 
 def _thread(reader: ReadEngine, conn: Connection, gate: Gate, site: SiteFields, note_id: int,
             extra: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    notes = read_all(reader, conn, gate, "Note", by_ids([note_id]),
+    notes = read_ids(reader, conn, gate, "Note", [note_id],
                      extra["Note"] + ["content", "created_at", "created_by", "replies", "attachments"])
     if not notes:
         raise Passthrough(f"{METHOD}: Note {note_id} is not an active Note in the cache")
     note = notes[0]
-    reply_ids = {link["id"] for link in note["replies"] or [] if link["type"] == "Reply"}
-    reply_ids |= {e["id"] for e in read_all(reader, conn, gate, "Reply", {"logical_operator": "and", "conditions": [
-        {"path": "entity", "relation": "is", "values": [{"type": "Note", "id": note_id}]}]}, [])}
-    attachment_ids = {link["id"] for link in note["attachments"] or [] if link["type"] == "Attachment"}
-    if len(reply_ids) + len(attachment_ids) > MAX_ITEMS:
+    # Replies: those the Note lists, and those naming the Note as their entity.
+    listed = sorted({link["id"] for link in note["replies"] or [] if link["type"] == "Reply"})
+    of_note = [{"path": "entity", "relation": "is", "values": [{"type": "Note", "id": note_id}]}]
+    if listed:
+        of_note.append({"path": "id", "relation": "in", "values": listed})
+    attachment_ids = sorted({link["id"] for link in note["attachments"] or [] if link["type"] == "Attachment"})
+    if len(listed) + len(attachment_ids) > MAX_ITEMS:
         raise Passthrough(f"{METHOD}: more than {MAX_ITEMS} items")
 
     reply_fields = reader.schema.entities["Reply"].fields
     fallback = "created_by" in reply_fields  # a reply without a user shows its creator
     if not fallback and not site.lacks("Reply", "created_by"):
         raise Passthrough(f"{METHOD}: Reply.created_by is not in the cached schema")
-    replies = read_all(reader, conn, gate, "Reply", by_ids(sorted(reply_ids)),
+    replies = read_all(reader, conn, gate, "Reply", {"logical_operator": "or", "conditions": of_note},
                        extra["Reply"] + ["content", "created_at", "user"] + (["created_by"] if fallback else []))
-    attachments = read_all(reader, conn, gate, "Attachment", by_ids(sorted(attachment_ids)),
+    attachments = read_ids(reader, conn, gate, "Attachment", attachment_ids,
                            extra["Attachment"] + ["created_at", "created_by"])
 
     # A reply's user, as the thread names it: its `user`, else (none stored) its creator.

@@ -32,9 +32,9 @@ from ..protocol import errors
 from ..store.field_types import EntityField, TextField
 from .engine import ReadEngine
 from .names import name_field
-from .note_threads import Gate, read_all, snapshot
+from .note_threads import Gate, read_all, site_fields, snapshot
 from .passthrough import Passthrough
-from .site_fields import SCHEMA_CHOICE_KEY, SiteFields
+from .site_fields import SiteFields
 
 METHOD = "query_display_name_cache"
 #: Matches of one type answered locally at most (before `project_ids`; more go to the site).
@@ -62,7 +62,7 @@ def text_search(reader: ReadEngine, conn: Connection, params: Any, *, gate: Gate
     """The search's answer as the site gives it, or Passthrough."""
     text, types, projects, limit = _params(params)
     conn = snapshot(reader, conn)
-    site = SiteFields(reader.schema, reader.store.get_state(conn, SCHEMA_CHOICE_KEY))
+    site = site_fields(reader, conn)
     terms = text.lower().split()
     matches: list[dict[str, Any]] = []
     try:
