@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
+from ..store.replicas import TCP_SETTINGS
 from ..store.tables import make_engine
 
 log = logging.getLogger("sgcache.http")
@@ -109,7 +110,8 @@ class PointReads:
         elif self._pg_open < self._pg_max * (1 + len(self._replica_idle)):
             self._pg_open += 1
             try:
-                aconn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=2)
+                extra = {} if url == self._pg_url else TCP_SETTINGS  # a replica's host may go silent
+                aconn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=2, **extra)
             except Exception as e:
                 self._pg_open -= 1
                 log.warning("no PostgreSQL connection for point reads (%s); using worker threads",

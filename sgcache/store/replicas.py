@@ -39,6 +39,7 @@ import struct
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, TypeVar
@@ -55,8 +56,15 @@ T = TypeVar("T")
 PROBE_EVERY = 0.5
 #: Longest a read waits for a replica to replay its caller's write before using the primary.
 RYW_WAIT = 1.0
-#: Seconds a replica's connect (and a probe's statement) may take before it counts as down.
+#: Seconds a replica's connect may take before it counts as down.
 CONNECT_TIMEOUT = 2
+#: Seconds a probe of a replica may take: one that does not answer (hung, or its host gone
+#: silent) is left out meanwhile, and not probed again until that probe returns.
+PROBE_TIMEOUT = 2.0
+#: libpq settings for replica connections: the kernel gives up on a connection whose sent
+#: data stays unacknowledged this long (ms), and keepalives find a silent peer when idle.
+TCP_SETTINGS = {"tcp_user_timeout": 5000, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+        "keepalives_count": 2}
 #: Seconds of the primary's positions kept to measure lag against.
 HISTORY_SECONDS = 600.0
 
@@ -226,11 +234,20 @@ class Replicas:
         self.primary_error: str | None = None
         self._given_up: dict[int, int] = {}  # slot -> position a read already waited for in vain
         self._lock = threading.Lock()
+        # Probes and replay checks run on threads of their own: calls stuck on a hung
+        # replica must not take the threads the rest of the server needs.
+        self._pool = ThreadPoolExecutor(max_workers=2 + 2 * len(self.replicas), thread_name_prefix="replica")
         self.stats = {"replica_reads": 0, "primary_reads": 0, "waits": 0, "fallbacks": 0}
 
     # -- probing -------------------------------------------------------------------------
     def probe(self) -> None:
         """Sample the primary, then each replica; decide which replicas are in use."""
+        p = self._probe_primary()
+        for r in self.replicas:
+            self._probe_replica(r, p)
+
+    def _probe_primary(self) -> _Probe | None:
+        """The primary's WAL position and event position now (None if it cannot be asked)."""
         try:
             if self._primary_at is None and self.slots.forget_beyond(lambda: _current_lsn(self.primary)):
                 log.info("cleared write positions past the primary's (another timeline)")
@@ -245,9 +262,8 @@ class Replicas:
                 self._primary_at = p
         except Exception as e:  # the primary down: keep the replicas' last verdicts
             self.primary_error = f"{type(e).__name__}: {_short(e)}"
-            p = None
-        for r in self.replicas:
-            self._probe_replica(r, p)
+            return None
+        return p
 
     def _probe_replica(self, r: Replica, p: _Probe | None) -> None:
         try:
@@ -299,9 +315,17 @@ class Replicas:
         r.error = f"a read failed: {type(e).__name__}"
 
     async def run(self) -> None:
+        busy: dict[int, asyncio.Future[None]] = {}  # replica -> its probe still running
         while True:
             try:
-                await asyncio.to_thread(self.probe)
+                p = await self._off_loop(self._probe_primary)
+                for i, r in enumerate(self.replicas):
+                    if i in busy and not busy[i].done():
+                        continue  # still stuck on its last probe: left out already
+                    busy[i] = asyncio.ensure_future(self._off_loop(self._probe_replica, r, p))
+                    done, _ = await asyncio.wait({busy[i]}, timeout=PROBE_TIMEOUT)
+                    if not done:
+                        self._leave_out(r, f"not answering within {PROBE_TIMEOUT:g}s")
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep probing whatever one round hit
@@ -343,7 +367,10 @@ class Replicas:
         pause = 0.001  # replay usually follows within a millisecond or two: look again soon, then less often
         while self._now() - started < RYW_WAIT:
             try:
-                replayed = await asyncio.to_thread(_replayed, r.engine)
+                replayed = await asyncio.wait_for(self._off_loop(_replayed, r.engine),
+                                                  max(0.01, RYW_WAIT - (self._now() - started)))
+            except asyncio.TimeoutError:
+                break
             except Exception as e:
                 self.failed(r, e)
                 return self._route(None)
@@ -371,7 +398,11 @@ class Replicas:
         return {"max_lag": self.max_lag, "primary_error": self.primary_error,
                 "replicas": [r.snapshot() for r in self.replicas], "reads": dict(self.stats)}
 
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for r in self.replicas:
             r.engine.dispose()
         self.slots.close()
@@ -380,7 +411,7 @@ class Replicas:
 def _replica_engine(url: str) -> Engine:
     """A pooled engine for a replica: connects fail fast, so a dead replica costs little."""
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT})
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT, **TCP_SETTINGS})
 
 
 def _current_lsn(engine: Engine) -> int:

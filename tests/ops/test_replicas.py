@@ -247,6 +247,26 @@ def test_a_standby_stopped_and_restarted_fails_no_read(world: World) -> None:
     assert [passthrough(c) for c in world.api] == passed
 
 
+@pytest.mark.postgres
+def test_a_hung_standby_is_left_out_and_new_reads_go_on(world: World) -> None:
+    etype, filters, fields = READS[0]
+    expected = world.site.sg().find(etype, filters, fields)
+    world.pg.freeze_standby()  # it keeps its connections open and answers nothing
+    try:
+        for c in world.api:
+            state = wait_for(lambda c=c: left_out(c), what="the hung standby left out")
+            assert "not answering" in (state["error"] or ""), state
+            sg = world.other(c)
+            sg.config.timeout_secs = 20  # a read stuck on the hung standby fails the test
+            for _ in range(3):  # reads started since are answered by the primary
+                assert sg.find(etype, filters, fields) == expected
+                assert sg.find_one("Shot", [["id", "is", expected[0]["id"]]], fields) == expected[0]
+    finally:
+        world.pg.thaw_standby()
+    for c in world.api:
+        wait_for(lambda c=c: standby_in_use(c), what="the standby back in use")
+
+
 @pytest.fixture
 def pg_url(tmp_path: Path) -> Iterator[str]:
     yield from new_db_url("postgresql", tmp_path)

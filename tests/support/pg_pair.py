@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -96,6 +97,28 @@ class PgPair:
 
     def start_standby(self) -> None:
         self._ctl("standby", "start", self.standby_port)
+
+    def _standby_pids(self) -> list[int]:
+        """The standby's postmaster and its children (the processes this pair started)."""
+        top = int((self.dir / "standby" / "postmaster.pid").read_text().split()[0])
+        pids = [top]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == top:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze_standby(self) -> None:
+        """SIGSTOP the standby: it keeps its connections but answers nothing (a hung server)."""
+        for pid in self._standby_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw_standby(self) -> None:
+        for pid in self._standby_pids():
+            os.kill(pid, signal.SIGCONT)
 
     def stop_standby(self) -> None:
         self._ctl("standby", "stop")
