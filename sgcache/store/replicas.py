@@ -20,7 +20,9 @@ replica; this module only decides, per read, whether that replica is good enough
   on one host (docs/deploy.md).
 - **No failed reads**: a read that fails on a replica (it went down, a recovery
   conflict cancelled the query) is run again on the primary, and the replica is left out
-  until the next probe finds it healthy.
+  until the next probe finds it healthy. A replica whose probe gets no answer within
+  PROBE_TIMEOUT (hung) is left out too; probes and replay checks run on their own
+  threads, so calls stuck on it never take the threads the server needs.
 
 The lag in events compares the sync leader's position (`last_event_id`) as the primary
 and the replica each record it.
