@@ -2,8 +2,9 @@
 
 Every path ends in `Refresher.apply`: re-read the touched entities from the site
 (active, then retired), follow link changes to the other side, and store the result in
-one transaction. Rows carry the start time of the fetch that wrote them (`_version`),
-so a slow, older fetch never overwrites a newer one whichever path it came from, and
+one transaction. Rows carry the start time of the fetch that wrote them (`_version`,
+from `Store.now_version`: the primary's clock on PostgreSQL, whatever host fetched), so a
+slow, older fetch never overwrites a newer one whichever path it came from, and
 re-applying anything (replay after a crash) is harmless.
 
 `interval_scan.Scanner` and `loop.SyncLoop` build on this; `events.EventWatcher` feeds it.
@@ -15,7 +16,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -45,12 +45,6 @@ FETCH_CONCURRENCY = 8
 CHUNK = 500
 #: Rounds of following changed links to the other side (each entity is fetched once).
 MAX_FOLLOW = 4
-
-
-def now_version() -> int:
-    """A fetch's version on this host's clock; the sync paths use `Store.now_version`, whose
-    clock is the primary's on PostgreSQL (several hosts write one database)."""
-    return time.time_ns() // 1000
 
 
 def merge(into: Touched, other: Touched) -> Touched:
