@@ -58,8 +58,10 @@ def _reason(text: str) -> Passthrough:
 
 
 #: The keys of a point read whose verdict `_point_plan` keeps (others: decided every time).
+#: shotgun_api3's `find` sends the paging-info flags; they change no check (`_point` turns
+#: away `return_paging_info`, the counts).
 _POINT_KEYS = frozenset({"type", "filters", "return_fields", "paging", "return_only", "include_archived_projects",
-                         "api_return_image_urls"})
+                         "api_return_image_urls", "return_paging_info", "return_paging_info_without_counts"})
 
 #: A condition no row meets (ids start at 1).
 _NOTHING = {"path": "id", "relation": "is", "values": [0]}
