@@ -64,8 +64,8 @@ def snapshot(reader: ReadEngine, conn: Connection) -> Connection:
     no transaction for a SELECT. Call it on a fresh connection, before any statement."""
     if conn.in_transaction():
         return conn
-    if reader.store.dialect == "postgresql":
-        conn.execution_options(isolation_level="REPEATABLE READ")
+    if reader.store.dialect == "postgresql":  # for this transaction only: nothing to reset after
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     elif reader.store.dialect == "sqlite":
         conn.exec_driver_sql("BEGIN")  # deferred: the first read takes the snapshot
     return conn
