@@ -114,7 +114,7 @@ def read_all(reader: ReadEngine, conn: Connection, gate: Gate, etype: str, filte
         res = reader.read(conn, params)
         out.extend(res["entities"])
         if len(out) > cap:
-            raise Passthrough(f"{METHOD}: more than {cap} {etype} entities")
+            raise Passthrough(f"more than {cap} {etype} entities in one answer")
         if not res["paging_info"].get("has_next_page"):
             return out
         page += 1
