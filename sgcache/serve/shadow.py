@@ -346,8 +346,9 @@ class Shadow:
         if why:
             log.debug("shadow lag on %s %s: %s (%s)", s.method, s.params.get("type"), diff.short(), why)
             return self._count("lag")
+        result = self._count("mismatch")  # counted before the quarantine shows (status readers see both)
         await self._mismatch(s, diff)
-        return self._count("mismatch")
+        return result
 
     def _count(self, result: str) -> str:
         self.counts[result] += 1

@@ -9,6 +9,7 @@ their local answers, until an operator lifts it.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import MetaData, create_engine
 
 from sgcache.serve import group_quarantine as gq
 from sgcache.store import quarantine as q
+from tests.browse.conftest import logins_of, sign_in
 from tests.cache.dbs import BACKENDS, new_db_url
 from tests.e2e.harness import Cache, Site, sgcache, start_cache, start_site
 
@@ -28,11 +30,13 @@ from .conftest import POLICY
 
 #: What the cache is told: Artists see everything. The site disagrees.
 WRONG = {**POLICY, "Artist": {"policy": "full"}}
+DEMO = 200
+PASSWORD = "artist-secret-1"  # the Artists' (for the browser's sign-in)
 
 
 @pytest.fixture(params=BACKENDS)
 def site_and_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Site, Cache]]:
-    site = start_site(demo=200)
+    site = start_site(*(a for u in logins_of(DEMO, "Artist") for a in ("--human-user", f"{u}:{PASSWORD}")), demo=DEMO)
     try:
         for url in new_db_url(request.param, tmp_path):
             cache = start_cache(site, url, tmp_path, "--no-sync", SGCACHE_AUTH_TTL="86400",
@@ -117,6 +121,11 @@ def test_a_mismatch_quarantines_the_group_until_cleared(site_and_cache: tuple[Si
     _wait_for(cache, lambda s: s["shadow"]["queued"] == 0, "shadow calls done")
     st = _status(cache)
     assert st["shadow"]["results"]["mismatch"] == 1 and list(st["permissions"]["quarantined"]) == ["Artist"]
+    # The browser shows the Artist nothing from the cache either.
+    browser = sign_in(cache.url, artist, PASSWORD)
+    page = browser.get("/browse/Project")
+    assert page.status_code == 200 and "permission quarantine" in page.text
+    assert not any(html.escape(p["name"]) in page.text for p in wrong)
 
     # The operator sees which group and why (ids and field names, no values) and lifts it.
     report = sgcache(cache.env, "shadow", "report")
@@ -125,6 +134,8 @@ def test_a_mismatch_quarantines_the_group_until_cleared(site_and_cache: tuple[Si
     cleared = sgcache(cache.env, "shadow", "clear", "--group", "Artist")
     assert cleared.returncode == 0 and "cleared 1 " in cleared.stdout, cleared
     assert _status(cache)["permissions"]["quarantined"] == {}
+    page = browser.get("/browse/Project").text  # (the browser's reads are not sampled)
+    assert all(html.escape(p["name"]) in page for p in wrong), page[-3000:]
     served, passed = _counts(cache)
     assert len(as_artist["cache"].find("Project", [], fields)) == len(wrong)  # the policy is still wrong
     assert _counts(cache) == (served + 1, passed)
