@@ -489,6 +489,7 @@ class Permissions:
 
     def answer(self, service: Any, grant: Grant, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A read or summarize as this caller may see it (blocking), or Passthrough."""
+        self.check_quarantine(grant)
         r = self.restrict(grant, method, params)
         gate = getattr(service, "read_gate", None)
         reader = service.reader
