@@ -113,7 +113,14 @@ class Config:
         if "@" in d["db_url"]:
             d["db_url"] = _redact_url(d["db_url"])
         d["db_read_urls"] = [_redact_url(u) if "@" in u else u for u in self.db_read_urls]
+        for name in ("shotgun_url", "site_moved_from"):  # a proxy's user:password@
+            if "@" in d[name]:
+                d[name] = _redact_url(d[name])
         return d
+
+    def __repr__(self) -> str:
+        """The redacted form: a Config printed in a log or a traceback shows no password."""
+        return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
 
 
 def public_url(url: str) -> str:

@@ -49,3 +49,16 @@ def test_real_site_schema_round_trips_verbatim() -> None:
     s = Schema.from_json(data)
     assert len(s.entities) == 77
     assert s.to_json() == data
+
+
+def test_passwords_in_urls_never_show_in_repr_or_redacted() -> None:
+    """A Config in a log line or a traceback must not carry the database's or a proxy's
+    password (PostgreSQL URLs and `https://user:pass@site` set-ups both hold one)."""
+    c = load_config(env={"SGCACHE_DB_URL": "postgresql://sg:dbpw1@db/sg",
+                         "SGCACHE_DB_READ_URLS": "postgresql://sg:dbpw2@replica/sg",
+                         "SGCACHE_SHOTGUN_URL": "https://proxy:sitepw@studio.example.com"})
+    for text in (repr(c), str(c), json.dumps(c.redacted())):
+        for secret in ("dbpw1", "dbpw2", "sitepw"):
+            assert secret not in text
+    assert "db/sg" in repr(c) and "studio.example.com" in repr(c)  # still says where
+    assert c.database_url == "postgresql://sg:dbpw1@db/sg"  # the real value is untouched
