@@ -60,7 +60,7 @@ class Config:
     max_json_items: int = 1_000_000  # bodies with more JSON values go to the site unparsed
     # Fair shares between callers (address + credentials; sgcache/serve/fairness.py).
     serve_active: int = 16  # api3 requests worked on at once per process, turns going round the callers (0: off)
-    caller_active: int = 4  # of which one caller's at most
+    caller_active: int = 1  # of which one caller's at most while others are served too (alone: all)
     caller_passthrough: int = 16  # one caller's api3 calls waiting on the site at once (a quarter of the passthrough lane)
     caller_max_wait: float = 30.0  # seconds a request may wait for its turn or place before a Busy Fault
     refused_body_delay: float = 2.0  # a large body refused again (or without credentials) is held unread this long, then closed

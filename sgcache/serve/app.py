@@ -82,6 +82,43 @@ class _Call:
     method: str = "invalid"
     outcome: str = "fault"
     params: list[Any] = field(default_factory=list)
+    #: Turns of the server this request ends with: given back once its answer has gone
+    #: out and been counted (`_Answering`), so the turn covers the whole cost of a request.
+    turns: list[Any] = field(default_factory=list)
+
+    finished: bool = False
+
+    def hold(self, turn: Any) -> None:
+        """Keep `turn` until the answer is out; a run that outlived its request (a shared
+        read whose first caller left) gives it back at once."""
+        if self.finished:
+            turn.release()
+        else:
+            self.turns.append(turn)
+
+    def release_turns(self) -> None:
+        self.finished = True
+        for turn in self.turns:
+            turn.release()
+        self.turns.clear()
+
+
+class _Answering:
+    """An ASGI response that gives its request's turns back once it has been sent (and its
+    background bookkeeping done), whatever happens while sending: a caller's turns then
+    bound everything the server does for it, not just the part before the answer, so many
+    quickly answered requests of one caller (identical reads joining one run) cannot fill
+    the event loop ahead of other callers."""
+
+    def __init__(self, response: Response, call: _Call) -> None:
+        self.response = response
+        self.call = call
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.call.release_turns()
 
 
 def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awaitable[None]] | None = None,
@@ -132,12 +169,19 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         turn = getattr(request.state, "turn", None)
 
         def site() -> Awaitable[Answer]:
-            return fairness.site_call(turn, caller, lambda: send(body, method, request))
-        try:
+            return fairness.site_call(None if away else turn, caller, lambda: send(body, method, request))
+
+        async def call_site() -> tuple[Answer, bool]:
             if key is None:
-                answer = await site()
-            else:
-                answer, shared = await coalescer.call(key, method, auth, site)
+                return await site(), False
+            return await coalescer.call(key, method, auth, site)
+        # A read waits for the site (or for an identical call's answer) without its turn
+        # and takes a turn again for the answer, so a caller whose reads the site answers
+        # quickly cannot have them all worked on at once. A write keeps its answer
+        # whatever the wait: it gives its turn back and does not queue for another.
+        away = turn is not None and turn.held and method in SAFE_METHODS
+        try:
+            answer, shared = await (turn.away(call_site()) if away else call_site())
         except UpstreamUnavailable as e:
             return _fault(e)
         finally:
@@ -170,29 +214,32 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
         call = _Call()
+        request.state.call = call
         try:
             response = await handle(request, call)
         except BaseException:  # cancelled: account for it now, there is no response to follow
+            call.release_turns()
             account(request, call, None, time.perf_counter() - t0)
             raise
         dt = time.perf_counter() - t0
-
-        async def after() -> None:
-            account(request, call, response, dt)
-
         # Counting and the request log line wait until the answer has gone out: they
-        # are the server's bookkeeping, not the caller's latency.
-        response.background = BackgroundTask(after)
-        return response
+        # are the server's bookkeeping, not the caller's latency. (No closure over the
+        # response: response -> task -> closure -> response is a reference cycle per
+        # request, and collecting those stalled the event loop for 20+ ms at a time.)
+        response.background = BackgroundTask(account_after, request, call, response.status_code, dt)
+        return _Answering(response, call)  # type: ignore[return-value]  # an ASGI response
 
-    def account(request: Request, call: "_Call", response: Response | None, seconds: float) -> None:
+    async def account_after(request: Request, call: "_Call", status: int | None, seconds: float) -> None:
+        account(request, call, status, seconds)  # async: a plain function would go to a thread
+
+    def account(request: Request, call: "_Call", status: int | None, seconds: float) -> None:
         method, params = call.method, call.params
         label = method_label(method) if method != "invalid" else method
         auth = params[0] if params and isinstance(params[0], dict) else None
         etype = params[1].get("type") if len(params) > 1 and isinstance(params[1], dict) else None
         metrics.observe(label, call.outcome, seconds, reason=getattr(request.state, "passthrough_reason", None),
                         entity_type=etype if isinstance(etype, str) else None, auth=auth,
-                        status=response.status_code if response is not None else None)
+                        status=status)
 
     async def handle(request: Request, call: "_Call") -> Response:
         lease = intake.lease()  # the body's share of the in-flight budget, until the answer is ready
@@ -250,7 +297,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         finally:
             lease.release()
             if turn is not None:
-                turn.release()
+                call.hold(turn)  # given back once the answer is out (`_Answering`)
 
     async def shared_read(body: bytes, params: list[Any], request: Request, method: str) -> tuple[Response, str]:
         """`read`, or the answer of an identical one queued or running for the same credentials
@@ -261,7 +308,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             try:
                 return await read(body, params[0], params[1], request, method)
             finally:
-                turn.release()
+                request.state.call.hold(turn)  # given back once the answer is out
 
         key = reads_in_flight.key(method, params, request.headers, str(request.base_url))
         if key is None:
@@ -274,6 +321,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                           getattr(request.state, "passthrough_reason", None))
         answer, shared = await reads_in_flight.call(key, method, params[0], run)
         if shared:
+            # A joiner's answer costs the server its response too: it takes its caller's
+            # turn for it, or one caller's identical reads on many connections would all
+            # be answered at once, ahead of every other caller.
+            request.state.call.hold(await fairness.turn(request.state.caller))
             request.state.passthrough_reason = answer.reason
             metrics.coalesced.labels(method_label(method),
                                      "in_flight" if answer.outcome == "passthrough" else "local").inc()

@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Mapping, TypeVar
 
@@ -40,6 +41,8 @@ from ..protocol import errors
 _WHO = ("script_name", "user_login", "session_token")
 _SECRET = ("script_key", "user_password", "session_token")
 T = TypeVar("T")
+#: A caller granted turns with nobody else for this long counts as alone (`RoundRobin`).
+ALONE_WINDOW = 0.25
 
 
 class Busy(errors.Fault):
@@ -58,18 +61,45 @@ class _Queue:
 
 class RoundRobin:
     """`limit` places shared between callers, at most `per_caller` each, free places going
-    round the waiting callers in turn."""
+    round the waiting callers in turn.
 
-    def __init__(self, limit: int, per_caller: int, max_wait: float, what: str) -> None:
+    With `alone_window` > 0, `per_caller` binds only under contention: a caller that no
+    other caller has been granted a place beside for `alone_window` seconds may use up to
+    `limit` (one client's many connections on an idle server), and drops back to
+    `per_caller` as soon as anyone else comes. Why: on one event loop, each request being
+    worked on adds to every other request's wait, so a caller's share of the loop follows
+    its count of places; one place each under contention is what keeps a flood's share
+    equal to anyone else's."""
+
+    def __init__(self, limit: int, per_caller: int, max_wait: float, what: str,
+                 alone_window: float = 0.0) -> None:
         self.limit = max(1, limit)
         self.per_caller = max(1, min(per_caller, self.limit)) if per_caller > 0 else self.limit
         self.max_wait = max_wait
         self.what = what
+        self.alone_window = alone_window
         self.active = 0
         self.queues: dict[str, _Queue] = {}
         self._ring: deque[str] = deque()  # callers with waiters, each once, served in this order
+        self._recent: OrderedDict[str, float] = OrderedDict()  # caller -> when last granted, oldest first
         self.waited = 0  # requests that had to wait, for tests and status
         self.refused = 0
+
+    def _cap(self, caller: str) -> int:
+        """How many places `caller` may hold now (`per_caller` unless it is alone)."""
+        if self.alone_window <= 0 or self.per_caller >= self.limit:
+            return self.per_caller
+        recent = self._recent
+        horizon = time.monotonic() - self.alone_window
+        while recent and next(iter(recent.values())) < horizon:
+            recent.popitem(last=False)
+        others = len(recent) - (caller in recent)
+        return self.per_caller if others > 0 or len(self._ring) > (caller in self._ring) else self.limit
+
+    def _granted(self, caller: str) -> None:
+        if self.alone_window > 0:
+            self._recent[caller] = time.monotonic()
+            self._recent.move_to_end(caller)
 
     def _queue(self, caller: str) -> _Queue:
         q = self.queues.get(caller)
@@ -79,9 +109,10 @@ class RoundRobin:
 
     async def acquire(self, caller: str) -> None:
         q = self._queue(caller)
-        if self.active < self.limit and q.active < self.per_caller and not q.waiting and not self._ring:
+        if self.active < self.limit and not q.waiting and not self._ring and q.active < self._cap(caller):
             self.active += 1
             q.active += 1
+            self._granted(caller)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         q.waiting.append(fut)
@@ -123,7 +154,7 @@ class RoundRobin:
             if not q.waiting:
                 self._forget(caller, q)
                 continue
-            if q.active >= self.per_caller:  # at its own limit: keep its place for later
+            if q.active >= self._cap(caller):  # at its own limit: keep its place for later
                 self._ring.append(caller)
                 skipped += 1
                 continue
@@ -131,6 +162,7 @@ class RoundRobin:
             q.waiting.popleft().set_result(None)
             self.active += 1
             q.active += 1
+            self._granted(caller)
             if q.waiting:
                 self._ring.append(caller)
 
@@ -177,10 +209,10 @@ class Fairness:
     """The turns of the event loop and the callers' places in passthrough (module doc)."""
 
     def __init__(self, *, active: int, per_caller_active: int, per_caller_passthrough: int,
-                 max_wait: float) -> None:
+                 max_wait: float, alone_window: float = ALONE_WINDOW) -> None:
         self._salt = os.urandom(16)
         self.enabled = active > 0
-        self.turns = RoundRobin(active or 1, per_caller_active, max_wait, "turn of the server")
+        self.turns = RoundRobin(active or 1, per_caller_active, max_wait, "turn of the server", alone_window)
         self.passthrough = RoundRobin(1 << 30, per_caller_passthrough, max_wait,
                                       "place among its calls to the site")
 
