@@ -63,7 +63,7 @@ class Config:
     caller_active: int = 1  # of which one caller's at most while others are served too (alone: all)
     caller_passthrough: int = 16  # one caller's api3 calls waiting on the site at once (a quarter of the passthrough lane)
     caller_max_wait: float = 30.0  # seconds a request may wait for its turn or place before a Busy Fault
-    refused_body_delay: float = 2.0  # a large body refused again (or without credentials) is held unread this long, then closed
+    refused_body_delay: float = 5.0  # a large body refused again (or without credentials) is held unread this long, then closed
     # Per permission group, what the site shows its users (sgcache/serve/permissions.py):
     # inline JSON, a JSON/TOML file, or a table in the config file; empty: the site's default roles.
     permissions: str = ""

@@ -227,7 +227,7 @@ class Intake:
 
     def __init__(self, *, max_body_bytes: int, max_inflight_bytes: int, max_unverified_body_bytes: int,
                  max_json_items: int, max_json_depth: int,
-                 verify: Callable[[dict[str, Any]], Awaitable[None]], refusal_delay: float = 2.0) -> None:
+                 verify: Callable[[dict[str, Any]], Awaitable[None]], refusal_delay: float = 5.0) -> None:
         self.max_body = max_body_bytes
         self.unverified = max_unverified_body_bytes
         self.max_items = max_json_items
