@@ -236,3 +236,29 @@ def test_free_turns_go_round_the_waiting_callers() -> None:
 
     order = asyncio.run(run())
     assert order.index("farm") <= 1, order
+
+
+def test_a_caller_alone_may_use_every_turn_but_only_its_share_beside_another() -> None:
+    """One client's many connections on an idle server are not held to one turn; as soon
+    as another caller is served, the flood is back to its share (one turn at a time), so
+    the newcomer waits for one of the flood's requests, not for all of them."""
+    async def run() -> None:
+        rr = RoundRobin(limit=4, per_caller=1, max_wait=10, what="turn", alone_window=60)
+        for _ in range(4):  # alone: every turn, no waiting
+            await asyncio.wait_for(rr.acquire("farm"), 1)
+        assert rr.active == 4 and rr.waited == 0
+        late = asyncio.ensure_future(rr.acquire("artist"))  # another caller: waits for a free turn ...
+        await asyncio.sleep(0)
+        assert not late.done()
+        rr.release("farm")  # ... which goes to it, not back to the farm
+        await asyncio.wait_for(late, 1)
+        more = asyncio.ensure_future(rr.acquire("farm"))
+        for _ in range(2):  # the farm holds three turns, past its share while the artist is served:
+            rr.release("farm")  # a free turn is not its until it is down to none
+            await asyncio.sleep(0)
+        assert not more.done() and rr.active == 2 and rr.queues["farm"].active == 1
+        rr.release("farm")
+        await asyncio.wait_for(more, 1)  # its one turn beside the artist's
+        assert rr.queues["farm"].active == 1 and rr.queues["artist"].active == 1
+
+    asyncio.run(run())
