@@ -59,7 +59,7 @@ class Config:
     max_unverified_body_bytes: int = 65_536  # bodies past this must begin with credentials the site accepts
     max_json_items: int = 1_000_000  # bodies with more JSON values go to the site unparsed
     # Fair shares between callers (address + credentials; sgcache/serve/fairness.py).
-    serve_active: int = 16  # api3 requests worked on at once per process, turns going round the callers (0: off)
+    serve_active: int = 64  # api3 requests worked on at once per process, turns going round the callers (0: off)
     caller_active: int = 1  # of which one caller's at most while others are served too (alone: all)
     caller_passthrough: int = 16  # one caller's api3 calls waiting on the site at once (a quarter of the passthrough lane)
     caller_max_wait: float = 30.0  # seconds a request may wait for its turn or place before a Busy Fault
