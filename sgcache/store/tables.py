@@ -436,16 +436,19 @@ class Store:
                 multi[fname][row[0]] = rec[fname] or []
         written: set[int] | None = set() if self.dialect == "postgresql" else None
         guarded = version is not None
+        changed = 0  # SQLite: rows the statements wrote (the version guard may leave some alone)
         for fields, rows in by_shape.items():
             cols = fields + tuple(meta)
             if written is not None:
                 written |= self._json_upsert(conn, et.table, cols, [dict(zip(cols, r)) for r in rows],
                                              guarded=guarded, returning=bool(multi) and guarded)
             else:
-                self._sqlite_many(conn, ("upsert", et.name, cols, guarded), et.table,
-                                  lambda cols=cols: self._upsert_stmt(et.table, cols, guarded=guarded), cols, rows)
-        if version is not None and multi:
-            # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked).
+                changed += self._sqlite_many(conn, ("upsert", et.name, cols, guarded), et.table,
+                                             lambda cols=cols: self._upsert_stmt(et.table, cols, guarded=guarded),
+                                             cols, rows)
+        if version is not None and multi and (written is not None or changed != n):
+            # Links only of the rows this fetch wrote (PostgreSQL said which; SQLite is asked,
+            # unless its count of changed rows says every record was written, as in a scan).
             mine = written if written is not None else \
                 self.ids_at_version(conn, entity_type, {i for v in multi.values() for i in v},
                                     version if not versions else _VersionOf(versions, version))
@@ -549,7 +552,7 @@ class Store:
         conn.execute(stmt, {"rows": _json_param(table, rows)})
 
     def _sqlite_many(self, conn: Connection, key: tuple[Any, ...], table: Table, build: Any,
-                     cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+                     cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
         """executemany of one statement on SQLite, compiled once per shape and run on the
         driver: SQLAlchemy's own executemany converts every row's parameters in Python,
         which cost more than SQLite's insert (a full scan writes millions of rows). Rows
@@ -571,7 +574,7 @@ class Store:
             rows = [r + defaults for r in rows]
         if pick is not None:
             rows = [pick(r) for r in rows]
-        conn.exec_driver_sql(sql, rows)
+        return int(conn.exec_driver_sql(sql, rows).rowcount)  # the rows it changed, summed
 
     def _json_upsert(self, conn: Connection, table: Table, cols: tuple[str, ...], rows: list[dict[str, Any]],
                      guarded: bool, returning: bool = True) -> set[int]:
