@@ -103,6 +103,13 @@ class _Call:
         self.turns.clear()
 
 
+def _let_go(e: BaseException) -> None:
+    """Drop a handled exception's traceback before the request goes on to the site: its
+    frames (one of them holds the exception) would otherwise make a reference cycle per
+    passed-through read, freed only by the collector's stop-the-loop passes."""
+    e.__traceback__ = None
+
+
 class _Answering:
     """An ASGI response that gives its request's turns back once it has been sent (and its
     background bookkeeping done), whatever happens while sending: a caller's turns then
@@ -364,6 +371,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Passthrough as p:
             log.debug("passthrough %s %.64s: %.300s", method, etype, p.reason)
             request.state.passthrough_reason = p.reason
+            _let_go(p)
             return await forward(body, method, request), "passthrough"
         except errors.AuthenticationFault as f:
             log.info("refused read %s by %s", etype, identity(auth))
@@ -372,11 +380,13 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return _fault(f), "fault"
         except errors.Fault as f:
             request.state.passthrough_reason = f"invalid request, site decides: {f.message}"
+            _let_go(f)
             return await forward(body, method, request), "passthrough"
         except Exception as e:  # a value the engine or database chokes on: the site decides
             log.warning("read engine failed on %.64s (%s: %.200s); passing the read through", etype,
                         type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
             request.state.passthrough_reason = "error"
+            _let_go(e)
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         if outage is not None:  # not a shadow sample: the site would have shown its own URLs
@@ -399,6 +409,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Passthrough as p:
             log.debug("passthrough %s: %.300s", method, p.reason)
             request.state.passthrough_reason = p.reason
+            _let_go(p)
             return await forward(body, method, request), "passthrough"
         except errors.AuthenticationFault as f:
             return _fault(f), "refused"
@@ -407,6 +418,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Exception as e:  # noqa: BLE001 - the site decides (its own Fault, or what the engine chokes on)
             log.warning("%s failed locally (%s: %.200s); passing it through", method, type(e).__name__, e)
             request.state.passthrough_reason = "error" if not isinstance(e, errors.Fault) else "invalid request"
+            _let_go(e)
             return await forward(body, method, request), "passthrough"
         return _json({"results": result}), "served"
 
