@@ -11,15 +11,21 @@ on, it waits for a *turn*:
   salted hash of its secret; sudo and client uuids left out, so they cannot mint new
   callers); a request with no credentials is its address's anonymous caller;
 - at most `active` requests of all callers are worked on at once, at most
-  `per_caller_active` of one caller; the rest wait in their own caller's FIFO queue,
-  which costs a future each, and free turns go round the waiting callers in turn
+  `per_caller_active` of one caller while other callers are being served (a caller
+  alone may use all `active`); the rest wait in their own caller's FIFO queue, which
+  costs a future each, and free turns go round the waiting callers in turn
   (round-robin), so a caller with one waiting request is served after at most one
   request of each other caller;
-- a request gives its turn back while it waits for the site: the verification of new
-  credentials (many new keys must not hold every turn while the site checks them), and
-  a passthrough call, which holds one of its caller's `per_caller_passthrough` places
-  instead, so a caller flooding passthrough queues behind itself, not in front of
-  others' local reads, and cannot take every connection of the passthrough lane;
+- a turn covers everything the server does for the request, its answer sent and counted
+  included (serve/app.py gives it back then): the work outside turns is what a flood
+  gets for free, so there must be none;
+- a request gives its turn back while it waits: for the site (the verification of new
+  credentials, so many new keys cannot hold every turn while the site checks them; a
+  passthrough call, which holds one of its caller's `per_caller_passthrough` places
+  instead, so a caller flooding passthrough queues behind itself and cannot take every
+  connection of the passthrough lane) or for an identical read's answer; a read then
+  takes a turn again to answer, so answers that arrive together are still served one
+  turn at a time;
 - a request that waited `max_wait` seconds for a turn or a place gets a Busy Fault.
 
 Single event loop, no locks: `_grant` and `_release` never await.
