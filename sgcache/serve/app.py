@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -44,6 +43,7 @@ from ..upstream import (
 )
 from .auth import AuthVerifier, identity
 from .coalesce import Answer, Coalescer, WriteClock
+from .calls import Answering, Call, let_go
 from .fairness import Fairness
 from .intake import Intake
 from .metrics import Metrics
@@ -73,59 +73,6 @@ def _json(data: Any) -> Response:
 
 def _fault(f: errors.Fault) -> Response:
     return _json(f.body())
-
-
-@dataclass
-class _Call:
-    """What the request log and metrics need to know of one api3 call."""
-
-    method: str = "invalid"
-    outcome: str = "fault"
-    params: list[Any] = field(default_factory=list)
-    #: Turns of the server this request ends with: given back once its answer has gone
-    #: out and been counted (`_Answering`), so the turn covers the whole cost of a request.
-    turns: list[Any] = field(default_factory=list)
-
-    finished: bool = False
-
-    def hold(self, turn: Any) -> None:
-        """Keep `turn` until the answer is out; a run that outlived its request (a shared
-        read whose first caller left) gives it back at once."""
-        if self.finished:
-            turn.release()
-        else:
-            self.turns.append(turn)
-
-    def release_turns(self) -> None:
-        self.finished = True
-        for turn in self.turns:
-            turn.release()
-        self.turns.clear()
-
-
-def _let_go(e: BaseException) -> None:
-    """Drop a handled exception's traceback before the request goes on to the site: its
-    frames (one of them holds the exception) would otherwise make a reference cycle per
-    passed-through read, freed only by the collector's stop-the-loop passes."""
-    e.__traceback__ = None
-
-
-class _Answering:
-    """An ASGI response that gives its request's turns back once it has been sent (and its
-    background bookkeeping done), whatever happens while sending: a caller's turns then
-    bound everything the server does for it, not just the part before the answer, so many
-    quickly answered requests of one caller (identical reads joining one run) cannot fill
-    the event loop ahead of other callers."""
-
-    def __init__(self, response: Response, call: _Call) -> None:
-        self.response = response
-        self.call = call
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await self.response(scope, receive, send)
-        finally:
-            self.call.release_turns()
 
 
 def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awaitable[None]] | None = None,
@@ -220,7 +167,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
 
     async def api3(request: Request) -> Response:
         t0 = time.perf_counter()
-        call = _Call()
+        call = Call()
         request.state.call = call
         try:
             response = await handle(request, call)
@@ -234,12 +181,12 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         # response: response -> task -> closure -> response is a reference cycle per
         # request, and collecting those stalled the event loop for 20+ ms at a time.)
         response.background = BackgroundTask(account_after, request, call, response.status_code, dt)
-        return _Answering(response, call)  # type: ignore[return-value]  # an ASGI response
+        return Answering(response, call)  # type: ignore[return-value]  # an ASGI response
 
-    async def account_after(request: Request, call: "_Call", status: int | None, seconds: float) -> None:
+    async def account_after(request: Request, call: "Call", status: int | None, seconds: float) -> None:
         account(request, call, status, seconds)  # async: a plain function would go to a thread
 
-    def account(request: Request, call: "_Call", status: int | None, seconds: float) -> None:
+    def account(request: Request, call: "Call", status: int | None, seconds: float) -> None:
         method, params = call.method, call.params
         label = method_label(method) if method != "invalid" else method
         auth = params[0] if params and isinstance(params[0], dict) else None
@@ -248,7 +195,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                         entity_type=etype if isinstance(etype, str) else None, auth=auth,
                         status=status)
 
-    async def handle(request: Request, call: "_Call") -> Response:
+    async def handle(request: Request, call: "Call") -> Response:
         lease = intake.lease()  # the body's share of the in-flight budget, until the answer is ready
         turn = None
         try:
@@ -304,7 +251,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         finally:
             lease.release()
             if turn is not None:
-                call.hold(turn)  # given back once the answer is out (`_Answering`)
+                call.hold(turn)  # given back once the answer is out (serve/calls.py)
 
     async def shared_read(body: bytes, params: list[Any], request: Request, method: str) -> tuple[Response, str]:
         """`read`, or the answer of an identical one queued or running for the same credentials
@@ -371,7 +318,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Passthrough as p:
             log.debug("passthrough %s %.64s: %.300s", method, etype, p.reason)
             request.state.passthrough_reason = p.reason
-            _let_go(p)
+            let_go(p)
             return await forward(body, method, request), "passthrough"
         except errors.AuthenticationFault as f:
             log.info("refused read %s by %s", etype, identity(auth))
@@ -380,13 +327,13 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             return _fault(f), "fault"
         except errors.Fault as f:
             request.state.passthrough_reason = f"invalid request, site decides: {f.message}"
-            _let_go(f)
+            let_go(f)
             return await forward(body, method, request), "passthrough"
         except Exception as e:  # a value the engine or database chokes on: the site decides
             log.warning("read engine failed on %.64s (%s: %.200s); passing the read through", etype,
                         type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
             request.state.passthrough_reason = "error"
-            _let_go(e)
+            let_go(e)
             return await forward(body, method, request), "passthrough"
         log.debug("served read %s for %s", etype, identity(auth))
         if outage is not None:  # not a shadow sample: the site would have shown its own URLs
@@ -409,7 +356,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Passthrough as p:
             log.debug("passthrough %s: %.300s", method, p.reason)
             request.state.passthrough_reason = p.reason
-            _let_go(p)
+            let_go(p)
             return await forward(body, method, request), "passthrough"
         except errors.AuthenticationFault as f:
             return _fault(f), "refused"
@@ -418,7 +365,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         except Exception as e:  # noqa: BLE001 - the site decides (its own Fault, or what the engine chokes on)
             log.warning("%s failed locally (%s: %.200s); passing it through", method, type(e).__name__, e)
             request.state.passthrough_reason = "error" if not isinstance(e, errors.Fault) else "invalid request"
-            _let_go(e)
+            let_go(e)
             return await forward(body, method, request), "passthrough"
         return _json({"results": result}), "served"
 
