@@ -206,7 +206,7 @@ def _check(path: Path, relation: str, values: list[Any], method: str) -> None:
                                         f"got {len(values)}")
     if relation in ("in_last", "not_in_last", "in_next", "not_in_next"):
         count, unit = values
-        if not _is_int(count) or unit not in TIME_UNITS:
+        if not _is_int(count) or not isinstance(unit, str) or unit not in TIME_UNITS:
             raise errors.bad_filter(method, f"relation '{relation}' on '{name}' expects "
                                             f"[count, {'|'.join(sorted(TIME_UNITS))}]")
         return
