@@ -122,6 +122,12 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         # shared with an identical call keeps it, so a flood of them is served in its turn.
         turn = getattr(request.state, "turn", None)
 
+        # A read waits for the site (or for an identical call's answer) without its turn
+        # and takes a turn again for the answer, so a caller whose reads the site answers
+        # quickly cannot have them all worked on at once. A write keeps its answer
+        # whatever the wait: it gives its turn back and does not queue for another.
+        away = turn is not None and turn.held and method in SAFE_METHODS
+
         def site() -> Awaitable[Answer]:
             return fairness.site_call(None if away else turn, caller, lambda: send(body, method, request))
 
@@ -129,11 +135,6 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if key is None:
                 return await site(), False
             return await coalescer.call(key, method, auth, site)
-        # A read waits for the site (or for an identical call's answer) without its turn
-        # and takes a turn again for the answer, so a caller whose reads the site answers
-        # quickly cannot have them all worked on at once. A write keeps its answer
-        # whatever the wait: it gives its turn back and does not queue for another.
-        away = turn is not None and turn.held and method in SAFE_METHODS
         try:
             answer, shared = await (turn.away(call_site()) if away else call_site())
         except UpstreamUnavailable as e:
@@ -183,10 +184,10 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
         response.background = BackgroundTask(account_after, request, call, response.status_code, dt)
         return Answering(response, call)  # type: ignore[return-value]  # an ASGI response
 
-    async def account_after(request: Request, call: "Call", status: int | None, seconds: float) -> None:
+    async def account_after(request: Request, call: Call, status: int | None, seconds: float) -> None:
         account(request, call, status, seconds)  # async: a plain function would go to a thread
 
-    def account(request: Request, call: "Call", status: int | None, seconds: float) -> None:
+    def account(request: Request, call: Call, status: int | None, seconds: float) -> None:
         method, params = call.method, call.params
         label = method_label(method) if method != "invalid" else method
         auth = params[0] if params and isinstance(params[0], dict) else None
@@ -195,7 +196,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                         entity_type=etype if isinstance(etype, str) else None, auth=auth,
                         status=status)
 
-    async def handle(request: Request, call: "Call") -> Response:
+    async def handle(request: Request, call: Call) -> Response:
         lease = intake.lease()  # the body's share of the in-flight budget, until the answer is ready
         turn = None
         try:

@@ -83,6 +83,8 @@ class RoundRobin:
         self.per_caller = max(1, min(per_caller, self.limit)) if per_caller > 0 else self.limit
         self.max_wait = max_wait
         self.what = what
+        #: Whether `per_caller` depends on contention (else it always binds, nothing is tracked).
+        self._adaptive = alone_window > 0 and self.per_caller < self.limit
         self.alone_window = alone_window
         self.active = 0
         self.queues: dict[str, _Queue] = {}
@@ -93,17 +95,19 @@ class RoundRobin:
 
     def _cap(self, caller: str) -> int:
         """How many places `caller` may hold now (`per_caller` unless it is alone)."""
-        if self.alone_window <= 0 or self.per_caller >= self.limit:
+        if not self._adaptive:
             return self.per_caller
         recent = self._recent
         horizon = time.monotonic() - self.alone_window
         while recent and next(iter(recent.values())) < horizon:
             recent.popitem(last=False)
-        others = len(recent) - (caller in recent)
-        return self.per_caller if others > 0 or len(self._ring) > (caller in self._ring) else self.limit
+        others_recent = len(recent) - (caller in recent)
+        ring = self._ring  # each waiting caller once: another is waiting unless it is just this one
+        others_waiting = len(ring) > 1 or (len(ring) == 1 and ring[0] != caller)
+        return self.per_caller if others_recent or others_waiting else self.limit
 
     def _granted(self, caller: str) -> None:
-        if self.alone_window > 0:
+        if self._adaptive:
             self._recent[caller] = time.monotonic()
             self._recent.move_to_end(caller)
 
