@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..protocol import errors
+from ..protocol import errors, jsoncodec
 from .faults import FaultConfig, Stats
 from .site import Site
 from .thumbnails import PENDING_PNG, TRANSIENT
@@ -43,15 +43,23 @@ AUTH_KEYS = ("script_name", "script_key", "user_login", "user_password", "sessio
 
 
 def _json(body: Any) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False).encode("utf-8"), media_type=JSON_TYPE)
+    """The wire's encoder (orjson where exact): a page of 500 entities is encoded in a
+    fraction of the standard library's time. Exact because the site's values are finite:
+    bodies with NaN or Infinity are refused as invalid JSON (`_parse`), as the site does."""
+    return Response(jsoncodec.dumps(body), media_type=JSON_TYPE)
+
+
+def _parse(body: bytes) -> Any:
+    """A request body's JSON. NaN and Infinity are not JSON: the site refuses them."""
+    return jsoncodec.loads(body, allow_constants=False)
 
 
 def _label(path: str, body: bytes) -> tuple[str, Any]:
     """Stats label of a request, and its parsed JSON payload when it is an RPC."""
     if path.endswith("/api3/json"):
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = _parse(body)
+        except (ValueError, RecursionError):
             return "invalid", None
         method = payload.get("method_name") if isinstance(payload, dict) else None
         return (method if isinstance(method, str) else "invalid"), payload
@@ -161,8 +169,8 @@ class MockServer:
         payload = request.scope.get("sgcache.payload")
         if payload is None:
             try:
-                payload = json.loads(await request.body())
-            except (ValueError, UnicodeDecodeError):
+                payload = _parse(await request.body())
+            except (ValueError, RecursionError):
                 return _json(errors.Fault("Invalid JSON in request body.").body())
         return await run_in_threadpool(self._rpc, payload)
 
