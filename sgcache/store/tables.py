@@ -49,11 +49,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
 from ..schema import EntitySchema, Schema
-from .field_types import FieldType, MultiEntityField, field_type
+from .field_types import EntityField, FieldType, FoldedField, MultiEntityField, field_type, fold
 from .quarantine import shadow_table
 
 ACTIVE = "_active"
@@ -197,10 +198,20 @@ class RowShape:
 
     def __init__(self, et: EntityTable, keys: tuple[str, ...]) -> None:
         present = sorted(f for f in set(keys) if f in et.fields)
-        plain = [f for f in present if type(et.fields[f]).to_db is FieldType.to_db]
-        self.multi = tuple(f for f in present if isinstance(et.fields[f], MultiEntityField))
-        self.convs = tuple((f, et.fields[f].to_row) for f in present if f not in plain and f not in self.multi)
-        self.columns: tuple[str, ...] = ("id", *plain, *(c for f, _ in self.convs for c in et.fields[f].column_names))
+        kind = {f: type(et.fields[f]) for f in present}
+        plain = [f for f in present if kind[f].to_db is FieldType.to_db]
+        self.multi = tuple(f for f in present if issubclass(kind[f], MultiEntityField))
+        # Links and folded text, most of a row's conversions, are converted inline (as
+        # `EntityField.to_row` and `FoldedField.to_row` do): a call per value cost more than
+        # the conversion. The test of `build` against `row_for` holds them to it.
+        self.links = tuple(f for f in present if kind[f].to_row is EntityField.to_row)
+        self.folded = tuple(f for f in present if kind[f].to_row is FoldedField.to_row)
+        inline = {*plain, *self.multi, *self.links, *self.folded}
+        self.convs = tuple((f, et.fields[f].to_row) for f in present if f not in inline)
+        self.columns: tuple[str, ...] = (
+            "id", *plain, *(c for f, _ in self.convs for c in et.fields[f].column_names),
+            *(c for f in self.links for c in et.fields[f].column_names),
+            *(c for f in self.folded for c in et.fields[f].column_names))
         self.plain = itemgetter(*plain) if len(plain) > 1 else None
         self.one = plain[0] if len(plain) == 1 else None
 
@@ -212,6 +223,15 @@ class RowShape:
             row.append(rec[self.one])
         for f, conv in self.convs:
             row += conv(rec[f])
+        for f in self.links:
+            v = rec[f]
+            if v is not None and isinstance(v, dict) and v.get("type") and (i := v.get("id")) is not None:
+                row += (v["type"], i if i.__class__ is int else int(i))
+            else:
+                row += (None, None)
+        for f in self.folded:
+            v = rec[f]
+            row += (v, fold(v) if isinstance(v, str) else None)
         return row
 
 
@@ -395,13 +415,19 @@ class Store:
 
     def upsert(self, conn: Connection, entity_type: str, records: Iterable[dict[str, Any]],
                *, active: bool | None = None, event_id: int | None = None,
-               version: int | None = None, versions: dict[int, int] | None = None) -> int:
+               version: int | None = None, versions: dict[int, int] | None = None,
+               fresh: bool = False) -> int:
         """Insert or update entities from wire records (only the fields present).
 
         Multi-entity values replace the stored list. With a `version` (when the fetch
         started), rows already written by a later fetch are left alone, links included.
         `versions` (id -> version) gives rows fetched at other times their own (the event
         watcher writes several fetches in one statement). Returns the number of records.
+
+        `fresh`: the caller expects the rows to be new (a full scan of a type whose table
+        was empty). On SQLite they are then inserted only where absent, and when every one
+        was, their links are written without comparing stored lists (a new row has none):
+        a scan writes millions. If any row existed, the usual guarded upsert runs for all.
         """
         et = self.entities[entity_type]
         # The columns every row gets besides its fields, and their values (`tail`).
@@ -421,21 +447,29 @@ class Store:
         by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         n = 0
+        last: tuple[str, ...] | None = None  # a page's records share their keys: look up once
         for rec in records:
             n += 1
-            shape = et.shape_of(tuple(rec))
+            keys = tuple(rec)
+            if keys != last:
+                last = keys
+                shape = et.shape_of(keys)
+                rows = by_shape.get(shape.columns)
+                if rows is None:
+                    rows = by_shape[shape.columns] = []
+                lists = [(fname, multi[fname]) for fname in shape.multi]
             row = shape.build(rec)
             row += tail
             if own_versions:
                 row.append(versions.get(row[0], version))  # type: ignore[union-attr]
-            rows = by_shape.get(shape.columns)
-            if rows is None:
-                rows = by_shape[shape.columns] = []
             rows.append(tuple(row))
-            for fname in shape.multi:
-                multi[fname][row[0]] = rec[fname] or []
+            for fname, into in lists:
+                into[row[0]] = rec[fname] or []
         written: set[int] | None = set() if self.dialect == "postgresql" else None
         guarded = version is not None
+        if fresh and written is None and self._insert_new(conn, et, by_shape, meta) == n:
+            self._new_links(conn, et, multi)
+            return n
         changed = 0  # SQLite: rows the statements wrote (the version guard may leave some alone)
         for fields, rows in by_shape.items():
             cols = fields + tuple(meta)
@@ -456,6 +490,34 @@ class Store:
                                        for f, vals in multi.items()})
         self.replace_links_many(conn, entity_type, multi)
         return n
+
+    def _insert_new(self, conn: Connection, et: EntityTable, by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]],
+                    meta: list[str]) -> int:
+        """SQLite: insert the rows whose id is absent (`upsert`'s `fresh`); how many it inserted."""
+        n = 0
+        for fields, rows in by_shape.items():
+            cols = fields + tuple(meta)
+            n += self._sqlite_many(conn, ("insert_new", et.name, cols), et.table,
+                                   lambda: sqlite_insert(et.table).on_conflict_do_nothing(index_elements=["id"]),
+                                   cols, rows)
+        return n
+
+    def _new_links(self, conn: Connection, et: EntityTable, multi: dict[str, dict[int, list[Any]]]) -> None:
+        """The links of rows just inserted: any list stored under their ids belonged to no
+        row (none should exist) and goes; the new lists are inserted as they come."""
+        for fname, vals in multi.items():
+            if not vals:
+                continue
+            t = et.assoc[fname]
+            sql = self._stmts.get(("drop_lists", t.name))
+            if sql is None:
+                stmt = delete(t).where(t.c.parent_id.in_(
+                    select(func.json_each(bindparam("ids", type_=Text())).table_valued("value").c.value)))
+                sql = self._stmts[("drop_lists", t.name)] = str(stmt.compile(dialect=conn.dialect))
+            conn.exec_driver_sql(sql, ("[" + ",".join(map(str, vals)) + "]",))
+            self._insert_tuples(conn, t, ("parent_id", "idx", "child_type", "child_id"),
+                                [(pid, k, ct, cid) for pid, links in vals.items() if links
+                                 for k, (ct, cid) in enumerate(_link_keys(links))])
 
     def replace_links(self, conn: Connection, entity_type: str, field_name: str,
                       values: dict[int, list[Any]]) -> None:

@@ -412,7 +412,8 @@ class ParallelScan:
             for (etype, active), pages in sorted(groups.items()):
                 recs = [r for p in pages for r in p.ents]
                 if recs:  # the oldest fetch's version: no page claims to be newer than it is
-                    self.store.upsert(conn, etype, recs, active=active, version=min(p.version for p in pages))
+                    self.store.upsert(conn, etype, recs, active=active, version=min(p.version for p in pages),
+                                      fresh=pages[0].plan.deferred)
             for p in batch:
                 p.seg.cursor = p.cursor
                 p.seg.done = p.seg.done or p.last
