@@ -28,10 +28,8 @@ from starlette.routing import Route
 from .. import __version__
 from ..protocol import errors, jsoncodec
 from ..read.engine import Passthrough
-from ..read.note_threads import note_thread
 from ..read.point_reads import PointReads
 from ..read.summarize import Summarizer
-from ..read.text_search import text_search
 from ..runtime import CacheService
 from ..store.replicas import Route as ReadRoute
 from ..upstream import (
@@ -48,7 +46,7 @@ from .fairness import Fairness
 from .intake import Intake
 from .metrics import Metrics
 from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
-from .shadow import Shadow
+from .shadow import LOCAL_RPCS, Shadow
 from .permission_policy import load_policy
 from .permissions import Permissions, unprimed_types
 from .status import Monitor
@@ -62,9 +60,6 @@ log = logging.getLogger("sgcache.http")
 
 #: Seconds the site's `info` answer is reused.
 INFO_TTL = 30.0
-#: RPCs besides `read` and `summarize` answered from the store where exact.
-LOCAL_RPCS: dict[str, Callable[..., Any]] = {"note_thread_contents": note_thread,
-                                             "query_display_name_cache": text_search}
 
 
 def _json(data: Any) -> Response:
@@ -353,6 +348,7 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             if not grant.full:  # what the site shows a restricted caller here is not documented
                 raise Passthrough(f"{method}: the caller's permission group is not answered in full")
             permissions.check_quarantine(grant)
+            shadow.check_rpc(method, params)  # a shape a shadow call found answered wrongly
             result = await run_in_threadpool(_rpc_sync, method, params)
         except Passthrough as p:
             log.debug("passthrough %s: %.300s", method, p.reason)
@@ -368,7 +364,9 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
             request.state.passthrough_reason = "error" if not isinstance(e, errors.Fault) else "invalid request"
             let_go(e)
             return await forward(body, method, request), "passthrough"
-        return _json({"results": result}), "served"
+        response = _json({"results": result})
+        shadow.offer(method, params, body, response.body, auth, request.headers)  # maybe compared later
+        return response, "served"
 
     def _rpc_sync(method: str, params: Any) -> Any:
         with service.store.engine.connect() as conn:

@@ -53,6 +53,8 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 from ..protocol import errors, jsoncodec
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..read.engine import Passthrough
+from ..read.note_threads import note_thread
+from ..read.text_search import text_search
 from ..read.summarize import Summarizer
 from ..runtime import CacheService
 from ..store import quarantine as q
@@ -81,6 +83,9 @@ PAUSE_AFTER_FAILURE = 10.0
 #: A classification waits at most this long for budget, then gives up (counted as skipped).
 MAX_BUDGET_WAIT = 60.0
 RESULTS = ("match", "lag", "mismatch")
+#: RPCs besides `read` and `summarize` answered from the store where exact (and sampled).
+LOCAL_RPCS: dict[str, Callable[..., Any]] = {"note_thread_contents": note_thread,
+                                             "query_display_name_cache": text_search}
 
 
 class TokenBucket:
@@ -186,6 +191,14 @@ class Shadow:
             if key in keys:
                 raise Passthrough(f"quarantined shape {key}: a shadow read found the cache wrong "
                                   "(`sgcache shadow report`)")
+
+    def check_rpc(self, method: str, params: Mapping[str, Any]) -> None:
+        """`check` for a note thread or a text search, quarantined under its shape's type."""
+        if self.quarantine:
+            shape = q.shape_of(method, params)
+            if q.shape_key(shape) in self.quarantine.get(str(shape["type"]), ()):
+                raise Passthrough(f"quarantined shape {q.shape_key(shape)}: a shadow {method} found the cache "
+                                  "wrong (`sgcache shadow report`)")
 
     def offer(self, method: str, params: dict[str, Any], body: bytes, answer: bytes,
               auth: Any, headers: Mapping[str, str], *, full_view: bool = True, grant: Any = None) -> None:
@@ -360,7 +373,7 @@ class Shadow:
             return await self._group_mismatch(s, diff)  # what differs is what this group is shown
         shape = q.shape_of(s.method, s.params)
         key = q.shape_key(shape)
-        etype = str(s.params.get("type"))
+        etype = str(shape["type"])  # a read's type; a note thread's or a search's, its shape's
 
         def write() -> int:
             with self.service.store.engine.begin() as conn:
@@ -369,8 +382,8 @@ class Shadow:
         mid = await asyncio.to_thread(write)
         self.quarantine = {**self.quarantine, etype: self.quarantine.get(etype, set()) | {key}}
         log.warning("shadow mismatch #%d: %s %s differs from the site (%s); shape %s quarantined, its reads "
-                    "pass through until `sgcache shadow clear %d` or `sgcache validate data --repair %s`",
-                    mid, s.method, etype, diff.short(), key, mid, etype)
+                    "pass through until `sgcache shadow clear %d`%s", mid, s.method, etype, diff.short(), key, mid,
+                    "" if s.method in LOCAL_RPCS else f" or `sgcache validate data --repair {etype}`")
         with contextlib.suppress(Exception):
             await self.refresh()
 
@@ -415,8 +428,9 @@ class Shadow:
     # -- lag or mismatch ----------------------------------------------------------------
     async def _explain(self, s: Sample, cache: Any, site: Any, diff: Diff) -> str | None:
         """Why the difference is lag ("" if it is not; None if the budget ran out deciding)."""
-        etype = str(s.params.get("type"))
-        linked = q.linked_types(q.shape_of(s.method, s.params))
+        shape = q.shape_of(s.method, s.params)
+        etype = str(shape["type"])
+        linked = q.linked_types(shape)  # a note thread's or a search's: every type it reads
         events = await self._events_after(s.position)
         if events is None:
             return None
@@ -546,6 +560,8 @@ class Shadow:
         with svc.store.engine.connect() as conn:
             if method == "summarize":
                 return Summarizer(svc.reader).summarize(conn, params)
+            if method in LOCAL_RPCS:
+                return LOCAL_RPCS[method](svc.reader, conn, params, gate=getattr(svc, "read_gate", None))
             return svc.reader.read(conn, params)
 
     async def _entities_newer_on_site(self, etype: str, ids: set[int]) -> set[int] | None:

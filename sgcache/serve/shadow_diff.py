@@ -63,6 +63,11 @@ def compare(method: str, cache: Any, site: Any) -> Diff:
     d = Diff()
     if cache == site:
         return d
+    if method == "note_thread_contents":
+        return Diff(other=_listed(cache, site))
+    if method == "query_display_name_cache":
+        cm, sm = get(cache, "matches"), get(site, "matches")
+        return Diff(other=_listed(cm, sm) + (["terms"] if get(cache, "terms") != get(site, "terms") else []))
     if method == "summarize":
         cs, ss = get(cache, "summaries"), get(site, "summaries")
         if isinstance(cs, dict) and isinstance(ss, dict):
@@ -94,6 +99,30 @@ def compare(method: str, cache: Any, site: Any) -> Diff:
     if isinstance(cp, dict) and isinstance(sp, dict):  # keys both sent: the site may send more
         d.other += [f"paging_info.{k}" for k in sorted(set(cp) & set(sp)) if cp[k] != sp[k]]
     return d
+
+
+def _listed(cache: Any, site: Any) -> list[str]:
+    """How two lists of records of several types differ (a note thread, a search's matches):
+    `Type id: fields`, `only in the cache: Type id`, `order`; never values."""
+    def keyed(v: Any) -> dict[tuple[str, int], dict[str, Any]] | None:
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for e in v if isinstance(v, list) else [None]:
+            if not isinstance(e, dict) or not isinstance(e.get("id"), int):
+                return None
+            out[(str(e.get("type")), e["id"])] = e
+        return out
+    if cache == site:
+        return []
+    ck, sk = keyed(cache), keyed(site)
+    if ck is None or sk is None:
+        return ["results"]
+    out = [f"{t} {i}: {','.join(sorted(str(k) for k in set(c) | set(sk[t, i]) if c.get(k) != sk[t, i].get(k)))}"
+           for (t, i), c in ck.items() if (t, i) in sk and c != sk[t, i]]
+    out += [f"only in the cache: {t} {i}" for t, i in ck if (t, i) not in sk]
+    out += [f"only on the site: {t} {i}" for t, i in sk if (t, i) not in ck]
+    if [k for k in ck if k in sk] != [k for k in sk if k in ck]:
+        out.append("order differs")
+    return out or ["results"]
 
 
 def get(v: Any, key: str) -> Any:

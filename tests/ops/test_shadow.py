@@ -201,6 +201,14 @@ def test_shapes_ignore_values_and_keep_names() -> None:
     s = shape_of("read", deep)
     assert s["filters"] == ["code contains", "sg_sequence.Sequence.code in"]
     assert "secret" not in json.dumps(s)
+    # a note thread's and a text search's: the types they read, never the note or the text
+    n1 = shape_of("note_thread_contents", {"note_id": 1, "entity_fields": {"Reply": ["sg_x"]}})
+    assert n1 == shape_of("note_thread_contents", {"note_id": 2, "entity_fields": {"Reply": ["sg_x"]}})
+    assert n1["type"] == "Note" and n1["types"] == ["Attachment", "Note", "Reply"] and n1["fields"] == ["Reply.sg_x"]
+    t1 = shape_of("query_display_name_cache", {"text": "secret", "entity_types": {"Shot": deep["filters"], "Asset": {}}})
+    assert t1 == shape_of("query_display_name_cache", {"text": "other", "entity_types": {"Asset": {}, "Shot": deep["filters"]}})
+    assert t1["type"] == "Asset,Shot" and "Shot.sg_sequence.Sequence.code in" in t1["filters"]
+    assert "secret" not in json.dumps(t1)
 
 
 def test_compare_sees_what_the_client_sees() -> None:
@@ -211,6 +219,13 @@ def test_compare_sees_what_the_client_sees() -> None:
     assert d.fields == {1: ["code"]} and d.order
     d = compare("read", {"entities": e[:1]}, {"entities": e[1:]})
     assert (d.only_cache, d.only_site) == ([1], [2])
+    thread = [{"type": "Note", "id": 1, "content": "a"}, {"type": "Reply", "id": 1, "content": "b"}]
+    assert not compare("note_thread_contents", thread, [dict(r) for r in thread])
+    d = compare("note_thread_contents", thread, [thread[1], {**thread[0], "content": "z"}])
+    assert d.other == ["Note 1: content", "order differs"] and not d.ids()
+    d = compare("query_display_name_cache", {"matches": thread[:1], "terms": ["a"]},
+                {"matches": thread[1:], "terms": ["a"]})
+    assert d.other == ["only in the cache: Note 1", "only on the site: Reply 1"]
 
 
 def test_the_token_bucket_never_bursts() -> None:
@@ -223,3 +238,70 @@ def test_the_token_bucket_never_bursts() -> None:
     assert b.try_take()
     now[0] = 10.0
     assert b.try_take() and not b.try_take()
+
+
+def _set(store: Store, etype: str, eid: int, field: str, value: str) -> None:
+    """A stored text value and its folded shadow, as a sync bug would have written them."""
+    t = store[etype].table
+    with store.engine.begin() as conn:
+        conn.execute(update(t).where(t.c.id == eid).values({field: value, field + "__ci": value.casefold()}))
+
+
+def test_a_wrong_note_thread_or_text_search_is_found_and_quarantined(
+        site: Site, env: dict[str, str], store: Store) -> None:
+    """Note threads and text searches answered from the store are sampled too: a wrong one is a
+    mismatch, its shape is quarantined (`Note`; the searched types), and it goes to the site."""
+    # the cache's position past earlier tests' site edits (events on Shot would explain as lag)
+    assert sgcache(env, "events", "--once").returncode == 0
+    shot = active_shots(store)[7]
+    code = site.sg().find_one("Shot", [["id", "is", shot]], ["code"])["code"]
+    notes = store["Note"].table
+    with store.engine.connect() as conn:
+        note_ids = list(conn.execute(select(notes.c.id).where(notes.c[ACTIVE]).order_by(notes.c.id).limit(40))
+                        .scalars())
+    search = {"text": code, "entity_types": {"Shot": {"logical_operator": "and", "conditions": []}}}
+
+    async def go() -> None:
+        async with Cache(site, env) as c:
+            # a note whose thread the cache answers itself
+            for note in note_ids:
+                served = await c.served()
+                right = await c.call("note_thread_contents", {"note_id": note})
+                if await c.served() == served + 1:
+                    break
+            else:
+                pytest.fail("no note thread answered locally")
+            await c.shadow.drain()
+            assert await c.metric("sgcache_shadow_total", result="match") == 1
+            t = store["Note"].table
+            with store.engine.connect() as conn:
+                content = conn.execute(select(t.c.content).where(t.c.id == note)).scalar()
+            _set(store, "Note", note, "content", "WRONG-THREAD-TEXT")
+            _set(store, "Shot", shot, "code", "renamed-by-a-bug")  # the search misses the shot
+            try:
+                wrong = await c.call("note_thread_contents", {"note_id": note})
+                assert wrong != right
+                assert (await c.call("query_display_name_cache", search))["matches"] == []
+                assert await c.served() == served + 3
+                await c.shadow.drain()
+                assert await c.metric("sgcache_shadow_total", result="mismatch") == 2
+                assert await c.metric("sgcache_shadow_total", result="lag") == 0
+                rows = {r["method"]: r for r in (await c.status())["quarantined"]}
+                assert set(rows) == {"note_thread", "text_search"}
+                assert rows["note_thread"]["entity_type"] == "Note"
+                assert rows["note_thread"]["diff"] == {"other": [f"Note {note}: content"]}
+                assert rows["text_search"]["entity_type"] == "Shot"
+                assert rows["text_search"]["diff"] == {"other": [f"only on the site: Shot {shot}"]}
+                # quarantined: both go to the site now, and the callers get the site's answers
+                assert await c.call("note_thread_contents", {"note_id": note}) == right
+                found = (await c.call("query_display_name_cache", search))["matches"]
+                assert [m["id"] for m in found] == [shot]
+                assert await c.served() == served + 3
+                for m in ("note_thread_contents", "query_display_name_cache"):
+                    assert await c.metric("sgcache_requests_total", method=m, outcome="passthrough",
+                                          reason="quarantine") == 1
+            finally:
+                _set(store, "Note", note, "content", content)
+                _set(store, "Shot", shot, "code", code)
+                assert sgcache(env, "shadow", "clear", "--all").returncode == 0
+    asyncio.run(go())
