@@ -102,7 +102,7 @@ class Upstream:
             if attempt:
                 await asyncio.sleep(self.backoff * attempt)
             try:
-                resp = await client.post("/api3/json", content=body, headers=hdrs)
+                resp = _unbound(await client.post("/api3/json", content=body, headers=hdrs))
             except httpx.PoolTimeout as e:
                 # Our own pool stayed full: nothing was sent, and it says nothing of the site.
                 self._count_error(f"{lane}_pool_full")
@@ -239,6 +239,18 @@ class Upstream:
         except httpx.HTTPError as e:
             self._count_error(type(e).__name__)
             raise UpstreamUnavailable(f"The site could not be reached: {type(e).__name__}.") from e
+
+
+def _unbound(resp: httpx.Response) -> httpx.Response:
+    """A read response without the reference cycle httpx leaves in every response.
+
+    httpx wraps a response's stream in an object that refers back to the response
+    (encode/httpx#3733), so each response, its whole body included, lives until the
+    cyclic garbage collector runs: a full scan's pages (half a megabyte each) piled up
+    by the hundred in the scanning process. The body has been read and the stream
+    closed: the response keeps its body as a plain stream instead."""
+    resp.stream = httpx.ByteStream(resp.content)
+    return resp
 
 
 def make_upstream(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
