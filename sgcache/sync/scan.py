@@ -357,7 +357,10 @@ class ParallelScan:
                 conds.append({"path": "id", "relation": "less_than", "values": [seg.hi + 1]})
             if base:
                 conds.append(base)
-            version = await asyncio.to_thread(self.store.now_version)
+            # The fetch's start (a PostgreSQL round trip; SQLite's is this host's clock, read here:
+            # a thread hop per page delayed the next request behind the writer's hold on the GIL).
+            version = self.store.now_version() if self.store.dialect == "sqlite" else \
+                await asyncio.to_thread(self.store.now_version)
             res = await self.upstream.call("read", {
                 "type": etype, "return_fields": self.fields[etype],
                 "filters": {"logical_operator": "and", "conditions": conds},
