@@ -143,3 +143,21 @@ def test_faults_from_the_command_line() -> None:
     with running_mock("--event-gap-rate", "0.5", "--fault-seed", "1", "--latency", "0.01") as m:
         f = m.faults()
         assert f["event_gap_rate"] == 0.5 and f["latency"] == 0.01 and f["error_rate"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    b'{"method_name":"read","params":[{},{"type":"Project","filters":{"logical_operator":"and",'
+    b'"conditions":[{"path":"id","relation":"is","values":[NaN]}]}}]}',
+    b'{"method_name":"info","params":[Infinity]}',
+    b'{"method_name":"read","params":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+])
+def test_bodies_that_are_not_json_get_the_sites_fault(mock: MockProcess, body: bytes) -> None:
+    """NaN and Infinity are not JSON, and a body nested too deep cannot be read: the site
+    answers each with its invalid-JSON Fault (HTTP 200), never a 500 or a value it made up."""
+    req = urllib.request.Request(mock.url + "/api3/json", data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200
+        answer = json.loads(r.read())
+    assert answer["exception"] is True and "Invalid JSON" in answer["message"], answer
+    assert mock.stats()["requests"].get("invalid") == 1
