@@ -117,6 +117,9 @@ def cache_env(mock: Mock, db_url: str | None, data_dir: Path, rules: Path | None
     # The benchmarks read as the site's script (API Admin: everything), also from sites saved
     # before permission groups existed; bench/permissions.py measures the policies themselves.
     env.setdefault("SGCACHE_PERMISSIONS", '{"*": "full"}')
+    # No background thumbnail copying: its first pass over a big site's images would be
+    # measured along with whatever the benchmark measures (bench/browse.py sets it too).
+    env.setdefault("SGCACHE_THUMBNAIL_CACHE_MB", "0")
     return env
 
 

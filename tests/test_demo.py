@@ -197,3 +197,19 @@ def test_demo_credentials(small: Records) -> None:
     # The targets that everything links to come first.
     first_types = [t for t, _ in small[:12] if t != "PermissionRuleSet"]  # the accounts' groups, then accounts
     assert small[0][0] == "PermissionRuleSet" and first_types[0] == "HumanUser"
+
+
+def test_image_and_file_urls_are_paths_on_the_site_itself(small: Records) -> None:
+    """The mock answers them with its own address, so a cache copying the demo's thumbnails
+    (or a browser showing them) talks to the mock on 127.0.0.1, never to a host on the net."""
+    seen = 0
+    for _etype, rec in small:
+        for value in rec.values():
+            urls = [value] if isinstance(value, str) and "/thumbnail/" in value else \
+                [value["url"]] if isinstance(value, dict) and isinstance(value.get("url"), str) else []
+            for url in urls:
+                if url.startswith("file://"):  # a local file link, as a studio's publishes have
+                    continue
+                assert url.startswith("/") and "://" not in url, url
+                seen += 1
+    assert seen > 50

@@ -35,8 +35,10 @@ from .builtin_schema import build_schema
 #: The demo site's script credentials: ApiUser 1 (`firstname`, `salted_password`).
 DEMO_CREDENTIALS: tuple[str, str] = ("sgcache_demo", "5572a481c31781d83498a66e0478ce76a8b5b417")
 
-#: Base URL used in image/upload URLs of generated records.
-SITE_URL = "https://sgcache-demo.shotgrid.autodesk.com"
+#: Image and file URLs of generated records are paths on the site itself ("/thumbnail/..."),
+#: which the mock answers with its own address (127.0.0.1 in tests): a cache fetching the
+#: demo's thumbnails talks to the mock, never to a host on the internet.
+SITE_URL = ""
 
 _START = calendar.timegm((2024, 1, 1, 0, 0, 0))
 _END = calendar.timegm((2026, 10, 31, 0, 0, 0))
@@ -192,7 +194,7 @@ class _Site:
     def image(self, etype: str, eid: int, p_null: float = 0.5) -> str | None:
         if self.rng.random() < p_null:
             return None
-        return f"{SITE_URL}/thumbnail/{etype}/{eid}.jpg"
+        return f"{SITE_URL}/thumbnail/{etype}/{eid}.png"
 
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))

@@ -98,6 +98,7 @@ class MockServer:
             Route(TRANSIENT, self.transient_image, methods=["GET"]),
             Route("/file_serve/attachment/{aid:int}", self.serve_file, methods=["GET"]),
             Route("/thumbnail/{aid:int}", self.serve_file, methods=["GET"]),
+            Route("/thumbnail/{etype}/{name}", self.demo_image, methods=["GET"]),
         ])
         self.admin = Starlette(routes=[
             Route("/faults", self.get_faults, methods=["GET"]),
@@ -276,6 +277,14 @@ class MockServer:
             return PlainTextResponse(self.site.thumbnails.url_of(q.get("entity_type", ""), q.get("entity_id", "")))
 
     async def transient_image(self, request: Request) -> Response:
+        return Response(PENDING_PNG, media_type="image/png")
+
+    async def demo_image(self, request: Request) -> Response:
+        """The generated demo site's images (`/thumbnail/Shot/12.png`): one small image."""
+        etype, name = request.path_params["etype"], request.path_params["name"]
+        stem, _, ext = name.partition(".")
+        if etype not in self.site.store.schema or not stem.isdigit() or ext != "png":
+            return PlainTextResponse("File not found", status_code=404)
         return Response(PENDING_PNG, media_type="image/png")
 
     async def serve_file(self, request: Request) -> Response:

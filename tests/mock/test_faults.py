@@ -161,3 +161,20 @@ def test_bodies_that_are_not_json_get_the_sites_fault(mock: MockProcess, body: b
         answer = json.loads(r.read())
     assert answer["exception"] is True and "Invalid JSON" in answer["message"], answer
     assert mock.stats()["requests"].get("invalid") == 1
+
+
+def test_the_demo_sites_images_are_served_by_the_mock() -> None:
+    """What the demo's `image` fields point at is an image on the mock itself."""
+    with running_mock("--demo", "300") as mock:
+        _demo_images(mock)
+
+
+def _demo_images(mock: MockProcess) -> None:
+    shot = next(s for s in mock.sg().find("Shot", [], ["image"]) if s["image"])
+    assert shot["image"].startswith(mock.url + "/thumbnail/Shot/"), shot
+    with urllib.request.urlopen(shot["image"], timeout=30) as r:
+        assert r.status == 200 and r.headers["content-type"] == "image/png"
+        assert r.read().startswith(b"\x89PNG")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(mock.url + "/thumbnail/NoSuchType/1.png", timeout=30)
+    assert e.value.code == 404
