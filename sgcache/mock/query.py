@@ -83,10 +83,10 @@ def empty_value(data_type: str) -> Any:
     return None
 
 
-
 def _same(x: Any) -> Any:
     """The formatter of values stored as the site shows them."""
     return x
+
 
 class Engine:
     """Filters, sorts, pages and renders records of one store."""
@@ -113,8 +113,7 @@ class Engine:
 
     def name_of(self, entity_type: str, entity_id: int) -> Any:
         """Display name of a linked entity (its `code`, `name`, `content` ...)."""
-        key = (self.store.schema_version, entity_type)
-        nf = self._name_fields[key] if key in self._name_fields else self._name_field(key)
+        nf = self._name_field(entity_type)
         rec = self.store.get(entity_type, entity_id)
         if rec is None or nf is None:
             return None
@@ -130,15 +129,17 @@ class Engine:
         rec = table.get(eid) if table is not None else None
         if rec is None or eid in self.store.retired.get(etype, ()):
             return None
-        key = (self.store.schema_version, etype)
-        nf = self._name_fields[key] if key in self._name_fields else self._name_field(key)
+        nf = self._name_field(etype)
         return {"type": etype, "id": eid, "name": None if nf is None else rec.get(nf)}
 
-    def _name_field(self, key: tuple[int, str]) -> str | None:
-        if len(self._name_fields) > 4096:
-            self._name_fields.clear()
-        nf = self._name_fields[key] = display_field(key[1], self.store.schema.entities.get(key[1]))
-        return nf
+    def _name_field(self, entity_type: str) -> str | None:
+        """The field naming links to this type, cached per schema version."""
+        key = (self.store.schema_version, entity_type)
+        if key not in self._name_fields:
+            if len(self._name_fields) > 4096:
+                self._name_fields.clear()
+            self._name_fields[key] = display_field(entity_type, self.store.schema.entities.get(entity_type))
+        return self._name_fields[key]
 
     def live(self, link: Any) -> bool:
         return (isinstance(link, dict) and link.get("id") in self.store.tables.get(link.get("type"), ())

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..protocol import errors, jsoncodec
 from ..read.engine import Passthrough
+from ..read.local_rpcs import LOCAL_RPCS
 from ..read.point_reads import PointReads
 from ..read.summarize import Summarizer
 from ..runtime import CacheService
@@ -46,7 +47,7 @@ from .fairness import Fairness
 from .intake import Intake
 from .metrics import Metrics
 from .relay import HOP_HEADERS, ClientSlots, Pace, RelayResponse, client_key, site_headers
-from .shadow import LOCAL_RPCS, Shadow
+from .shadow import Shadow
 from .permission_policy import load_policy
 from .permissions import Permissions, unprimed_types
 from .status import Monitor

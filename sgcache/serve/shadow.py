@@ -53,8 +53,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 from ..protocol import errors, jsoncodec
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..read.engine import Passthrough
-from ..read.note_threads import note_thread
-from ..read.text_search import text_search
+from ..read.local_rpcs import LOCAL_RPCS
 from ..read.summarize import Summarizer
 from ..runtime import CacheService
 from ..store import quarantine as q
@@ -83,9 +82,6 @@ PAUSE_AFTER_FAILURE = 10.0
 #: A classification waits at most this long for budget, then gives up (counted as skipped).
 MAX_BUDGET_WAIT = 60.0
 RESULTS = ("match", "lag", "mismatch")
-#: RPCs besides `read` and `summarize` answered from the store where exact (and sampled).
-LOCAL_RPCS: dict[str, Callable[..., Any]] = {"note_thread_contents": note_thread,
-                                             "query_display_name_cache": text_search}
 
 
 class TokenBucket:

@@ -509,6 +509,7 @@ class Store:
             if not vals:
                 continue
             t = et.assoc[fname]
+            # `ids_in`'s statement, compiled once: built and compiled per batch it cost ~8% of a scan.
             sql = self._stmts.get(("drop_lists", t.name))
             if sql is None:
                 stmt = delete(t).where(t.c.parent_id.in_(
