@@ -300,12 +300,13 @@ def create_app(service: CacheService, *, on_write: Callable[[str, Any, Any], Awa
                    else verifier.check(auth, etype))
             grant = permissions.cached(auth) or await run_in_threadpool(permissions.grant, auth)
             permissions.check_quarantine(grant)  # a group a shadow read found answered wrongly
+            # On a replica when one is healthy and has this caller's writes (store/replicas.py).
+            route = await service.replicas.route(auth) if service.replicas is not None else None
             if not grant.full:  # what the site shows this caller, or Passthrough
-                result = await permissions.answer_point(grant, method, params, point_reads.answer) \
-                    or await run_in_threadpool(permissions.answer, service, grant, method, params)
+                result = await permissions.answer_point(
+                    grant, method, params, lambda p: point_reads.answer(p, engine=route and route.engine)) \
+                    or await run_in_threadpool(permissions.answer, service, grant, method, params, route)
             else:
-                # On a replica when one is healthy and has this caller's writes (store/replicas.py).
-                route = await service.replicas.route(auth) if service.replicas is not None else None
                 result = await point_reads.answer(params, engine=route and route.engine) \
                     if method == "read" else None
                 if result is None:

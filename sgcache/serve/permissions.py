@@ -44,6 +44,7 @@ from ..read.names import name_field
 from ..read.passthrough import Passthrough
 from ..read.summarize import Summarizer
 from ..store.field_types import fold
+from ..store.replicas import Route
 from ..store.tables import ACTIVE, Store
 from .permission_policy import ANY_GROUP, RESTRICTED, SOURCE, GroupPolicy, Policy
 
@@ -487,8 +488,10 @@ class Permissions:
                 out[f] = extra
         return out
 
-    def answer(self, service: Any, grant: Grant, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A read or summarize as this caller may see it (blocking), or Passthrough."""
+    def answer(self, service: Any, grant: Grant, method: str, params: dict[str, Any],
+               route: Route | None = None) -> dict[str, Any]:
+        """A read or summarize as this caller may see it (blocking), or Passthrough; on
+        `route`'s replica when given (the caller's rows are as current there as for anyone)."""
         self.check_quarantine(grant)
         r = self.restrict(grant, method, params)
         gate = getattr(service, "read_gate", None)
@@ -531,7 +534,7 @@ class Permissions:
                 seen.update(e["id"] for e in got["entities"])
             return seen
 
-        with store.engine.connect() as conn:
+        def on(conn: Connection) -> dict[str, Any]:
             if pk is not None:
                 # One row by id: read it as anyone would (the engine's point path), then
                 # keep it only if its project is the caller's.
@@ -564,7 +567,12 @@ class Permissions:
                 result = run(conn, with_joined(r.params))
             self.check_links(grant, etype, result.get("entities") or [],
                              lambda t, vis, ids: visible_ids(conn, t, vis, ids), joined)
-        return result
+            return result
+
+        if route is not None:  # a replica (store/replicas.py), else the primary
+            return route.run(on)
+        with store.engine.connect() as conn:
+            return on(conn)
 
 
 #: Data types whose values are never links on the wire: an answer's links are looked for

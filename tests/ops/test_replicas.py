@@ -10,6 +10,7 @@ Skips when PostgreSQL's binaries are absent; fails instead when SGCACHE_REQUIRE_
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -21,12 +22,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from sgcache.mock.builtin_schema import build_schema
+
 from ..cache.dbs import new_db_url
 from ..e2e.harness import Cache, Site, start_cache, start_site
 from ..support.pg_pair import PgPair, pg_bin
 
 OTHER = ("other_tool", "other-key-1234")  # a second script: a caller who did not write
-PERMS = '{"*": "full"}'  # everyone sees everything: no permission lookups on the primary
+#: Built-in types without a project: the mock shows every role all their rows.
+OPEN_TYPES = sorted(t for t, e in build_schema().entities.items() if "project" not in e.fields and t != "Project")
+#: Artists see their projects' rows (reads checked against the site's own for them); everyone
+#: else sees everything.
+PERMS = json.dumps({"Artist": {"policy": "assigned_projects", "open_types": OPEN_TYPES}, "*": "full"})
 #: The API servers' SGCACHE_REPLICA_MAX_LAG: long enough for the read-your-writes test's
 #: reads (two 1 s waits) to run while the paused standby is still in use, on a loaded machine.
 MAX_LAG = 10
@@ -169,6 +176,55 @@ def test_a_caller_reads_its_own_writes_through_the_standby(world: World) -> None
     finally:
         world.pg.on_standby("SELECT pg_wal_replay_resume()")
     for c in world.api:  # replayed: everyone reads it from the standby
+        wait_for(lambda c=c: world.description(world.other(c), shot_id) == new, what="the standby replays")
+
+
+def _artist(sg: Any) -> tuple[str, list[int]]:
+    """An active Artist with fewer than all projects, and their projects that hold Shots."""
+    n = len(sg.find("Project", []))
+    for u in sg.find("HumanUser", [["permission_rule_set.PermissionRuleSet.code", "is", "Artist"],
+                                   ["sg_status_list", "is", "act"]], ["login", "projects"]):
+        mine = [p["id"] for p in u["projects"]]
+        if 0 < len(mine) < n and sg.find_one("Shot", [["project.Project.id", "in", mine]], ["id"]):
+            return u["login"], mine
+    raise AssertionError("the demo site has no Artist assigned to some projects with Shots")
+
+
+@pytest.mark.postgres
+def test_a_restricted_caller_reads_through_the_standby_and_sees_its_own_writes(world: World) -> None:
+    a, b = world.api
+    login, mine = _artist(world.site.sg())
+
+    def as_artist(cache: Cache | None) -> Any:
+        return world.site.sg(cache.url if cache else None, sudo_as_login=login)
+    fields = ["code", "description", "project", "sg_sequence"]
+    shot_id = world.site.sg().find_one("Shot", [["project.Project.id", "in", mine]], ["id"])["id"]
+    hidden = world.site.sg().find_one("Shot", [["project.Project.id", "not_in", mine]], ["id"])["id"]
+    # What the site shows this Artist, answered on the standby (not passed through).
+    for c in world.api:
+        before, sent = replicas(c)["reads"]["replica_reads"], passthrough(c)
+        assert as_artist(c).find("Shot", [], fields) == as_artist(None).find("Shot", [], fields)
+        for i in (shot_id, hidden):
+            assert as_artist(c).find_one("Shot", [["id", "is", i]], fields) == \
+                as_artist(None).find_one("Shot", [["id", "is", i]], fields)
+        assert as_artist(c).find_one("Shot", [["id", "is", hidden]], fields) is None
+        assert passthrough(c) == sent
+        assert replicas(c)["reads"]["replica_reads"] >= before + 3
+    # Its own write, read back through either server while the standby has not replayed it.
+    old = world.description(world.site.sg(), shot_id)
+    new = "ryw-artist " + uuid.uuid4().hex[:8]
+    world.pg.on_standby("SELECT pg_wal_replay_pause()")
+    try:
+        as_artist(a).update("Shot", shot_id, {"description": new})
+        assert world.description(world.other(a), shot_id) == old  # others: the standby
+        for c in world.api:
+            assert world.description(as_artist(c), shot_id) == new
+            got = {s["id"]: s for s in as_artist(c).find("Shot", [["description", "is", new]], fields)}
+            assert list(got) == [shot_id] and got[shot_id]["description"] == new
+        assert all(standby_in_use(c) for c in world.api)
+    finally:
+        world.pg.on_standby("SELECT pg_wal_replay_resume()")
+    for c in world.api:
         wait_for(lambda c=c: world.description(world.other(c), shot_id) == new, what="the standby replays")
 
 
