@@ -54,7 +54,7 @@ from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
 from ..schema import EntitySchema, Schema
-from .field_types import EntityField, FieldType, FoldedField, MultiEntityField, field_type, fold
+from .field_types import BoolField, EntityField, FieldType, FoldedField, MultiEntityField, field_type, fold
 from .quarantine import shadow_table
 
 ACTIVE = "_active"
@@ -193,25 +193,28 @@ class RowShape:
     """Rows for records of one key set: column names (id first, the rest in a fixed order,
     so records with the same fields in another order share a statement) and a builder.
 
-    Fields stored as they come (numbers, dates, booleans: `FieldType.to_db` itself) are
-    taken all at once by one `itemgetter`; the others convert through `to_row`."""
+    Fields stored as they come (numbers, dates: `FieldType.to_db` itself) are taken all at
+    once by one `itemgetter`; the others convert through `to_row` or inline. Checkboxes go
+    in as 0/1: the sqlite3 driver binds a bool only after a failed adapter look-up that
+    cost more than the row's insert of it (PostgreSQL reads 0/1 as false/true)."""
 
     def __init__(self, et: EntityTable, keys: tuple[str, ...]) -> None:
         present = sorted(f for f in set(keys) if f in et.fields)
         kind = {f: type(et.fields[f]) for f in present}
-        plain = [f for f in present if kind[f].to_db is FieldType.to_db]
+        self.flags = tuple(f for f in present if kind[f] is BoolField)
+        plain = [f for f in present if kind[f].to_db is FieldType.to_db and kind[f] is not BoolField]
         self.multi = tuple(f for f in present if issubclass(kind[f], MultiEntityField))
         # Links and folded text, most of a row's conversions, are converted inline (as
         # `EntityField.to_row` and `FoldedField.to_row` do): a call per value cost more than
         # the conversion. The test of `build` against `row_for` holds them to it.
         self.links = tuple(f for f in present if kind[f].to_row is EntityField.to_row)
         self.folded = tuple(f for f in present if kind[f].to_row is FoldedField.to_row)
-        inline = {*plain, *self.multi, *self.links, *self.folded}
+        inline = {*plain, *self.multi, *self.links, *self.folded, *self.flags}
         self.convs = tuple((f, et.fields[f].to_row) for f in present if f not in inline)
         self.columns: tuple[str, ...] = (
             "id", *plain, *(c for f, _ in self.convs for c in et.fields[f].column_names),
             *(c for f in self.links for c in et.fields[f].column_names),
-            *(c for f in self.folded for c in et.fields[f].column_names))
+            *(c for f in self.folded for c in et.fields[f].column_names), *self.flags)
         self.plain = itemgetter(*plain) if len(plain) > 1 else None
         self.one = plain[0] if len(plain) == 1 else None
 
@@ -232,6 +235,9 @@ class RowShape:
         for f in self.folded:
             v = rec[f]
             row += (v, fold(v) if isinstance(v, str) else None)
+        for f in self.flags:
+            v = rec[f]
+            row.append(v if v.__class__ is not bool else (1 if v else 0))
         return row
 
 
@@ -435,7 +441,7 @@ class Store:
         tail: list[Any] = [format_datetime(utcnow())]
         if active is not None:  # without it, new rows are active and existing rows keep theirs
             meta.append(ACTIVE)
-            tail.append(active)
+            tail.append(1 if active else 0)  # as `RowShape` binds checkboxes
         if event_id is not None:
             meta.append(EVENT_ID)
             tail.append(event_id)
