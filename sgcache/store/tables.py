@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from collections import defaultdict
 from operator import itemgetter
@@ -64,9 +65,24 @@ EVENT_ID = "_event_id"
 VERSION = "_version"
 
 
+def _bind_none_quickly() -> None:
+    """Give the sqlite3 driver an adapter for None, which binds it as NULL exactly as before.
+
+    The driver binds int, float and str directly but sends every other value, None
+    included, through its adapter registry; on a miss it asks the value and the protocol
+    for `__conform__`/`__adapt__`, and the failed attribute look-ups cost ~0.25 µs per
+    None: more than a full scan's row insert spends on several columns (most rows have
+    null fields). A registered adapter is a dictionary hit. The registry is the module's
+    (one per process): the adapter, `{}.get` (a C call returning None), changes no value.
+    """
+    if sqlite3.adapters.get((type(None), sqlite3.PrepareProtocol)) is None:
+        sqlite3.register_adapter(type(None), {}.get)
+
+
 def make_engine(url: str, **kw: Any) -> Engine:
     """An engine tuned per backend: SQLite gets WAL and a busy timeout."""
     if url.startswith("sqlite"):
+        _bind_none_quickly()
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
 
         @event.listens_for(engine, "connect")
