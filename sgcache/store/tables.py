@@ -481,25 +481,25 @@ class Store:
             if keys != last:
                 last = keys
                 shape = et.shape_of(keys)
-                rows = by_shape.get(shape.columns)
+                cols, in_order = self._table_order(et.table, shape.columns + tuple(meta))
+                rows = by_shape.get(cols)
                 if rows is None:
-                    rows = by_shape[shape.columns] = []
+                    rows = by_shape[cols] = []
                 lists = [(fname, multi[fname]) for fname in shape.multi]
             row = shape.build(rec)
             row += tail
             if own_versions:
                 row.append(versions.get(row[0], version))  # type: ignore[union-attr]
-            rows.append(tuple(row))
+            rows.append(in_order(row))
             for fname, into in lists:
                 into[row[0]] = rec[fname] or []
         written: set[int] | None = set() if self.dialect == "postgresql" else None
         guarded = version is not None
-        if fresh and written is None and self._insert_new(conn, et, by_shape, meta) == n:
+        if fresh and written is None and self._insert_new(conn, et, by_shape) == n:
             self._new_links(conn, et, multi)
             return n
         changed = 0  # SQLite: rows the statements wrote (the version guard may leave some alone)
-        for fields, rows in by_shape.items():
-            cols = fields + tuple(meta)
+        for cols, rows in by_shape.items():
             if written is not None:
                 written |= self._json_upsert(conn, et.table, cols, [dict(zip(cols, r)) for r in rows],
                                              guarded=guarded, returning=bool(multi) and guarded)
@@ -518,12 +518,24 @@ class Store:
         self.replace_links_many(conn, entity_type, multi)
         return n
 
-    def _insert_new(self, conn: Connection, et: EntityTable, by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]],
-                    meta: list[str]) -> int:
+    def _table_order(self, table: Table, cols: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[Any], Any]]:
+        """These columns in the table's order, and what turns a row (list) in `cols` order
+        into a tuple in that one. Compiled INSERTs list their columns in the table's order:
+        rows built in it are bound as they are, not rearranged once more per row."""
+        key = ("order", table.name, cols)
+        got = self._stmts.get(key)
+        if got is None:
+            want = set(cols)
+            ordered = tuple(c.name for c in table.columns if c.name in want)
+            ordered += tuple(c for c in cols if c not in ordered)  # none: every column is the table's
+            got = self._stmts[key] = (ordered, tuple if ordered == cols else itemgetter(*map(cols.index, ordered)))
+        return got  # type: ignore[no-any-return]
+
+    def _insert_new(self, conn: Connection, et: EntityTable,
+                    by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> int:
         """SQLite: insert the rows whose id is absent (`upsert`'s `fresh`); how many it inserted."""
         n = 0
-        for fields, rows in by_shape.items():
-            cols = fields + tuple(meta)
+        for cols, rows in by_shape.items():
             n += self._sqlite_many(conn, ("insert_new", et.name, cols), et.table,
                                    lambda: sqlite_insert(et.table).on_conflict_do_nothing(index_elements=["id"]),
                                    cols, rows)
