@@ -11,6 +11,7 @@ import json
 from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -181,7 +182,17 @@ class DateTimeField(FieldType):
 
 
 #: `json.dumps(v, sort_keys=True, ensure_ascii=False)`, without building an encoder per call.
-_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_json_dumps = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
+def _dumps(value: Any) -> str:
+    """A structured value as stored: JSON text, keys sorted. orjson (a scan stores millions)
+    unless it refuses the value (an integer past 64 bits, a lone surrogate, a non-text
+    key); either way `from_db`'s json.loads gives back the same value."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return _json_dumps(value)
 
 
 class JsonField(FieldType):
