@@ -7,10 +7,13 @@ and a scan killed at 90% used to start again from zero.
 - **Plan.** Each type is cut into segments: equal slices of its id span (the site's
   `summarize` gives the count and the largest id) for the active rows, the last slice
   open-ended so rows created meanwhile land in it, and one segment of retired rows.
-- **Fetch.** `concurrency` fetchers take segments, biggest types first, and page through
-  each by id (keyset: `id > cursor`), one request each: at most `concurrency` requests
-  are in flight. Pages are the site's `api_max_entities_per_page` (from `info`),
-  decoded by our own codec (`Upstream.call`).
+  Types are planned while the ones planned already are fetched: against a hosted site
+  the summaries of a few dozen types take seconds.
+- **Fetch.** `concurrency` fetchers take segments, biggest planned types first, and page
+  through each by id (keyset: `id > cursor`). Every site request of the scan, summaries
+  included, holds one of `concurrency` slots: at most that many are in flight. Pages
+  are the site's `api_max_entities_per_page` (from `info`), decoded by our own codec
+  (`Upstream.call`).
 - **Write.** Pages go through a bounded queue to one writer, which upserts them in bulk
   with the fetch's start time as the row version (a page never overwrites a row a later
   fetch wrote) and, in the same transaction, records each segment's cursor
@@ -38,10 +41,12 @@ import collections
 import concurrent.futures
 import datetime as dt
 import hashlib
+import heapq
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
@@ -206,28 +211,34 @@ class ParallelScan:
         self.started_at = utcnow()
         self.resumed = False
         self.requests = 0
+        self.projects: list[int] | None = None
+        #: types to plan (`run` plans them while fetching the planned ones)
+        self.fresh: list[str] = []
+        #: site requests in flight, summaries and pages alike
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     # -- planning ------------------------------------------------------------------------
     async def prepare(self, types: list[str], projects: list[int] | None, resume: bool) -> None:
-        """Load the committed plan of an interrupted run (if `resume` and it matches) or make one."""
+        """Load the committed plan of an interrupted run (if `resume` and it matches) and
+        record the run; the types without a plan are planned by `run`."""
         info = await self.upstream.call("info")
         site_max = info.get("api_max_entities_per_page") if isinstance(info, dict) else None
         if isinstance(site_max, int) and site_max > 0:
             self.page_size = min(self.requested_page_size or site_max, site_max)
+        self.projects = projects
         for etype in types:
             self.filters[etype] = _project_filter(self.store, etype, projects)
             self.fields[etype] = return_fields_for(self.store, etype)
         saved, old = await asyncio.to_thread(self._load_saved, projects, resume)
         if saved is not None:
             self.started_at = parse_datetime(saved["started_at"]) or self.started_at
-        fresh: list[str] = []
         for etype in types:
             v = old.get(etype)
             sig = _fields_sig(self.fields[etype], self.filters[etype])
             if v is not None and v.get("fields") == sig:
                 self.plans[etype] = TypePlan.from_json(etype, v)
             else:
-                fresh.append(etype)
+                self.fresh.append(etype)
         self.resumed = bool(self.plans)
         if self.resumed:
             done = [t for t, p in self.plans.items() if p.done]
@@ -236,17 +247,18 @@ class ParallelScan:
                      f"complete: {', '.join(done)}" if done else "no type complete yet",
                      f"continuing {', '.join(t for t in self.plans if t not in done)}"
                      if len(done) < len(self.plans) else "nothing left to read in them")
-        sem = asyncio.Semaphore(self.concurrency)
-
-        async def plan_one(etype: str) -> None:
-            async with sem:
-                self.plans[etype] = await self._plan(etype, await asyncio.to_thread(self.store.now_version))
-        await _gather(*(plan_one(t) for t in fresh))
-        await asyncio.to_thread(self._save_plans, projects, saved is None, fresh)
-        for etype in sorted(types, key=lambda t: -(self.plans[t].total or 0)):
+        if saved is None:
+            await asyncio.to_thread(self._save_run)
+        for etype in sorted(self.plans, key=lambda t: -(self.plans[t].total or 0)):
             p = self.plans[etype]
             if self.planned:
-                self.planned(etype, p.total, p.earlier, etype not in fresh)
+                self.planned(etype, p.total, p.earlier, True)
+
+    def _save_run(self) -> None:
+        with self.store.engine.begin() as conn:
+            self.store.set_state(conn, _run_key(self.kind), {
+                "started_at": format_datetime(self.started_at),
+                "projects": sorted(self.projects) if self.projects else None})
 
     def _load_saved(self, projects: list[int] | None,
                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
@@ -269,9 +281,10 @@ class ParallelScan:
         return None, {}
 
     async def _summary(self, etype: str, kind: str) -> Any:
-        res = await self.upstream.call("summarize", {
-            "type": etype, "filters": self.filters[etype] or {"logical_operator": "and", "conditions": []},
-            "summaries": [{"field": "id", "type": kind}]})
+        async with self._slots:
+            res = await self.upstream.call("summarize", {
+                "type": etype, "filters": self.filters[etype] or {"logical_operator": "and", "conditions": []},
+                "summaries": [{"field": "id", "type": kind}]})
         return ((res or {}).get("summaries") or {}).get("id")
 
     async def _plan(self, etype: str, version: int) -> TypePlan:
@@ -290,21 +303,17 @@ class ParallelScan:
         segs.append(Segment("retired", 0, None, 0))
         return TypePlan(etype, segs, _fields_sig(self.fields[etype], self.filters[etype]), version, total)
 
-    def _save_plans(self, projects: list[int] | None, new_run: bool, fresh: list[str]) -> None:
-        """Commit the plans; a full scan of an empty table drops its indexes (built when
+    def _save_plan(self, plan: TypePlan) -> None:
+        """Commit a new plan; a full scan of an empty table drops its indexes (built when
         the type completes: once, from the loaded table, instead of row by row)."""
         with self.store.engine.begin() as conn:
-            for etype in fresh if self.kind == "full" else ():
-                if self.store.is_empty(conn, etype):
-                    self.store.drop_indexes(conn, etype)
-                    self.plans[etype].deferred = True
+            if self.kind == "full":
+                if self.store.is_empty(conn, plan.etype):
+                    self.store.drop_indexes(conn, plan.etype)
+                    plan.deferred = True
                 else:  # an earlier run of another shape may have deferred them
-                    self.store.ensure_indexes(conn, etype)
-            values: dict[str, Any] = {_type_key(self.kind, t): p.to_json() for t, p in self.plans.items()}
-            if new_run:
-                values[_run_key(self.kind)] = {"started_at": format_datetime(self.started_at),
-                                               "projects": sorted(projects) if projects else None}
-            self.store.set_states(conn, values)
+                    self.store.ensure_indexes(conn, plan.etype)
+            self.store.set_states(conn, {_type_key(self.kind, plan.etype): plan.to_json()})
 
     def forget(self, conn: Connection) -> None:
         """Drop the committed plan of these types (and the run, once none is left): call it
@@ -318,31 +327,65 @@ class ParallelScan:
 
     # -- fetch and write --------------------------------------------------------------------
     async def run(self) -> None:
-        """Read every segment not done yet, write every page; raises the first failure."""
-        todo: collections.deque[tuple[TypePlan, Segment]] = collections.deque()
-        for p in sorted(self.plans.values(), key=lambda p: -(p.total or 0)):
-            todo.extend((p, s) for s in p.segments if not s.done)
+        """Plan the types not planned yet and read every segment not done, writing every
+        page; raises the first failure."""
+        # Segments to read, biggest types first: (-total, order, plan, segment).
+        todo: list[tuple[int, int, TypePlan, Segment]] = []
+        order = itertools.count()
+        more = asyncio.Event()  # set when segments are added or planning ends
+        planning = [bool(self.fresh)]
+
+        def add(p: TypePlan) -> None:
+            for seg in p.segments:
+                if not seg.done:
+                    heapq.heappush(todo, (-(p.total or 0), next(order), p, seg))
+            more.set()
         for p in self.plans.values():
+            add(p)
             if p.done and self.type_done is not None:  # completed just before a kill: redo the hook
                 await asyncio.to_thread(self._in_txn, lambda conn, p=p: self.type_done(conn, p))  # type: ignore[misc]
-        if not todo:
+        if not todo and not self.fresh:
             return
         queue: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=self.concurrency)
 
-        async def fetchers() -> None:
-            await _gather(*(self._fetcher(todo, queue) for _ in range(min(self.concurrency, len(todo)))))
+        async def plan_all(writer: concurrent.futures.Executor) -> None:
+            loop = asyncio.get_running_loop()
+
+            async def plan_one(etype: str) -> None:
+                plan = await self._plan(etype, await asyncio.to_thread(self.store.now_version))
+                await loop.run_in_executor(writer, self._save_plan, plan)  # after the writer's pending pages
+                self.plans[etype] = plan
+                if self.planned:
+                    self.planned(etype, plan.total, 0, False)
+                add(plan)
+            try:
+                await _gather(*(plan_one(t) for t in self.fresh))
+            finally:
+                planning[0] = False
+                more.set()
+
+        async def next_segment() -> tuple[TypePlan, Segment] | None:
+            while not todo:
+                if not planning[0]:
+                    return None
+                more.clear()
+                await more.wait()
+            _, _, p, seg = heapq.heappop(todo)
+            return p, seg
+
+        async def fetchers(writer: concurrent.futures.Executor) -> None:
+            await _gather(plan_all(writer), *(self._fetcher(next_segment, queue) for _ in range(self.concurrency)))
             await queue.put(None)
         # One thread writes every page: rows are built and freed in one malloc arena (the
         # default pool's threads each grew their own) on one connection.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sgcache-scan-writer") as writer:
-            await _gather(fetchers(), self._writer(queue, writer))
+            await _gather(fetchers(writer), self._writer(queue, writer))
 
-    async def _fetcher(self, todo: collections.deque[tuple[TypePlan, Segment]],
+    async def _fetcher(self, next_segment: Callable[[], Awaitable[tuple[TypePlan, Segment] | None]],
                        queue: asyncio.Queue[_Page | None]) -> None:
         prev: _Page | None = None
-        while todo:
-            plan, seg = todo.popleft()
-            prev = await self._page_through(plan, seg, queue, prev)
+        while (got := await next_segment()) is not None:
+            prev = await self._page_through(*got, queue, prev)
 
     async def _page_through(self, plan: TypePlan, seg: Segment, queue: asyncio.Queue[_Page | None],
                             prev: _Page | None) -> _Page | None:
@@ -361,12 +404,13 @@ class ParallelScan:
             # a thread hop per page delayed the next request behind the writer's hold on the GIL).
             version = self.store.now_version() if self.store.dialect == "sqlite" else \
                 await asyncio.to_thread(self.store.now_version)
-            res = await self.upstream.call("read", {
-                "type": etype, "return_fields": self.fields[etype],
-                "filters": {"logical_operator": "and", "conditions": conds},
-                "return_only": seg.return_only, "sorts": [{"field_name": "id", "direction": "asc"}],
-                "paging": {"entities_per_page": self.page_size, "current_page": 1},
-                "api_return_image_urls": True, "return_paging_info_without_counts": True})
+            async with self._slots:
+                res = await self.upstream.call("read", {
+                    "type": etype, "return_fields": self.fields[etype],
+                    "filters": {"logical_operator": "and", "conditions": conds},
+                    "return_only": seg.return_only, "sorts": [{"field_name": "id", "direction": "asc"}],
+                    "paging": {"entities_per_page": self.page_size, "current_page": 1},
+                    "api_return_image_urls": True, "return_paging_info_without_counts": True})
             self.requests += 1
             ents = (res or {}).get("entities") or []
             if ents:

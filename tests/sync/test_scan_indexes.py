@@ -47,7 +47,9 @@ def test_an_interrupted_scan_that_is_discarded_builds_the_indexes_it_dropped(sto
         store.upsert(conn, "Asset", [{"id": 1, "code": "a"}], active=True)
     first = ParallelScan(None, store, "full")  # type: ignore[arg-type]
     first.plans = {"Shot": plan(store, "Shot"), "Asset": plan(store, "Asset")}
-    first._save_plans(None, True, ["Shot", "Asset"])
+    first._save_run()
+    for p in first.plans.values():
+        first._save_plan(p)
     assert first.plans["Shot"].deferred and indexes(store, "Shot") == set()
     # a table that holds rows keeps its indexes (it may be served meanwhile)
     assert not first.plans["Asset"].deferred and indexes(store, "Asset") == {str(i.name) for i in store.indexes("Asset")}

@@ -1,0 +1,85 @@
+"""A full scan's site requests stay within SGCACHE_SCAN_CONCURRENCY, planning included.
+
+The scan plans types (two `summarize` calls each) while it already reads the pages of
+the types planned: against a hosted site the summaries of a few dozen types take
+seconds. Summaries and page reads hold the same slots, so the bound the studio set is
+the bound the site sees, whatever is being planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from sgcache.mock.builtin_schema import build_schema
+from sgcache.store.tables import Store, make_engine
+from sgcache.sync.scan import full_scan
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    s = Store(engine, build_schema())
+    s.create()
+    yield s
+    engine.dispose()
+
+
+class SlowSite:
+    """Rows 1..n of each type (active), answering after `delay`; counts requests in flight."""
+
+    def __init__(self, sizes: dict[str, int], delay: float) -> None:
+        self.sizes, self.delay = sizes, delay
+        self.in_flight = self.peak = 0
+        self.log: list[tuple[float, str, str]] = []  # (start, method, type)
+        self.ends: list[tuple[float, str]] = []  # (end, method)
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.log.append((time.monotonic(), method, (params or {}).get("type", "")))
+        try:
+            await asyncio.sleep(self.delay)
+            return self._answer(method, params)
+        finally:
+            self.in_flight -= 1
+            self.ends.append((time.monotonic(), method))
+
+    def _answer(self, method: str, params: Any) -> Any:
+        if method == "info":
+            return {"version": [8, 0, 0], "api_max_entities_per_page": 10}
+        n = self.sizes.get(params["type"], 0)
+        if method == "summarize":
+            kind = params["summaries"][0]["type"]
+            return {"summaries": {"id": n if kind == "record_count" else (n or None)}}
+        assert method == "read"
+        if params["return_only"] != "active":
+            return {"entities": []}
+        lo, hi = 0, n
+        for c in params["filters"]["conditions"]:
+            if c["relation"] == "greater_than":
+                lo = c["values"][0]
+            elif c["relation"] == "less_than":
+                hi = min(hi, c["values"][0] - 1)
+        ids = range(lo + 1, hi + 1)[:params["paging"]["entities_per_page"]]
+        return {"entities": [{"type": params["type"], "id": i, "code": f"{params['type']}-{i}"} for i in ids]}
+
+
+def test_requests_in_flight_never_exceed_the_concurrency_and_fetching_starts_while_planning(store: Store) -> None:
+    sizes = {"Shot": 400, "Asset": 200, "Sequence": 30, "Project": 5, "Task": 0}
+    site = SlowSite(sizes, delay=0.01)
+    res = asyncio.run(full_scan(site, store, list(sizes), concurrency=3))  # type: ignore[arg-type]
+    assert site.peak == 3  # the bound, reached
+    assert res.rows == sizes
+    with store.engine.connect() as conn:
+        for etype, n in sizes.items():
+            assert conn.execute(select(func.count()).select_from(store[etype].table)).scalar() == n
+    first_read = min(t for t, m, _ in site.log if m == "read")
+    planned = max(t for t, m in site.ends if m == "summarize")
+    assert first_read < planned  # pages of planned types were read while others were being planned
