@@ -284,3 +284,25 @@ def test_configured_logs_scrub_messages_and_tracebacks(json_logs: bool, monkeypa
         logging.getLogger().handlers.clear()
     out = stream.getvalue()
     assert "sekrit" not in out and "failed" in out and "'script_name': 's'" in out.replace('\\"', "'")
+
+
+def test_reads_at_different_addresses_never_share_a_coalescing_key() -> None:
+    """Answers carry URLs made from the address the caller used (`request.base_url`): the
+    cheap stand-in for it in the read-coalescing key must tell apart whatever it does."""
+    from itertools import combinations
+
+    from starlette.requests import Request
+
+    from sgcache.serve.app import _base_of
+
+    def scope(scheme: str = "http", host: bytes | None = b"cache:8000", server: Any = ("10.0.0.5", 8000),
+              root_path: str = "") -> dict[str, Any]:
+        headers = [(b"host", host)] if host is not None else []
+        return {"type": "http", "scheme": scheme, "server": server, "root_path": root_path, "path": "/api3/json",
+                "query_string": b"", "headers": [(b"content-type", b"application/json"), *headers]}
+    scopes = [scope(), scope(scheme="https"), scope(host=b"sgcache.studio:8000"), scope(host=None),
+              scope(host=None, server=("10.0.0.6", 8000)), scope(root_path="/cache"), scope(server=("10.0.0.6", 9000))]
+    for a, b in combinations(scopes, 2):
+        if str(Request(a).base_url) != str(Request(b).base_url):
+            assert _base_of(a) != _base_of(b), (a, b)
+    assert _base_of(scope()) == _base_of(scope())
