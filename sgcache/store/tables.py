@@ -63,8 +63,6 @@ CACHED_AT = "_cached_at"
 EVENT_ID = "_event_id"
 #: Microseconds (epoch) when the fetch that wrote the row started: a later fetch wins.
 VERSION = "_version"
-#: How much of an SQLite database each connection maps into memory (address space only).
-MMAP_BYTES = 1 << 30
 
 
 def _bind_none_quickly() -> None:
@@ -93,9 +91,6 @@ def make_engine(url: str, **kw: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=OFF")
-            # Pages read through a memory map, not copied by a read() call each: point reads
-            # answer with no system call, and a scan's index builds read the table in place.
-            cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             cur.close()
 
         return engine
