@@ -31,7 +31,8 @@ from ..read.engine import Passthrough
 from ..schema import Schema
 from ..store.tables import VERSION, Store
 from ..upstream import Upstream
-from .scan import DEFAULT_CONCURRENCY, PRIMED, ParallelScan, TypePlan
+from .scan import DEFAULT_CONCURRENCY, PRIMED, ParallelScan
+from .scan_plan import TypePlan
 
 log = logging.getLogger("sgcache.rebuild")
 

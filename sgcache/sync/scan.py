@@ -40,7 +40,6 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime as dt
-import hashlib
 import heapq
 import itertools
 import logging
@@ -55,6 +54,7 @@ from ..protocol import errors
 from ..protocol.values import format_datetime, parse_datetime, utcnow
 from ..store.tables import Store
 from ..upstream import Upstream, UpstreamUnavailable
+from .scan_plan import PAGES_PER_SEGMENT, Segment, TypePlan, fields_sig, run_key, split, type_key
 
 log = logging.getLogger("sgcache.scan")
 
@@ -64,11 +64,6 @@ SCAN_OVERLAP = dt.timedelta(seconds=60)
 DEFAULT_CONCURRENCY = 4
 #: Page size when the site's `info` does not say.
 DEFAULT_PAGE_SIZE = 500
-#: A type is cut into id ranges of at least this many pages ...
-PAGES_PER_SEGMENT = 8
-#: ... and at most this many ranges per fetcher.
-SEGMENTS_PER_FETCHER = 4
-
 Progress = Callable[[str, int], None]
 #: Told once per type before any page: (type, rows the site counts or None, rows already
 #: loaded by an earlier run of this scan, resumed?).
@@ -101,80 +96,6 @@ def _project_filter(store: Store, entity_type: str, projects: list[int] | None) 
         return None
     return {"logical_operator": "and", "conditions": [
         {"path": "project", "relation": "in", "values": [{"type": "Project", "id": p} for p in projects]}]}
-
-
-# -- the plan ------------------------------------------------------------------------------
-
-@dataclass
-class Segment:
-    """Ids in (lo, hi] of one type, active or retired; `cursor` is the last committed id."""
-
-    return_only: str
-    lo: int
-    hi: int | None  # None: no upper end (rows created during the scan land here)
-    cursor: int
-    done: bool = False
-
-    def to_json(self) -> list[Any]:
-        return [self.return_only, self.lo, self.hi, self.cursor, self.done]
-
-    @classmethod
-    def from_json(cls, v: list[Any]) -> "Segment":
-        return cls(str(v[0]), int(v[1]), None if v[2] is None else int(v[2]), int(v[3]), bool(v[4]))
-
-
-@dataclass
-class TypePlan:
-    """One type's segments and counts, as committed (the writer alone changes them)."""
-
-    etype: str
-    segments: list[Segment]
-    fields_sig: str
-    version: int  # when this type's scan first started (µs): rows older than this were not seen
-    total: int | None = None  # active rows the site counted when planned
-    rows: int = 0  # rows committed, over every run
-    earlier: int = 0  # rows committed by earlier runs
-    removed: int = 0  # rows the type-done hook deleted (rebuild)
-    deferred: bool = False  # its table was empty: indexes dropped, built when the type is done
-
-    @property
-    def done(self) -> bool:
-        return all(s.done for s in self.segments)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"segments": [s.to_json() for s in self.segments], "fields": self.fields_sig,
-                "version": self.version, "total": self.total, "rows": self.rows, "removed": self.removed,
-                "deferred": self.deferred}
-
-    @classmethod
-    def from_json(cls, etype: str, v: dict[str, Any]) -> "TypePlan":
-        rows = int(v.get("rows") or 0)
-        return cls(etype, [Segment.from_json(s) for s in v["segments"]], str(v["fields"]), int(v["version"]),
-                   v.get("total"), rows, rows, int(v.get("removed") or 0), bool(v.get("deferred")))
-
-
-def _fields_sig(fields: list[str], filters: dict[str, Any] | None) -> str:
-    """What a resumed type must still read the same way: its fields (in any order: the
-    recorded schema's order may differ between processes on PostgreSQL) and filter."""
-    return hashlib.sha1(repr((sorted(fields), filters)).encode()).hexdigest()[:16]
-
-
-def _run_key(kind: str) -> str:
-    return f"scan:{kind}"
-
-
-def _type_key(kind: str, etype: str) -> str:
-    return f"scan:{kind}:{etype}"
-
-
-def split(total: int, max_id: int | None, page_size: int, concurrency: int) -> list[tuple[int, int | None]]:
-    """Id ranges (lo, hi] for the active rows of a type: equal slices of 0..max_id, enough
-    for the fetchers to share a big type, none smaller than PAGES_PER_SEGMENT pages."""
-    n = min(total // (page_size * PAGES_PER_SEGMENT), SEGMENTS_PER_FETCHER * concurrency) if max_id else 0
-    if n <= 1 or not max_id:
-        return [(0, None)]
-    bounds = [max_id * k // n for k in range(n)]
-    return [(bounds[k], bounds[k + 1]) for k in range(n - 1)] + [(bounds[-1], None)]
 
 
 # -- the scan --------------------------------------------------------------------------------
@@ -234,7 +155,7 @@ class ParallelScan:
             self.started_at = parse_datetime(saved["started_at"]) or self.started_at
         for etype in types:
             v = old.get(etype)
-            sig = _fields_sig(self.fields[etype], self.filters[etype])
+            sig = fields_sig(self.fields[etype], self.filters[etype])
             if v is not None and v.get("fields") == sig:
                 self.plans[etype] = TypePlan.from_json(etype, v)
             else:
@@ -256,16 +177,16 @@ class ParallelScan:
 
     def _save_run(self) -> None:
         with self.store.engine.begin() as conn:
-            self.store.set_state(conn, _run_key(self.kind), {
+            self.store.set_state(conn, run_key(self.kind), {
                 "started_at": format_datetime(self.started_at),
                 "projects": sorted(self.projects) if self.projects else None})
 
     def _load_saved(self, projects: list[int] | None,
                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
         st = self.store.state_table
-        prefix = _type_key(self.kind, "")
+        prefix = type_key(self.kind, "")
         with self.store.engine.begin() as conn:
-            run = self.store.get_state(conn, _run_key(self.kind))
+            run = self.store.get_state(conn, run_key(self.kind))
             if run is not None and resume and run.get("projects") == (sorted(projects) if projects else None):
                 old = {k[len(prefix):]: self.store.get_state(conn, k) for k in conn.execute(
                     select(st.c.key).where(st.c.key.startswith(prefix, autoescape=True))).scalars()}
@@ -277,7 +198,7 @@ class ParallelScan:
                 if key[len(prefix):] in self.store:  # indexes it deferred and never built
                     self.store.ensure_indexes(conn, key[len(prefix):])
             conn.execute(delete(st).where(st.c.key.startswith(prefix, autoescape=True)))
-            conn.execute(delete(st).where(st.c.key == _run_key(self.kind)))
+            conn.execute(delete(st).where(st.c.key == run_key(self.kind)))
         return None, {}
 
     async def _summary(self, etype: str, kind: str) -> Any:
@@ -301,7 +222,7 @@ class ParallelScan:
         segs = [Segment("active", lo, hi, lo) for lo, hi in split(total or 0, max_id, self.page_size,
                                                                    self.concurrency)]
         segs.append(Segment("retired", 0, None, 0))
-        return TypePlan(etype, segs, _fields_sig(self.fields[etype], self.filters[etype]), version, total)
+        return TypePlan(etype, segs, fields_sig(self.fields[etype], self.filters[etype]), version, total)
 
     def _save_plan(self, plan: TypePlan) -> None:
         """Commit a new plan; a full scan of an empty table drops its indexes (built when
@@ -313,17 +234,17 @@ class ParallelScan:
                     plan.deferred = True
                 else:  # an earlier run of another shape may have deferred them
                     self.store.ensure_indexes(conn, plan.etype)
-            self.store.set_states(conn, {_type_key(self.kind, plan.etype): plan.to_json()})
+            self.store.set_states(conn, {type_key(self.kind, plan.etype): plan.to_json()})
 
     def forget(self, conn: Connection) -> None:
         """Drop the committed plan of these types (and the run, once none is left): call it
         in the transaction that records the scan as done."""
         st = self.store.state_table
-        conn.execute(delete(st).where(st.c.key.in_([_type_key(self.kind, t) for t in self.plans])))
+        conn.execute(delete(st).where(st.c.key.in_([type_key(self.kind, t) for t in self.plans])))
         left = conn.execute(select(st.c.key).where(
-            st.c.key.startswith(_type_key(self.kind, ""), autoescape=True)).limit(1)).first()
+            st.c.key.startswith(type_key(self.kind, ""), autoescape=True)).limit(1)).first()
         if left is None:
-            conn.execute(delete(st).where(st.c.key == _run_key(self.kind)))
+            conn.execute(delete(st).where(st.c.key == run_key(self.kind)))
 
     # -- fetch and write --------------------------------------------------------------------
     async def run(self) -> None:
@@ -471,7 +392,7 @@ class ParallelScan:
                     self.store.ensure_indexes(conn, plan.etype)
                 if plan.done and self.type_done is not None:
                     self.type_done(conn, plan)
-            self.store.set_states(conn, {_type_key(self.kind, t): p.to_json() for t, p in touched.items()})
+            self.store.set_states(conn, {type_key(self.kind, t): p.to_json() for t, p in touched.items()})
 
 
 async def _gather(*aws: Any) -> None:

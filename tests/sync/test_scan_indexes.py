@@ -16,7 +16,8 @@ from sqlalchemy import inspect
 
 from sgcache.mock.builtin_schema import build_schema
 from sgcache.store.tables import Store, make_engine
-from sgcache.sync.scan import ParallelScan, Segment, TypePlan
+from sgcache.sync.scan import ParallelScan
+from sgcache.sync.scan_plan import Segment, TypePlan
 from tests.cache.dbs import BACKENDS, new_db_url
 
 
