@@ -65,6 +65,23 @@ EVENT_ID = "_event_id"
 VERSION = "_version"
 
 
+#: Compiled statements (and row orders) a Store keeps before starting over.
+STATEMENTS_KEPT = 2048
+
+
+class _Bounded(dict):  # type: ignore[type-arg]
+    """A cache that starts over when full: an evicted entry is only compiled again."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if len(self) >= self.limit and key not in self:
+            self.clear()
+        super().__setitem__(key, value)
+
+
 def _bind_none_quickly() -> None:
     """Give the sqlite3 driver an adapter for None, which binds it as NULL exactly as before.
 
@@ -275,8 +292,9 @@ class Store:
         self.entities: dict[str, EntityTable] = {
             etype: EntityTable(self.md, ent) for etype, ent in schema.entities.items()
         }
-        #: PostgreSQL bulk statements by shape (`_json_upsert`, `insert_rows`)
-        self._stmts: dict[tuple[Any, ...], Any] = {}
+        #: Compiled bulk statements and row orders by shape (`_sqlite_many`, `_json_upsert`,
+        #: `_table_order`, ...): write-throughs bring arbitrary field sets, hence a bound.
+        self._stmts: _Bounded = _Bounded(STATEMENTS_KEPT)
 
     @property
     def dialect(self) -> str:
@@ -522,7 +540,6 @@ class Store:
         if got is None:
             want = set(cols)
             ordered = tuple(c.name for c in table.columns if c.name in want)
-            ordered += tuple(c for c in cols if c not in ordered)  # none: every column is the table's
             got = self._stmts[key] = (ordered, tuple if ordered == cols else itemgetter(*map(cols.index, ordered)))
         return got  # type: ignore[no-any-return]
 

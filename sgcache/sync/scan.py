@@ -40,7 +40,6 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime as dt
-import heapq
 import itertools
 import logging
 import time
@@ -132,7 +131,6 @@ class ParallelScan:
         self.started_at = utcnow()
         self.resumed = False
         self.requests = 0
-        self.projects: list[int] | None = None
         #: types to plan (`run` plans them while fetching the planned ones)
         self.fresh: list[str] = []
         #: site requests in flight, summaries and pages alike
@@ -146,7 +144,6 @@ class ParallelScan:
         site_max = info.get("api_max_entities_per_page") if isinstance(info, dict) else None
         if isinstance(site_max, int) and site_max > 0:
             self.page_size = min(self.requested_page_size or site_max, site_max)
-        self.projects = projects
         for etype in types:
             self.filters[etype] = _project_filter(self.store, etype, projects)
             self.fields[etype] = return_fields_for(self.store, etype)
@@ -169,17 +166,17 @@ class ParallelScan:
                      f"continuing {', '.join(t for t in self.plans if t not in done)}"
                      if len(done) < len(self.plans) else "nothing left to read in them")
         if saved is None:
-            await asyncio.to_thread(self._save_run)
+            await asyncio.to_thread(self._save_run, projects)
         for etype in sorted(self.plans, key=lambda t: -(self.plans[t].total or 0)):
             p = self.plans[etype]
             if self.planned:
                 self.planned(etype, p.total, p.earlier, True)
 
-    def _save_run(self) -> None:
+    def _save_run(self, projects: list[int] | None) -> None:
         with self.store.engine.begin() as conn:
             self.store.set_state(conn, run_key(self.kind), {
                 "started_at": format_datetime(self.started_at),
-                "projects": sorted(self.projects) if self.projects else None})
+                "projects": sorted(projects) if projects else None})
 
     def _load_saved(self, projects: list[int] | None,
                     resume: bool) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
@@ -250,22 +247,20 @@ class ParallelScan:
     async def run(self) -> None:
         """Plan the types not planned yet and read every segment not done, writing every
         page; raises the first failure."""
-        # Segments to read, biggest types first: (-total, order, plan, segment).
-        todo: list[tuple[int, int, TypePlan, Segment]] = []
+        # Segments to read, biggest types first: (-total, order, plan, segment). Once every
+        # type is planned, one (1, ...) per fetcher, after all of them: no more work.
+        todo: asyncio.PriorityQueue[tuple[int, int, TypePlan | None, Segment | None]] = asyncio.PriorityQueue()
         order = itertools.count()
-        more = asyncio.Event()  # set when segments are added or planning ends
-        planning = [bool(self.fresh)]
 
         def add(p: TypePlan) -> None:
             for seg in p.segments:
                 if not seg.done:
-                    heapq.heappush(todo, (-(p.total or 0), next(order), p, seg))
-            more.set()
+                    todo.put_nowait((-(p.total or 0), next(order), p, seg))
         for p in self.plans.values():
             add(p)
             if p.done and self.type_done is not None:  # completed just before a kill: redo the hook
                 await asyncio.to_thread(self._in_txn, lambda conn, p=p: self.type_done(conn, p))  # type: ignore[misc]
-        if not todo and not self.fresh:
+        if todo.empty() and not self.fresh:
             return
         queue: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=self.concurrency)
 
@@ -279,20 +274,13 @@ class ParallelScan:
                 if self.planned:
                     self.planned(etype, plan.total, 0, False)
                 add(plan)
-            try:
-                await _gather(*(plan_one(t) for t in self.fresh))
-            finally:
-                planning[0] = False
-                more.set()
+            await _gather(*(plan_one(t) for t in self.fresh))
+            for _ in range(self.concurrency):
+                todo.put_nowait((1, next(order), None, None))
 
         async def next_segment() -> tuple[TypePlan, Segment] | None:
-            while not todo:
-                if not planning[0]:
-                    return None
-                more.clear()
-                await more.wait()
-            _, _, p, seg = heapq.heappop(todo)
-            return p, seg
+            _, _, p, seg = await todo.get()
+            return None if p is None or seg is None else (p, seg)
 
         async def fetchers(writer: concurrent.futures.Executor) -> None:
             await _gather(plan_all(writer), *(self._fetcher(next_segment, queue) for _ in range(self.concurrency)))

@@ -160,3 +160,20 @@ def test_a_fresh_upsert_writes_new_rows_and_falls_back_when_one_exists(store: St
         store.replace_links(conn, "Shot", "assets", {10: [{"type": "Asset", "id": 1}, {"type": "Asset", "id": 2}]})
         store.upsert(conn, "Shot", [shot(10, "ten", [3])], active=True, version=40, fresh=True)
         assert store.get_links(conn, "Shot", "assets", 10) == [{"type": "Asset", "id": 3}]
+
+
+def test_write_throughs_of_many_field_sets_keep_a_bounded_statement_cache(store: Store) -> None:
+    """Each field set a write-through brings compiles its own statement; a caller choosing
+    ever new sets must not grow the store's cache without end, nor lose a row."""
+    store._stmts.limit = 8
+    fields = ["code", "description", "sg_cut_in", "sg_cut_out", "sg_status_list", "tag_list"]
+    records = []
+    for i in range(1, 40):  # 39 different subsets of the fields
+        rec = {"id": i, "type": "Shot", **{f: None for k, f in enumerate(fields) if i >> k & 1}, "code": f"SH{i}"}
+        records.append(rec)
+        with store.engine.begin() as conn:
+            store.upsert(conn, "Shot", [rec], active=True, version=i)
+        assert len(store._stmts) <= 8
+    with store.engine.connect() as conn:
+        got = {r.id: r.code for r in conn.execute(select(store["Shot"].table.c.id, store["Shot"].table.c.code))}
+    assert got == {r["id"]: r["code"] for r in records}

@@ -48,7 +48,7 @@ def test_an_interrupted_scan_that_is_discarded_builds_the_indexes_it_dropped(sto
         store.upsert(conn, "Asset", [{"id": 1, "code": "a"}], active=True)
     first = ParallelScan(None, store, "full")  # type: ignore[arg-type]
     first.plans = {"Shot": plan(store, "Shot"), "Asset": plan(store, "Asset")}
-    first._save_run()
+    first._save_run(None)
     for p in first.plans.values():
         first._save_plan(p)
     assert first.plans["Shot"].deferred and indexes(store, "Shot") == set()
