@@ -785,7 +785,11 @@ class Store:
     def ensure_indexes(self, conn: Connection, entity_type: str) -> None:
         """Create whichever of them is missing."""
         for ix in self.indexes(entity_type):
-            ix.create(conn, checkfirst=True)
+            self.ensure_index(conn, ix)
+
+    def ensure_index(self, conn: Connection, ix: Index) -> None:
+        """Create one of `indexes` unless it exists."""
+        ix.create(conn, checkfirst=True)
 
     def is_empty(self, conn: Connection, entity_type: str) -> bool:
         t = self.entities[entity_type].table

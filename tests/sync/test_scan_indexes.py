@@ -4,21 +4,26 @@ The scan drops an empty table's secondary indexes while it loads it (building th
 the loaded table costs far less than growing them row by row). Reads of the type wait
 for the scan to complete, and an interrupted scan that is discarded instead of resumed
 must not leave the tables without them: every later read would walk whole tables.
+The builds of a completed type are spread between page writes: built in one go, a big
+type's indexes held the writer, and every fetcher behind it, for seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 
 from sgcache.mock.builtin_schema import build_schema
 from sgcache.store.tables import Store, make_engine
-from sgcache.sync.scan import ParallelScan
-from sgcache.sync.scan_plan import Segment, TypePlan
+from sgcache.sync.scan import ParallelScan, full_scan, return_fields_for
+from sgcache.sync.scan_plan import Segment, TypePlan, fields_sig, type_key
 from tests.cache.dbs import BACKENDS, new_db_url
+from tests.sync.test_scan_slots import SlowSite
 
 
 @pytest.fixture(params=BACKENDS)
@@ -58,3 +63,57 @@ def test_an_interrupted_scan_that_is_discarded_builds_the_indexes_it_dropped(sto
     saved, old = ParallelScan(None, store, "full")._load_saved(None, resume=False)  # type: ignore[arg-type]
     assert saved is None and old == {}
     assert indexes(store, "Shot") == want
+
+
+def statements(store: Store) -> list[str]:
+    """Every statement the store's engine runs from now on, first line only."""
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _log(conn: Any, cursor: Any, stmt: str, *args: Any) -> None:
+        seen.append(" ".join(stmt.split()))
+    return seen
+
+
+def test_a_completed_types_indexes_are_built_between_page_writes_and_all_exist_at_the_end(store: Store) -> None:
+    sizes = {"Shot": 1000, "Asset": 900}  # Shot completes while Asset's pages are still coming
+    seen = statements(store)
+    res = asyncio.run(full_scan(SlowSite(sizes, delay=0), store, list(sizes), concurrency=2))  # type: ignore[arg-type]
+    assert res.rows == sizes
+    shot_ix = {str(ix.name) for ix in store.indexes("Shot")}
+    builds = [k for k, q in enumerate(seen) if q.startswith("CREATE INDEX") and q.split()[2].strip('"') in shot_ix]
+    assert len(builds) == len(shot_ix)
+    asset = store["Asset"].table.name
+    between = [q for q in seen[builds[0]:builds[-1]] if q.startswith("INSERT INTO") and q.split()[2].strip('"') == asset]
+    assert between  # Asset pages were written while Shot's indexes were being built
+    for etype in sizes:
+        assert indexes(store, etype) == {str(ix.name) for ix in store.indexes(etype)}
+
+
+def test_a_resumed_scan_builds_the_indexes_of_a_type_completed_before_the_kill(store: Store) -> None:
+    want = {str(ix.name) for ix in store.indexes("Shot")}
+    with store.engine.begin() as conn:
+        store.upsert(conn, "Shot", [{"id": 1, "code": "s1"}], active=True)
+    first = ParallelScan(None, store, "full")  # type: ignore[arg-type]
+    first._save_run(None)
+    done = plan(store, "Shot")
+    for seg in done.segments:
+        seg.done = True
+    done.deferred, done.rows = True, 1
+    done.fields_sig = fields_sig(return_fields_for(store, "Shot"), None)
+    with store.engine.begin() as conn:
+        store.drop_indexes(conn, "Shot")
+        store.set_states(conn, {type_key("full", "Shot"): done.to_json()})
+    # ... killed after the commit that completed Shot, before its indexes were built.
+    assert indexes(store, "Shot") == set()
+    site = SlowSite({"Shot": 1}, delay=0)
+    again = ParallelScan(site, store, "full")  # type: ignore[arg-type]
+    asyncio.run(_resume(again))
+    assert again.resumed and again.plans["Shot"].done
+    assert not [c for c in site.log if c[1] == "read"]  # nothing read again
+    assert indexes(store, "Shot") == want
+
+
+async def _resume(scan: ParallelScan) -> None:
+    await scan.prepare(["Shot"], None, resume=True)
+    await scan.run()

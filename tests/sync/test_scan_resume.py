@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from sgcache.store.tables import CACHED_AT, VERSION, Store, make_engine
-from sgcache.sync.scan import PRIMED
+from sgcache.sync.scan import PRIMED, SPARE_FETCHERS
 from tests.cache.dbs import BACKENDS, new_db_url
 from tests.support.procs import ROOT, MockProcess, running_mock
 
@@ -30,8 +30,9 @@ from .support import CacheEnv, CacheView, compare_all, short_dir
 
 PAGE = 20  # small pages: many commits, many places to be killed at
 CONCURRENCY = 4
-#: A fetcher holds at most two uncommitted pages: the one in flight and the one queued.
-REREAD_PER_KILL = 2 * CONCURRENCY
+#: A fetcher holds at most two uncommitted pages: the one in flight and the one queued;
+#: a scan runs one fetcher more than its concurrency (the spare waits on a slot).
+REREAD_PER_KILL = 2 * (CONCURRENCY + SPARE_FETCHERS)
 
 
 @pytest.fixture(scope="module")
