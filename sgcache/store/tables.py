@@ -464,10 +464,12 @@ class Store:
         `versions` (id -> version) gives rows fetched at other times their own (the event
         watcher writes several fetches in one statement). Returns the number of records.
 
-        `fresh`: the caller expects the rows to be new (a full scan of a type whose table
-        was empty). On SQLite they are then inserted only where absent, and when every one
-        was, their links are written without comparing stored lists (a new row has none):
-        a scan writes millions. If any row existed, the usual guarded upsert runs for all.
+        `fresh`: the caller expects the rows to be new and no list to be stored under their
+        ids (a full scan of a type whose table it found empty and whose link tables it
+        emptied of orphans: `drop_orphan_links`). On SQLite they are then inserted only where absent, and
+        when every one was, their links are inserted as they come, without looking for
+        stored lists: a scan writes millions. If any row existed, the usual guarded upsert
+        runs for all.
         """
         et = self.entities[entity_type]
         # The columns every row gets besides its fields, and their values (`tail`).
@@ -554,19 +556,12 @@ class Store:
         return n
 
     def _new_links(self, conn: Connection, et: EntityTable, multi: dict[str, dict[int, list[Any]]]) -> None:
-        """The links of rows just inserted: any list stored under their ids belonged to no
-        row (none should exist) and goes; the new lists are inserted as they come."""
+        """The links of rows just inserted, none stored before (`upsert`'s `fresh`): inserted
+        as they come. (Looking for stray lists under their ids cost ~4% of a scan's CPU.)"""
         for fname, vals in multi.items():
             if not vals:
                 continue
             t = et.assoc[fname]
-            # `ids_in`'s statement, compiled once: built and compiled per batch it cost ~8% of a scan.
-            sql = self._stmts.get(("drop_lists", t.name))
-            if sql is None:
-                stmt = delete(t).where(t.c.parent_id.in_(
-                    select(func.json_each(bindparam("ids", type_=Text())).table_valued("value").c.value)))
-                sql = self._stmts[("drop_lists", t.name)] = str(stmt.compile(dialect=conn.dialect))
-            conn.exec_driver_sql(sql, ("[" + ",".join(map(str, vals)) + "]",))
             self._insert_tuples(conn, t, ("parent_id", "idx", "child_type", "child_id"),
                                 [(pid, k, ct, cid) for pid, links in vals.items() if links
                                  for k, (ct, cid) in enumerate(_link_keys(links))])
@@ -781,6 +776,14 @@ class Store:
         sorting a loaded table once costs far less than growing each index row by row)."""
         for ix in self.indexes(entity_type):
             ix.drop(conn, checkfirst=True)
+
+    def drop_orphan_links(self, conn: Connection, entity_type: str) -> None:
+        """Delete the type's lists whose parent row is gone (a rebuild's sweep; a full scan
+        of an empty table, which then inserts its new rows' lists without looking for old
+        ones). A row written meanwhile keeps its list: only parents absent now count."""
+        t = self.entities[entity_type].table
+        for a in self.entities[entity_type].assoc.values():
+            conn.execute(delete(a).where(a.c.parent_id.not_in(select(t.c.id))))
 
     def ensure_indexes(self, conn: Connection, entity_type: str) -> None:
         """Create whichever of them is missing."""

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, utcnow
@@ -195,13 +195,11 @@ def _sweeper(store: Store) -> Callable[[Connection, TypePlan], None]:
     the site did not show. Every row the rebuild wrote carries a version at or after the
     type's start, and so does anything newer written meanwhile; the rest were not seen."""
     def sweep(conn: Connection, plan: TypePlan) -> None:
-        et = store[plan.etype]
-        t = et.table
+        t = store[plan.etype].table
         stale = list(conn.execute(select(t.c.id).where(
             or_(t.c[VERSION].is_(None), t.c[VERSION] < plan.version))).scalars())
         plan.removed += store.delete_rows(conn, plan.etype, stale, plan.version - 1)
-        for a in et.assoc.values():  # lists whose parent row is gone
-            conn.execute(delete(a).where(a.c.parent_id.not_in(select(t.c.id))))
+        store.drop_orphan_links(conn, plan.etype)
     return sweep
 
 

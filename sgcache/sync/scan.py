@@ -240,6 +240,7 @@ class ParallelScan:
             if self.kind == "full":
                 if self.store.is_empty(conn, plan.etype):
                     self.store.drop_indexes(conn, plan.etype)
+                    self.store.drop_orphan_links(conn, plan.etype)  # new rows' lists then go in as they come
                     plan.deferred = True
                 else:  # an earlier run of another shape may have deferred them
                     self.store.ensure_indexes(conn, plan.etype)

@@ -156,8 +156,12 @@ def test_a_fresh_upsert_writes_new_rows_and_falls_back_when_one_exists(store: St
         store.upsert(conn, "Shot", [shot(1, "stale", [])], active=True, version=5, fresh=True)
         assert conn.execute(select(et.table.c.code).where(et.table.c.id == 1)).scalar() == "one"
         assert len(store.get_links(conn, "Shot", "assets", 1)) == 2
-        # a list left under an id with no row belongs to no row: a fresh insert replaces it
+        # a list left under an id with no row belongs to no row: the scan drops such lists
+        # when it plans an empty table, and the rows' lists then go in alone
         store.replace_links(conn, "Shot", "assets", {10: [{"type": "Asset", "id": 1}, {"type": "Asset", "id": 2}]})
+        store.drop_orphan_links(conn, "Shot")
+        assert store.get_links(conn, "Shot", "assets", 10) == []
+        assert len(store.get_links(conn, "Shot", "assets", 1)) == 2  # rows' own lists stay
         store.upsert(conn, "Shot", [shot(10, "ten", [3])], active=True, version=40, fresh=True)
         assert store.get_links(conn, "Shot", "assets", 10) == [{"type": "Asset", "id": 3}]
 

@@ -117,3 +117,27 @@ def test_a_resumed_scan_builds_the_indexes_of_a_type_completed_before_the_kill(s
 async def _resume(scan: ParallelScan) -> None:
     await scan.prepare(["Shot"], None, resume=True)
     await scan.run()
+
+
+class LinkedSite(SlowSite):
+    """SlowSite whose Shots link to Assets: Shot i to Assets i and i + 1."""
+
+    def _answer(self, method: str, params: Any) -> Any:
+        res = super()._answer(method, params)
+        if method == "read" and params["type"] == "Shot":
+            for e in res["entities"]:
+                e["assets"] = [{"type": "Asset", "id": e["id"]}, {"type": "Asset", "id": e["id"] + 1}]
+        return res
+
+
+def test_a_full_scan_of_an_empty_table_drops_lists_left_without_a_row(store: Store) -> None:
+    """Lists under ids with no row (left by an older version, or a crash of one) must not
+    join the lists a scan of the empty table writes: each row gets the site's list only."""
+    with store.engine.begin() as conn:
+        store.replace_links(conn, "Shot", "assets", {i: [{"type": "Asset", "id": 99}] for i in (1, 7, 500)})
+    res = asyncio.run(full_scan(LinkedSite({"Shot": 30}, delay=0), store, ["Shot"], concurrency=2))  # type: ignore[arg-type]
+    assert res.rows == {"Shot": 30}
+    with store.engine.connect() as conn:
+        for i in (1, 7, 30):
+            assert store.get_links(conn, "Shot", "assets", i) == [{"type": "Asset", "id": i}, {"type": "Asset", "id": i + 1}]
+        assert store.get_links(conn, "Shot", "assets", 500) == []  # no row: its list is gone
