@@ -181,3 +181,27 @@ def test_write_throughs_of_many_field_sets_keep_a_bounded_statement_cache(store:
     with store.engine.connect() as conn:
         got = {r.id: r.code for r in conn.execute(select(store["Shot"].table.c.id, store["Shot"].table.c.code))}
     assert got == {r["id"]: r["code"] for r in records}
+
+
+def test_new_sqlite_databases_get_big_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    """A new cache file gets SQLITE_PAGE_SIZE pages (a scan's index builds read each table
+    once per index); a cache created with 4 KiB pages opens and writes as before."""
+    import sqlite3
+
+    from sgcache.store.tables import SQLITE_PAGE_SIZE
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as c:
+        c.execute("PRAGMA page_size=4096")
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t (x)")
+    for path, want in ((tmp_path / "new.sqlite", SQLITE_PAGE_SIZE), (old, 4096)):
+        engine = make_engine(f"sqlite:///{path}")
+        store = Store(engine, build_schema())
+        store.create()
+        with engine.begin() as conn:
+            store.upsert(conn, "Shot", [{"id": 1, "code": "a", "assets": [{"type": "Asset", "id": 2}]}], active=True)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == want
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert store.get_links(conn, "Shot", "assets", 1) == [{"type": "Asset", "id": 2}]
+        engine.dispose()
