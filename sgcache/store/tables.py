@@ -472,11 +472,11 @@ class Store:
         watcher writes several fetches in one statement). Returns the number of records.
 
         `fresh`: the caller expects the rows to be new and no list to be stored under their
-        ids (a full scan of a type whose table it found empty and whose link tables it
-        emptied of orphans: `drop_orphan_links`). On SQLite they are then inserted only where absent, and
-        when every one was, their links are inserted as they come, without looking for
-        stored lists: a scan writes millions. If any row existed, the usual guarded upsert
-        runs for all.
+        ids (a full scan of a type whose table it found empty and whose orphan lists it
+        dropped: `drop_orphan_links`). On SQLite they are then inserted only where absent,
+        and when every one was, their links are inserted as they come, without looking
+        for stored lists: a scan writes millions. If any row existed, the usual guarded
+        upsert runs for all.
         """
         et = self.entities[entity_type]
         # The columns every row gets besides its fields, and their values (`tail`).
