@@ -146,7 +146,7 @@ class ParallelScan:
         self._slots = asyncio.Semaphore(self.concurrency)
         self.fetchers = self.concurrency + SPARE_FETCHERS
         #: secondary indexes to build, of types whose last page is committed (writer only)
-        self._unindexed: collections.deque[tuple[str, Index]] = collections.deque()
+        self._unindexed: collections.deque[Index] = collections.deque()
 
     # -- planning ------------------------------------------------------------------------
     async def prepare(self, types: list[str], projects: list[int] | None, resume: bool) -> None:
@@ -272,12 +272,10 @@ class ParallelScan:
         for p in self.plans.values():
             add(p)
             if p.done and p.deferred:  # completed, maybe not indexed, before a kill
-                self._unindexed.extend((p.etype, ix) for ix in self.store.indexes(p.etype))
+                self._unindexed.extend(self.store.indexes(p.etype))
             if p.done and self.type_done is not None:  # completed just before a kill: redo the hook
                 await asyncio.to_thread(self._in_txn, lambda conn, p=p: self.type_done(conn, p))  # type: ignore[misc]
-        if todo.empty() and not self.fresh:
-            while self._unindexed:
-                await asyncio.to_thread(self._build_index)
+        if todo.empty() and not self.fresh and not self._unindexed:
             return
         queue: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=self.fetchers)
 
@@ -378,9 +376,8 @@ class ParallelScan:
             await loop.run_in_executor(thread, self._build_index)
 
     def _build_index(self) -> None:
-        etype, ix = self._unindexed.popleft()
         with self.store.engine.begin() as conn:
-            self.store.ensure_index(conn, ix)
+            self.store.ensure_index(conn, self._unindexed.popleft())
 
     def _in_txn(self, fn: Callable[[Connection], None]) -> None:
         with self.store.engine.begin() as conn:
@@ -411,7 +408,7 @@ class ParallelScan:
                     self.type_done(conn, plan)
             self.store.set_states(conn, {type_key(self.kind, t): p.to_json() for t, p in touched.items()})
         for etype in completed:  # committed: now its indexes (the writer builds them one at a time)
-            self._unindexed.extend((etype, ix) for ix in self.store.indexes(etype))
+            self._unindexed.extend(self.store.indexes(etype))
 
 
 async def _gather(*aws: Any) -> None:
