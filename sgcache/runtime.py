@@ -117,6 +117,7 @@ class CacheService:
                     "`sgcache scan --full` to rebuild it")
             try:
                 store.upgrade_meta()
+                store.upgrade_indexes()
                 cls._check_site(store, config)
             except BaseException:
                 engine.dispose()

@@ -48,7 +48,7 @@ from ..store.field_types import (
     StringField,
     TextField,
 )
-from ..store.tables import ACTIVE, Store
+from ..store.tables import ACTIVE, Store, active_is
 from .filters import Condition, FieldPath, Group, parse_filters, resolve_path
 from .names import name_field
 from .passthrough import Passthrough
@@ -445,7 +445,7 @@ class ReadEngine:
         self._local.n = plan.n_aliases  # filter aliases never collide with the plan's joins
         self._local.columns = plan.weight
         conn = self.bounded(conn)
-        where: list[ColumnElement[bool]] = [root.c[ACTIVE] == (return_only == "active")]
+        where: list[ColumnElement[bool]] = [active_is(root, return_only == "active")]
         where.append(self._group(group, root, etype))
         if include_archived is False:
             where.append(self._not_archived(root, etype))
@@ -518,7 +518,7 @@ class ReadEngine:
         sort or limit needed for at most one row, and SQLAlchemy compiles it only once."""
         root = plan.root
         self._local.n = plan.n_aliases
-        where = [root.c[ACTIVE] == (return_only == "active"), root.c.id == bindparam("pk")]
+        where = [active_is(root, return_only == "active"), root.c.id == bindparam("pk")]
         if include_archived is False:
             where.append(self._not_archived(root, etype))
         return select(*plan.columns).select_from(plan.from_clause).where(*where)

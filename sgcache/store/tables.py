@@ -13,6 +13,7 @@ which must never drift apart.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import time
@@ -41,6 +42,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     literal,
     or_,
@@ -57,6 +59,8 @@ from ..protocol.values import format_datetime, utcnow
 from ..schema import EntitySchema, Schema
 from .field_types import BoolField, EntityField, FieldType, FoldedField, MultiEntityField, field_type, fold
 from .quarantine import shadow_table
+
+log = logging.getLogger("sgcache.store")
 
 ACTIVE = "_active"
 CACHED_AT = "_cached_at"
@@ -160,6 +164,22 @@ def _log_table(md: MetaData) -> Table:
     return t
 
 
+def active_is(table: Table, active: bool) -> ColumnElement[bool]:
+    """`_active` = 1 or 0 written as a literal, not a bound parameter: only then can SQLite
+    prove that a query for retired rows may use `retired_index` (its planner matches a
+    partial index's WHERE against the query's terms as written)."""
+    return table.c[ACTIVE] == (true() if active else false())
+
+
+def retired_index(table: Table) -> Index:
+    """The ids of retired rows only: few, so small to build, and never picked for a query of
+    active rows. (An index on `_active` itself cost a full sort per table in every scan, and
+    SQLite's planner took it for every `_active = 1` read, walking half the index and then
+    the table in place of a plain table scan that takes a third less time.)"""
+    where = active_is(table, False)
+    return Index(f"ix_{table.name}__retired", table.c.id, sqlite_where=where, postgresql_where=where)
+
+
 class EntityTable:
     """The table of one cached entity type and the storage class of each field."""
 
@@ -183,7 +203,7 @@ class EntityTable:
             self.fields[fname] = ft
             cols.extend(ft.columns())
         self.table = Table(entity.name, md, *cols)
-        Index(f"ix_{entity.name}__active", self.table.c[ACTIVE])
+        retired_index(self.table)
         for ft in self.fields.values():
             for ix in ft.indexes(self.table):
                 if ix.table is None:
@@ -375,6 +395,38 @@ class Store:
             except DBAPIError:
                 if has_it():  # not just another process dropping it first
                     raise
+
+    def upgrade_indexes(self) -> None:
+        """An older database's `ix_<type>__active` becomes `retired_index`, in place: every
+        table's, at the cost of one pass over it, once. Other processes opening the same
+        database at once do the same: each statement is one that may run twice."""
+        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.schema import CreateIndex
+
+        names = self._index_names()
+        old = {f"ix_{t}__active" for t in self.entities} & names
+        if not old:
+            return
+        for etype, et in self.entities.items():
+            if f"ix_{etype}__active" not in old:
+                continue
+            ix = next(i for i in et.table.indexes if i.name == f"ix_{etype}__retired")
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(CreateIndex(ix, if_not_exists=True))
+                    conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{etype}__active"')
+            except DBAPIError:
+                if f"ix_{etype}__active" in self._index_names():  # not another process first
+                    raise
+            log.info("%s: the index of retired rows replaces the index on _active", etype)
+
+    def _index_names(self) -> set[str]:
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            else:
+                sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+            return {r[0] for r in conn.exec_driver_sql(sql)}
 
     def now_version(self) -> int:
         """A fetch's `_version` (take it before the fetch starts): microseconds since the epoch.
@@ -806,12 +858,12 @@ class Store:
         return conn.execute(select(t.c.id).limit(1)).first() is None
 
     def counts(self, conn: Connection, entity_type: str) -> dict[str, int]:
+        """Rows by state: the total from the smallest index, the retired from theirs."""
         t = self.entities[entity_type].table
-        rows = conn.execute(select(t.c[ACTIVE], func.count()).group_by(t.c[ACTIVE])).all()
-        out = {"active": 0, "retired": 0}
-        for active, n in rows:
-            out["active" if active else "retired"] += n
-        return out
+        total = select(func.count()).select_from(t).scalar_subquery()
+        retired = select(func.count()).select_from(t).where(active_is(t, False)).scalar_subquery()
+        n, r = conn.execute(select(total, retired)).one()  # one statement: one snapshot
+        return {"active": n - r, "retired": r}
 
 
 def _plain_type(col_type: Any) -> Any:

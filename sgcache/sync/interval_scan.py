@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from ..protocol.values import format_datetime, parse_datetime, utcnow
-from ..store.tables import ACTIVE, Store
+from ..store.tables import Store, active_is
 from ..upstream import Upstream
 from .refresh import LOG_RETENTION, Refresher, Touched, merge
 from .scan import SCAN_OVERLAP, Progress, ScanResult, full_scan, return_fields_for
@@ -109,7 +109,7 @@ class Scanner:
         def ours() -> set[int]:
             t = self.store[etype].table
             with self.store.engine.connect() as conn:
-                return set(conn.execute(select(t.c.id).where(t.c[ACTIVE] == False)).scalars())  # noqa: E712
+                return set(conn.execute(select(t.c.id).where(active_is(t, False))).scalars())
         cached = await asyncio.to_thread(ours)
         differ = site ^ cached
         if not differ:
