@@ -249,56 +249,95 @@ class EntityTable:
         return shape
 
 
+#: Bound in place of None by the SQLite writers (`RowShape.builder`): the sqlite3 driver
+#: binds None only after a failed adapter look-up (~0.3 µs; a scanned row holds ~7 Nones,
+#: and binding them cost more than a third of its INSERT), while a float goes straight
+#: through, and SQLite stores a NaN as NULL. The row-building tests read every column back.
+SQLITE_NULL = float("nan")
+
+
 class RowShape:
     """Rows for records of one key set: column names (id first, the rest in a fixed order,
-    so records with the same fields in another order share a statement) and a builder.
+    so records with the same fields in another order share a statement) and builders.
 
-    Fields stored as they come (numbers, dates: `FieldType.to_db` itself) are taken all at
-    once by one `itemgetter`; the others convert through `to_row` or inline. Checkboxes go
-    in as 0/1: the sqlite3 driver binds a bool only after a failed adapter look-up that
-    cost more than the row's insert of it (PostgreSQL reads 0/1 as false/true)."""
+    A builder is a function generated for the shape (as `dataclasses` generates
+    `__init__`): one expression per column, no loop over fields or per-value call, the
+    bulk writers' rows in their statement's column order at once. Fields stored as they come
+    (numbers, dates: `FieldType.to_db` itself) are read as they are; links, folded text and
+    checkboxes are converted inline (as `EntityField.to_row`, `FoldedField.to_row` and
+    `to_db` do: the test of `build` against `row_for` holds them to it); the other types
+    through their `to_row`. Checkboxes go in as 0/1: the sqlite3 driver binds a bool only
+    after a failed adapter look-up (PostgreSQL reads 0/1 as false/true)."""
 
     def __init__(self, et: EntityTable, keys: tuple[str, ...]) -> None:
         present = sorted(f for f in set(keys) if f in et.fields)
         kind = {f: type(et.fields[f]) for f in present}
         self.flags = tuple(f for f in present if kind[f] is BoolField)
-        plain = [f for f in present if kind[f].to_db is FieldType.to_db and kind[f] is not BoolField]
+        self.plain = tuple(f for f in present if kind[f].to_db is FieldType.to_db and kind[f] is not BoolField)
         self.multi = tuple(f for f in present if issubclass(kind[f], MultiEntityField))
-        # Links and folded text, most of a row's conversions, are converted inline (as
-        # `EntityField.to_row` and `FoldedField.to_row` do): a call per value cost more than
-        # the conversion. The test of `build` against `row_for` holds them to it.
         self.links = tuple(f for f in present if kind[f].to_row is EntityField.to_row)
         self.folded = tuple(f for f in present if kind[f].to_row is FoldedField.to_row)
-        inline = {*plain, *self.multi, *self.links, *self.folded, *self.flags}
+        inline = {*self.plain, *self.multi, *self.links, *self.folded, *self.flags}
         self.convs = tuple((f, et.fields[f].to_row) for f in present if f not in inline)
+        self._names = {f: et.fields[f].column_names for f in present}
         self.columns: tuple[str, ...] = (
-            "id", *plain, *(c for f, _ in self.convs for c in et.fields[f].column_names),
-            *(c for f in self.links for c in et.fields[f].column_names),
-            *(c for f in self.folded for c in et.fields[f].column_names), *self.flags)
-        self.plain = itemgetter(*plain) if len(plain) > 1 else None
-        self.one = plain[0] if len(plain) == 1 else None
+            "id", *self.plain, *(c for f, _ in self.convs for c in self._names[f]),
+            *(c for f in self.links for c in self._names[f]),
+            *(c for f in self.folded for c in self._names[f]), *self.flags)
+        self._builders: dict[tuple[Any, ...], Callable[..., tuple[Any, ...]]] = {}
+        self.build = self.builder((), self.columns, None)
 
-    def build(self, rec: dict[str, Any]) -> list[Any]:
-        row = [int(rec["id"])]
-        if self.plain is not None:
-            row += self.plain(rec)
-        elif self.one is not None:
-            row.append(rec[self.one])
-        for f, conv in self.convs:
-            row += conv(rec[f])
-        for f in self.links:
-            v = rec[f]
-            if v is not None and isinstance(v, dict) and v.get("type") and (i := v.get("id")) is not None:
-                row += (v["type"], i if i.__class__ is int else int(i))
-            else:
-                row += (None, None)
-        for f in self.folded:
-            v = rec[f]
-            row += (v, fold(v) if isinstance(v, str) else None)
-        for f in self.flags:
-            v = rec[f]
-            row.append(v if v.__class__ is not bool else (1 if v else 0))
-        return row
+    def builder(self, meta: tuple[str, ...], order: tuple[str, ...],
+                null: Any) -> Callable[..., tuple[Any, ...]]:
+        """`(record, *values of meta) -> row`: `order` holds the shape's columns and `meta`
+        (columns every row gets, such as `_version`) in any order; `null` is bound for each
+        empty value (None, or `SQLITE_NULL`)."""
+        key = (meta, order, null is None)
+        got = self._builders.get(key)
+        if got is None:
+            got = self._builders[key] = self._generate(meta, order, null)
+        return got
+
+    def _generate(self, meta: tuple[str, ...], order: tuple[str, ...], null: Any) -> Callable[..., tuple[Any, ...]]:
+        env: dict[str, Any] = {"N": null, "fold": fold}
+        body: list[str] = []  # statements before the row
+        col: dict[str, str] = {"id": "int(r['id'])"}  # column -> its expression
+        col.update({m: f"m{i}" for i, m in enumerate(meta)})
+
+        def value(var: str) -> str:  # a value as bound: None spelled `null`
+            return var if null is None else f"(N if {var} is None else {var})"
+        # Field names are the site's: they appear in the code only as literals (repr).
+        for j, f in enumerate(self.plain):
+            body.append(f"p{j} = r[{f!r}]")
+            col[f] = value(f"p{j}")
+        for j, (f, conv) in enumerate(self.convs):
+            env[f"conv{j}"] = conv
+            body.append(f"c{j} = conv{j}(r[{f!r}])")
+            for k, c in enumerate(self._names[f]):
+                body.append(f"c{j}_{k} = c{j}[{k}]")
+                col[c] = value(f"c{j}_{k}")
+        for j, f in enumerate(self.links):
+            t, i = self._names[f]
+            body += [f"v = r[{f!r}]",
+                     "if v is not None and isinstance(v, dict) and v.get('type') and (i := v.get('id')) is not None:",
+                     f"    l{j}t = v['type']; l{j}i = i if i.__class__ is int else int(i)",
+                     "else:",
+                     f"    l{j}t = l{j}i = N"]
+            col[t], col[i] = f"l{j}t", f"l{j}i"
+        for j, f in enumerate(self.folded):
+            c, ci = self._names[f]
+            body.append(f"s{j} = r[{f!r}]")
+            col[c], col[ci] = value(f"s{j}"), f"(fold(s{j}) if isinstance(s{j}, str) else N)"
+        for j, f in enumerate(self.flags):
+            body.append(f"b{j} = r[{f!r}]")
+            as_int = f"(b{j} if b{j}.__class__ is not bool else (1 if b{j} else 0))"
+            col[f] = as_int if null is None else f"(N if b{j} is None else {as_int})"
+        assert set(order) == set(col), "the order must name the shape's columns and meta"
+        args = "".join(f", m{i}" for i in range(len(meta)))
+        src = "\n".join([f"def build(r{args}):", *(f"    {line}" for line in body),
+                         f"    return ({', '.join(col[c] for c in order)},)"])
+        exec(compile(src, "<RowShape builder>", "exec"), env)  # noqa: S102 - text made here, names as literals
+        return env["build"]  # type: ignore[no-any-return]
 
 
 #: State key bumped on every schema change, so every process rebuilds its Store and ReadEngine.
@@ -549,25 +588,27 @@ class Store:
         multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         n = 0
         last: tuple[str, ...] | None = None  # a page's records share their keys: look up once
+        written: set[int] | None = set() if self.dialect == "postgresql" else None
+        null = None if written is not None else SQLITE_NULL
         for rec in records:
             n += 1
             keys = tuple(rec)
             if keys != last:
                 last = keys
                 shape = et.shape_of(keys)
-                cols, in_order = self._table_order(et.table, shape.columns + tuple(meta))
+                cols = self._table_order(et.table, shape.columns + tuple(meta))
+                make = shape.builder(tuple(meta), cols, null)
                 rows = by_shape.get(cols)
                 if rows is None:
                     rows = by_shape[cols] = []
                 lists = [(fname, multi[fname]) for fname in shape.multi]
-            row = shape.build(rec)
-            row += tail
             if own_versions:
-                row.append(versions.get(row[0], version))  # type: ignore[union-attr]
-            rows.append(in_order(row))
+                row = make(rec, *tail, versions.get(int(rec["id"]), version))  # type: ignore[union-attr]
+            else:
+                row = make(rec, *tail)
+            rows.append(row)
             for fname, into in lists:
                 into[row[0]] = rec[fname] or []
-        written: set[int] | None = set() if self.dialect == "postgresql" else None
         guarded = version is not None
         if fresh and written is None and self._insert_new(conn, et, by_shape) == n:
             self._new_links(conn, et, multi)
@@ -592,16 +633,14 @@ class Store:
         self.replace_links_many(conn, entity_type, multi)
         return n
 
-    def _table_order(self, table: Table, cols: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[Any], Any]]:
-        """These columns in the table's order, and what turns a row (list) in `cols` order
-        into a tuple in that one. Compiled INSERTs list their columns in the table's order:
-        rows built in it are bound as they are, not rearranged once more per row."""
+    def _table_order(self, table: Table, cols: tuple[str, ...]) -> tuple[str, ...]:
+        """These columns in the table's order: compiled INSERTs list their columns in it,
+        so rows built in it are bound as they are."""
         key = ("order", table.name, cols)
         got = self._stmts.get(key)
         if got is None:
             want = set(cols)
-            ordered = tuple(c.name for c in table.columns if c.name in want)
-            got = self._stmts[key] = (ordered, tuple if ordered == cols else itemgetter(*map(cols.index, ordered)))
+            got = self._stmts[key] = tuple(c.name for c in table.columns if c.name in want)
         return got  # type: ignore[no-any-return]
 
     def _insert_new(self, conn: Connection, et: EntityTable,
@@ -621,9 +660,7 @@ class Store:
             if not vals:
                 continue
             t = et.assoc[fname]
-            self._insert_tuples(conn, t, ("parent_id", "idx", "child_type", "child_id"),
-                                [(pid, k, ct, cid) for pid, links in vals.items() if links
-                                 for k, (ct, cid) in enumerate(_link_keys(links))])
+            self._insert_tuples(conn, t, ("parent_id", "idx", "child_type", "child_id"), _link_rows(vals))
 
     def replace_links(self, conn: Connection, entity_type: str, field_name: str,
                       values: dict[int, list[Any]]) -> None:
@@ -918,6 +955,30 @@ def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
         if isinstance(link, dict) and link.get("id") is not None and link.get("type"):
             out.setdefault((link["type"], int(link["id"])), None)
     return list(out)
+
+
+def _link_rows(vals: dict[int, list[Any]]) -> list[tuple[int, int, str, int]]:
+    """`_link_keys` of each parent's list as association rows (parent, idx, type, id), built
+    in one pass: a scan writes millions, most lists hold one link, and a dict, a list and
+    a tuple per list, then a row per link, cost twice what this does."""
+    out: list[tuple[int, int, str, int]] = []
+    append = out.append
+    for pid, links in vals.items():
+        if not links:
+            continue
+        if len(links) == 1:
+            link = links[0]
+            if link.__class__ is dict and (i := link.get("id")) is not None and (t := link.get("type")):
+                append((pid, 0, t, i if i.__class__ is int else int(i)))
+                continue
+        seen: set[tuple[str, int]] = set()
+        for link in links:
+            if isinstance(link, dict) and (i := link.get("id")) is not None and (t := link.get("type")):
+                key = (t, i if i.__class__ is int else int(i))
+                if key not in seen:
+                    append((pid, len(seen), *key))
+                    seen.add(key)
+    return out
 
 
 class _VersionOf(dict):  # type: ignore[type-arg]

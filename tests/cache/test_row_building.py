@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from sgcache.mock.builtin_schema import build_schema
@@ -24,7 +26,7 @@ from sgcache.store.field_types import (
     UncachedField,
     field_type,
 )
-from sgcache.store.tables import Store, make_engine
+from sgcache.store.tables import SQLITE_NULL, Store, make_engine
 
 from .dbs import BACKENDS, new_db_url
 
@@ -205,3 +207,61 @@ def test_new_sqlite_databases_get_big_pages_and_old_ones_keep_theirs(tmp_path: P
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert store.get_links(conn, "Shot", "assets", 1) == [{"type": "Asset", "id": 2}]
         engine.dispose()
+
+
+@pytest.mark.parametrize("etype", ["Shot", "Version", "HumanUser"])
+def test_sqlite_rows_bind_every_empty_value_as_sql_null(etype: str, tmp_path: Path) -> None:
+    """The SQLite writers bind `SQLITE_NULL` in place of None (the driver binds None slowly):
+    each one must be stored as SQL NULL, never as a number, in every kind of column."""
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'nulls.sqlite'}"), build_schema())
+    store.create()
+    et = store[etype]
+    fields = [f for f in et.fields if not isinstance(et.fields[f], (UncachedField, MultiEntityField))]
+    rec = {"id": 7, **{f: None for f in fields}}
+    shape = et.shape_of(tuple(rec))
+    bound = shape.builder((), shape.columns, SQLITE_NULL)(rec)
+    plain = shape.build(rec)
+    assert [SQLITE_NULL if v is None else v for v in plain] == list(bound)  # the same row, None spelled NaN
+    assert sum(v is SQLITE_NULL for v in bound) == len(bound) - 1
+    with store.engine.begin() as conn:
+        store.upsert(conn, etype, [rec], active=True, version=1)
+        store.upsert(conn, etype, [{**rec, "id": 8}], active=True, version=1, fresh=True)
+        for i in (7, 8):
+            types = conn.exec_driver_sql(
+                f'SELECT {", ".join(f"typeof({c})" for c in shape.columns[1:])} FROM "{etype}" WHERE id = {i}').one()
+            assert set(types) == {"null"}, dict(zip(shape.columns[1:], types))
+
+
+_LINK = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["Asset", "Shot", ""]), "id": st.integers(1, 4)},
+                          optional={"name": st.text(max_size=3)}),
+    st.builds(lambda t, i: {"type": t, "id": str(i)}, st.sampled_from(["Asset", "Shot"]), st.integers(1, 4)),
+    st.builds(lambda i: Sub(type="Asset", id=i), st.integers(1, 4)),
+    st.just({"type": "Asset", "id": None}), st.just({"id": 3}), st.none(), st.just("Asset"))
+
+
+def test_a_fresh_upsert_stores_the_lists_the_general_one_does(tmp_path: Path) -> None:
+    """A full scan's fresh rows insert their lists in one pass: the same links, de-duplicated,
+    in the site's order, as the general upsert (which compares them with stored lists)."""
+    stores = {}
+    for fresh in (True, False):
+        stores[fresh] = Store(make_engine(f"sqlite:///{tmp_path / f'links-{fresh}.sqlite'}"), build_schema())
+        stores[fresh].create()
+    next_id = iter(range(1, 10**6))
+
+    @settings(max_examples=80, deadline=None)
+    @given(lists=st.lists(st.one_of(st.none(), st.lists(_LINK, max_size=5)), min_size=1, max_size=6))
+    def check(lists: list[Any]) -> None:
+        ids = [next(next_id) for _ in lists]  # new rows in both stores
+        got = {}
+        for fresh, store in stores.items():
+            with store.engine.begin() as conn:
+                store.upsert(conn, "Shot", [{"id": i, "assets": v} for i, v in zip(ids, lists)],
+                             active=True, version=1, fresh=fresh)
+                got[fresh] = [store.get_links(conn, "Shot", "assets", i) for i in ids]
+        assert got[True] == got[False]
+    check()
+    with stores[True].engine.connect() as conn:  # the examples did store links
+        assert conn.exec_driver_sql('SELECT count(*) FROM "Shot__assets"').scalar() > 0
+    for store in stores.values():
+        store.engine.dispose()
