@@ -437,8 +437,9 @@ class Store:
 
     def upgrade_indexes(self) -> None:
         """An older database's `ix_<type>__active` becomes `retired_index`, in place: every
-        table's, at the cost of one pass over it, once. Other processes opening the same
-        database at once do the same: each statement is one that may run twice."""
+        table's, at the cost of one pass over it, once. Answers are the same either way, so
+        a swap that fails (another process opening the database at once holds the lock, or
+        made the index first) is left to the next open."""
         from sqlalchemy.exc import DBAPIError
         from sqlalchemy.schema import CreateIndex
 
@@ -454,9 +455,10 @@ class Store:
                 with self.engine.begin() as conn:
                     conn.execute(CreateIndex(ix, if_not_exists=True))
                     conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{etype}__active"')
-            except DBAPIError:
-                if f"ix_{etype}__active" in self._index_names():  # not another process first
-                    raise
+            except DBAPIError as e:
+                log.warning("%s: the index on _active stays until the next start (%s)", etype,
+                            type(e.orig).__name__)
+                continue
             log.info("%s: the index of retired rows replaces the index on _active", etype)
 
     def _index_names(self) -> set[str]:
