@@ -117,8 +117,8 @@ class CacheService:
                     "`sgcache scan --full` to rebuild it")
             try:
                 store.upgrade_meta()
-                store.upgrade_indexes()
                 cls._check_site(store, config)
+                store.upgrade_indexes()  # only in a database of this site
             except BaseException:
                 engine.dispose()
                 await upstream.aclose()
