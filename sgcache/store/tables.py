@@ -203,7 +203,7 @@ class EntityTable:
             self.fields[fname] = ft
             cols.extend(ft.columns())
         self.table = Table(entity.name, md, *cols)
-        retired_index(self.table)
+        self.retired = retired_index(self.table)
         for ft in self.fields.values():
             for ix in ft.indexes(self.table):
                 if ix.table is None:
@@ -249,13 +249,6 @@ class EntityTable:
         return shape
 
 
-#: Bound in place of None by the SQLite writers (`RowShape.builder`): the sqlite3 driver
-#: binds None only after a failed adapter look-up (~0.3 µs; a scanned row holds ~7 Nones,
-#: and binding them cost more than a third of its INSERT), while a float goes straight
-#: through, and SQLite stores a NaN as NULL. The row-building tests read every column back.
-SQLITE_NULL = float("nan")
-
-
 class RowShape:
     """Rows for records of one key set: column names (id first, the rest in a fixed order,
     so records with the same fields in another order share a statement) and builders.
@@ -285,53 +278,44 @@ class RowShape:
             *(c for f in self.links for c in self._names[f]),
             *(c for f in self.folded for c in self._names[f]), *self.flags)
         self._builders: dict[tuple[Any, ...], Callable[..., tuple[Any, ...]]] = {}
-        self.build = self.builder((), self.columns, None)
+        self.build = self.builder((), self.columns)
 
-    def builder(self, meta: tuple[str, ...], order: tuple[str, ...],
-                null: Any) -> Callable[..., tuple[Any, ...]]:
+    def builder(self, meta: tuple[str, ...], order: tuple[str, ...]) -> Callable[..., tuple[Any, ...]]:
         """`(record, *values of meta) -> row`: `order` holds the shape's columns and `meta`
-        (columns every row gets, such as `_version`) in any order; `null` is bound for each
-        empty value (None, or `SQLITE_NULL`)."""
-        key = (meta, order, null is None)
+        (columns every row gets, such as `_version`) in any order."""
+        key = (meta, order)
         got = self._builders.get(key)
         if got is None:
-            got = self._builders[key] = self._generate(meta, order, null)
+            got = self._builders[key] = self._generate(meta, order)
         return got
 
-    def _generate(self, meta: tuple[str, ...], order: tuple[str, ...], null: Any) -> Callable[..., tuple[Any, ...]]:
-        env: dict[str, Any] = {"N": null, "fold": fold}
+    def _generate(self, meta: tuple[str, ...], order: tuple[str, ...]) -> Callable[..., tuple[Any, ...]]:
+        env: dict[str, Any] = {"fold": fold}
         body: list[str] = []  # statements before the row
         col: dict[str, str] = {"id": "int(r['id'])"}  # column -> its expression
         col.update({m: f"m{i}" for i, m in enumerate(meta)})
-
-        def value(var: str) -> str:  # a value as bound: None spelled `null`
-            return var if null is None else f"(N if {var} is None else {var})"
         # Field names are the site's: they appear in the code only as literals (repr).
-        for j, f in enumerate(self.plain):
-            body.append(f"p{j} = r[{f!r}]")
-            col[f] = value(f"p{j}")
+        for f in self.plain:
+            col[f] = f"r[{f!r}]"
         for j, (f, conv) in enumerate(self.convs):
             env[f"conv{j}"] = conv
             body.append(f"c{j} = conv{j}(r[{f!r}])")
-            for k, c in enumerate(self._names[f]):
-                body.append(f"c{j}_{k} = c{j}[{k}]")
-                col[c] = value(f"c{j}_{k}")
+            col.update({c: f"c{j}[{k}]" for k, c in enumerate(self._names[f])})
         for j, f in enumerate(self.links):
             t, i = self._names[f]
             body += [f"v = r[{f!r}]",
                      "if v is not None and isinstance(v, dict) and v.get('type') and (i := v.get('id')) is not None:",
                      f"    l{j}t = v['type']; l{j}i = i if i.__class__ is int else int(i)",
                      "else:",
-                     f"    l{j}t = l{j}i = N"]
+                     f"    l{j}t = l{j}i = None"]
             col[t], col[i] = f"l{j}t", f"l{j}i"
         for j, f in enumerate(self.folded):
             c, ci = self._names[f]
             body.append(f"s{j} = r[{f!r}]")
-            col[c], col[ci] = value(f"s{j}"), f"(fold(s{j}) if isinstance(s{j}, str) else N)"
+            col[c], col[ci] = f"s{j}", f"(fold(s{j}) if isinstance(s{j}, str) else None)"
         for j, f in enumerate(self.flags):
             body.append(f"b{j} = r[{f!r}]")
-            as_int = f"(b{j} if b{j}.__class__ is not bool else (1 if b{j} else 0))"
-            col[f] = as_int if null is None else f"(N if b{j} is None else {as_int})"
+            col[f] = f"(b{j} if b{j}.__class__ is not bool else (1 if b{j} else 0))"
         assert set(order) == set(col), "the order must name the shape's columns and meta"
         args = "".join(f", m{i}" for i in range(len(meta)))
         src = "\n".join([f"def build(r{args}):", *(f"    {line}" for line in body),
@@ -450,10 +434,9 @@ class Store:
         for etype, et in self.entities.items():
             if f"ix_{etype}__active" not in old:
                 continue
-            ix = next(i for i in et.table.indexes if i.name == f"ix_{etype}__retired")
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(CreateIndex(ix, if_not_exists=True))
+                    conn.execute(CreateIndex(et.retired, if_not_exists=True))
                     conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{etype}__active"')
             except DBAPIError as e:
                 log.warning("%s: the index on _active stays until the next start (%s)", etype,
@@ -590,8 +573,6 @@ class Store:
         multi: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         n = 0
         last: tuple[str, ...] | None = None  # a page's records share their keys: look up once
-        written: set[int] | None = set() if self.dialect == "postgresql" else None
-        null = None if written is not None else SQLITE_NULL
         for rec in records:
             n += 1
             keys = tuple(rec)
@@ -599,7 +580,7 @@ class Store:
                 last = keys
                 shape = et.shape_of(keys)
                 cols = self._table_order(et.table, shape.columns + tuple(meta))
-                make = shape.builder(tuple(meta), cols, null)
+                make = shape.builder(tuple(meta), cols)
                 rows = by_shape.get(cols)
                 if rows is None:
                     rows = by_shape[cols] = []
@@ -611,6 +592,7 @@ class Store:
             rows.append(row)
             for fname, into in lists:
                 into[row[0]] = rec[fname] or []
+        written: set[int] | None = set() if self.dialect == "postgresql" else None
         guarded = version is not None
         if fresh and written is None and self._insert_new(conn, et, by_shape) == n:
             self._new_links(conn, et, multi)
@@ -952,6 +934,10 @@ def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
     """A multi-entity value as stored: (type, id) in the site's order, first occurrence only."""
     if not links:  # most lists of a refresh are empty
         return []
+    if len(links) == 1:  # most others hold one link: no de-duplication to do
+        link = links[0]
+        if link.__class__ is dict and (i := link.get("id")) is not None and (t := link.get("type")):
+            return [(t, i if i.__class__ is int else int(i))]
     out: dict[tuple[str, int], None] = {}
     for link in links:
         if isinstance(link, dict) and link.get("id") is not None and link.get("type"):
@@ -960,27 +946,8 @@ def _link_keys(links: list[Any]) -> list[tuple[str, int]]:
 
 
 def _link_rows(vals: dict[int, list[Any]]) -> list[tuple[int, int, str, int]]:
-    """`_link_keys` of each parent's list as association rows (parent, idx, type, id), built
-    in one pass: a scan writes millions, most lists hold one link, and a dict, a list and
-    a tuple per list, then a row per link, cost twice what this does."""
-    out: list[tuple[int, int, str, int]] = []
-    append = out.append
-    for pid, links in vals.items():
-        if not links:
-            continue
-        if len(links) == 1:
-            link = links[0]
-            if link.__class__ is dict and (i := link.get("id")) is not None and (t := link.get("type")):
-                append((pid, 0, t, i if i.__class__ is int else int(i)))
-                continue
-        seen: set[tuple[str, int]] = set()
-        for link in links:
-            if isinstance(link, dict) and (i := link.get("id")) is not None and (t := link.get("type")):
-                key = (t, i if i.__class__ is int else int(i))
-                if key not in seen:
-                    append((pid, len(seen), *key))
-                    seen.add(key)
-    return out
+    """Each parent's `_link_keys` as association rows (parent, idx, type, id)."""
+    return [(pid, k, t, i) for pid, links in vals.items() if links for k, (t, i) in enumerate(_link_keys(links))]
 
 
 class _VersionOf(dict):  # type: ignore[type-arg]
