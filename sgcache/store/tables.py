@@ -221,6 +221,9 @@ class EntityTable:
                     Column("idx", Integer, primary_key=True),
                     Column("child_type", String(64), nullable=False),
                     Column("child_id", Integer, nullable=False),
+                    # SQLite: the rows live in their key's B-tree, not in a rowid table with
+                    # a second B-tree for the key (a scan inserts millions; ~30% cheaper).
+                    sqlite_with_rowid=False,
                 )
                 Index(f"ix_{entity.name}__{fname}_child", t.c.child_id, t.c.child_type)
                 self.assoc[fname] = t

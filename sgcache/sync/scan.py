@@ -11,10 +11,11 @@ and a scan killed at 90% used to start again from zero.
   the summaries of a few dozen types take seconds.
 - **Fetch.** `concurrency` + 1 fetchers take segments, biggest planned types first, and
   page through each by id (keyset: `id > cursor`). Every site request of the scan,
-  summaries included, holds one of `concurrency` slots: at most that many are in flight.
-  The spare fetcher waits on a slot with its next request, so a slot freed by a response
-  is taken at once instead of after its fetcher has decoded and queued the page (~5 ms
-  of every ~190 ms page against a hosted site: a tenth of the time, one slot idle). Pages
+  summaries included, holds one of `concurrency` slots while it is with the site: at
+  most that many are in flight. A slot is released when the answer has arrived, before
+  it is decoded, and the spare fetcher waits on a slot with its next request, so a slot
+  freed by a response is taken at once instead of after its fetcher has decoded and
+  queued the page (~5 ms of every ~190 ms page against a hosted site). Pages
   are the site's `api_max_entities_per_page` (from `info`), decoded by our own codec
   (`Upstream.call`).
 - **Write.** Pages go through a bounded queue to one writer, which upserts them in bulk
@@ -211,10 +212,9 @@ class ParallelScan:
         return None, {}
 
     async def _summary(self, etype: str, kind: str) -> Any:
-        async with self._slots:
-            res = await self.upstream.call("summarize", {
-                "type": etype, "filters": self.filters[etype] or {"logical_operator": "and", "conditions": []},
-                "summaries": [{"field": "id", "type": kind}]})
+        res = await self.upstream.call("summarize", {
+            "type": etype, "filters": self.filters[etype] or {"logical_operator": "and", "conditions": []},
+            "summaries": [{"field": "id", "type": kind}]}, slot=self._slots)
         return ((res or {}).get("summaries") or {}).get("id")
 
     async def _plan(self, etype: str, version: int) -> TypePlan:
@@ -328,13 +328,12 @@ class ParallelScan:
             # a thread hop per page delayed the next request behind the writer's hold on the GIL).
             version = self.store.now_version() if self.store.dialect == "sqlite" else \
                 await asyncio.to_thread(self.store.now_version)
-            async with self._slots:
-                res = await self.upstream.call("read", {
-                    "type": etype, "return_fields": self.fields[etype],
-                    "filters": {"logical_operator": "and", "conditions": conds},
-                    "return_only": seg.return_only, "sorts": [{"field_name": "id", "direction": "asc"}],
-                    "paging": {"entities_per_page": self.page_size, "current_page": 1},
-                    "api_return_image_urls": True, "return_paging_info_without_counts": True})
+            res = await self.upstream.call("read", {
+                "type": etype, "return_fields": self.fields[etype],
+                "filters": {"logical_operator": "and", "conditions": conds},
+                "return_only": seg.return_only, "sorts": [{"field_name": "id", "direction": "asc"}],
+                "paging": {"entities_per_page": self.page_size, "current_page": 1},
+                "api_return_image_urls": True, "return_paging_info_without_counts": True}, slot=self._slots)
             self.requests += 1
             ents = (res or {}).get("entities") or []
             if ents:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
@@ -168,10 +169,13 @@ class Upstream:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
     async def call(self, method: str, params: Any = None, auth: Mapping[str, Any] | None = None,
-                   *, lane: str = OWN) -> Any:
+                   *, lane: str = OWN, slot: AbstractAsyncContextManager[Any] | None = None) -> Any:
         """Call a method and return its `results`; faults from the site are raised as Fault.
 
-        The cache's own calls by default; the auth check passes `lane=AUTH`.
+        The cache's own calls by default; the auth check passes `lane=AUTH`. `slot` is held
+        while the request is with the site and released before the answer is decoded: a
+        full scan bounds its requests in flight with it, and decoding a page (~5 ms) is
+        not a site request, so the next one can take the slot meanwhile.
         """
         plist: list[Any] = []
         if method != "info":
@@ -179,7 +183,8 @@ class Upstream:
         if params is not None:
             plist.append(params)
         body = jsoncodec.dumps({"method_name": method, "params": plist})
-        resp = await self.post_json(body, method, lane=lane)
+        async with slot if slot is not None else nullcontext():
+            resp = await self.post_json(body, method, lane=lane)
         if resp.status_code >= 300:
             raise UpstreamUnavailable(unavailable_message(method, resp.status_code))
         try:

@@ -9,6 +9,7 @@ the bound the site sees, whatever is being planned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,17 +42,19 @@ class SlowSite:
         self.log: list[tuple[float, str, str]] = []  # (start, method, type)
         self.ends: list[tuple[float, str]] = []  # (end, method)
 
-    async def call(self, method: str, params: Any = None) -> Any:
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        self.log.append((time.monotonic(), method, (params or {}).get("type", "")))
-        try:
-            etype = (params or {}).get("type", "")
-            await asyncio.sleep(self.slow_summaries.get(etype, self.delay) if method == "summarize" else self.delay)
-            return self._answer(method, params)
-        finally:
-            self.in_flight -= 1
-            self.ends.append((time.monotonic(), method))
+    async def call(self, method: str, params: Any = None, *, slot: Any = None) -> Any:
+        """As `Upstream.call`: `slot` is held while the request is with the site."""
+        async with slot if slot is not None else contextlib.nullcontext():
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.log.append((time.monotonic(), method, (params or {}).get("type", "")))
+            try:
+                etype = (params or {}).get("type", "")
+                await asyncio.sleep(self.slow_summaries.get(etype, self.delay) if method == "summarize" else self.delay)
+            finally:
+                self.in_flight -= 1
+                self.ends.append((time.monotonic(), method))
+        return self._answer(method, params)
 
     def _answer(self, method: str, params: Any) -> Any:
         if method == "info":
@@ -88,3 +91,37 @@ def test_requests_in_flight_never_exceed_the_concurrency_and_fetching_starts_whi
     assert first_read < planned  # pages of planned types were read while Task was being planned
     reads_while_planning = [t for t, m, _ in site.log if m == "read" and t < planned]
     assert len(reads_while_planning) >= 10
+
+
+def test_the_site_client_holds_a_slot_only_while_the_request_is_with_the_site(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot bounds site requests: the answer is decoded after it is released, so the
+    scan's next request is not kept waiting behind a page being decoded."""
+    import httpx
+
+    from sgcache.protocol import jsoncodec
+    from sgcache.upstream import Upstream
+
+    slot = asyncio.Semaphore(1)
+    seen: dict[str, bool] = {}
+
+    def site(request: httpx.Request) -> httpx.Response:
+        seen["with the site"] = slot.locked()
+        return httpx.Response(200, json={"results": {"entities": [{"type": "Shot", "id": 1}]}})
+
+    real_loads = jsoncodec.loads
+
+    def loads(body: bytes, **kw: Any) -> Any:
+        seen["decoding"] = slot.locked()
+        return real_loads(body, **kw)
+    monkeypatch.setattr(jsoncodec, "loads", loads)
+
+    async def go() -> Any:
+        up = Upstream("http://site", transport=httpx.MockTransport(site))
+        try:
+            return await up.call("read", {"type": "Shot"}, slot=slot)
+        finally:
+            await up.aclose()
+    assert asyncio.run(go()) == {"entities": [{"type": "Shot", "id": 1}]}
+    assert seen == {"with the site": True, "decoding": False}
+    assert not slot.locked()
