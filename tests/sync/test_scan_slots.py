@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from sgcache.mock.builtin_schema import build_schema
+from sgcache.protocol import jsoncodec
 from sgcache.store.tables import Store, make_engine
 from sgcache.sync.scan import full_scan
+from sgcache.upstream import Upstream
 
 
 @pytest.fixture
@@ -97,11 +100,6 @@ def test_the_site_client_holds_a_slot_only_while_the_request_is_with_the_site(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A slot bounds site requests: the answer is decoded after it is released, so the
     scan's next request is not kept waiting behind a page being decoded."""
-    import httpx
-
-    from sgcache.protocol import jsoncodec
-    from sgcache.upstream import Upstream
-
     slot = asyncio.Semaphore(1)
     seen: dict[str, bool] = {}
 
