@@ -83,6 +83,11 @@ def empty_value(data_type: str) -> Any:
     return None
 
 
+#: `Engine._target_name` of a link to nothing live; and a target not looked up yet.
+_GONE = object()
+_UNSEEN = object()
+
+
 def _same(x: Any) -> Any:
     """The formatter of values stored as the site shows them."""
     return x
@@ -125,12 +130,42 @@ class Engine:
         if not isinstance(link, dict):
             return None
         etype, eid = link.get("type"), link.get("id")
+        name = self._target_name(etype, eid)
+        return None if name is _GONE else {"type": etype, "id": eid, "name": name}
+
+    def _target_name(self, etype: Any, eid: Any) -> Any:
+        """The display name of a link's target, or _GONE when it is not a live entity."""
         table = self.store.tables.get(etype)
         rec = table.get(eid) if table is not None else None
         if rec is None or eid in self.store.retired.get(etype, ()):
-            return None
+            return _GONE
         nf = self._name_field(etype)
-        return {"type": etype, "id": eid, "name": None if nf is None else rec.get(nf)}
+        return None if nf is None else rec.get(nf)
+
+    def answer_shown(self) -> Callable[[Any], dict[str, Any] | None]:
+        """`shown` for one read's answer, rendered with nothing written meanwhile (the store
+        is locked): a page's links mostly point at the same few targets (its project, users,
+        steps), so each target is looked up and rendered once per answer. The answer is
+        encoded, never edited in place (`permissions.View.scrub` replaces values, it never
+        changes a link), so one dict may stand for one target throughout it."""
+        seen: dict[Any, dict[Any, Any]] = {}
+        target_name = self._target_name
+
+        def shown(link: Any) -> dict[str, Any] | None:
+            if not isinstance(link, dict):
+                return None
+            etype, eid = link.get("type"), link.get("id")
+            if type(eid) is not int:  # True == 1 and 1.0 == 1 as keys, but each is shown as stored
+                return self.shown(link)
+            per = seen.get(etype)
+            if per is None:
+                per = seen[etype] = {}
+            got = per.get(eid, _UNSEEN)
+            if got is _UNSEEN:
+                name = target_name(etype, eid)
+                got = per[eid] = None if name is _GONE else {"type": etype, "id": eid, "name": name}
+            return got
+        return shown
 
     def _name_field(self, entity_type: str) -> str | None:
         """The field naming links to this type, cached per schema version."""
@@ -433,9 +468,11 @@ class Engine:
         return deep
 
     # -- rendering --------------------------------------------------------------------
-    def renderer(self, entity_type: str, return_fields: Any, method: str = "read"
+    def renderer(self, entity_type: str, return_fields: Any, method: str = "read",
+                 shown: Callable[[Any], dict[str, Any] | None] | None = None
                  ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """A function turning a stored record into its wire dict (type, id, fields)."""
+        """A function turning a stored record into its wire dict (type, id, fields); links
+        rendered by `shown` (default `Engine.shown`; `answer_shown` for a whole read)."""
         if return_fields is None:
             return_fields = ["id"]
         if not isinstance(return_fields, list):
@@ -458,9 +495,9 @@ class Engine:
                     continue
                 raise
             if fp.steps:
-                spec.append((name, None, None, self._getter(fp)))
+                spec.append((name, None, None, self._getter(fp, shown)))
             else:
-                fmt = self.formatter(fp.leaf.data_type)
+                fmt = self.formatter(fp.leaf.data_type, shown)
                 spec.append((name, fp.leaf.name, empty_value(fp.leaf.data_type), None if fmt is _same else fmt))
 
         def render(rec: dict[str, Any]) -> dict[str, Any]:
@@ -476,8 +513,9 @@ class Engine:
             return out
         return render
 
-    def _getter(self, fp: Path) -> Callable[[dict[str, Any]], Any]:
-        fmt = self.formatter(fp.leaf.data_type)
+    def _getter(self, fp: Path, shown: Callable[[Any], dict[str, Any] | None] | None = None
+                ) -> Callable[[dict[str, Any]], Any]:
+        fmt = self.formatter(fp.leaf.data_type, shown)
         fname = fp.leaf.name
         default = empty_value(fp.leaf.data_type)
         if not fp.steps:
@@ -498,11 +536,12 @@ class Engine:
             return fmt(cur.get(fname, default))
         return deep
 
-    def formatter(self, dtype: str) -> Callable[[Any], Any]:
+    def formatter(self, dtype: str, shown: Callable[[Any], dict[str, Any] | None] | None = None
+                  ) -> Callable[[Any], Any]:
         """Stored value -> wire value for one data type."""
-        shown = self.shown
+        shown = shown or self.shown
         if dtype == "entity":
-            return lambda x: shown(x) if x else None
+            return shown  # None for anything but a link to a live entity
         if dtype in MULTI:
             def multi(x: Any) -> list[dict[str, Any]]:
                 if x is None:
@@ -553,7 +592,7 @@ class Engine:
         for name, n in (("entities_per_page", per_page), ("current_page", page)):
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise errors.bad_paging(method, name, n)
-        render = self.renderer(etype, params.get("return_fields"), method)
+        render = self.renderer(etype, params.get("return_fields"), method, self.answer_shown())
         matches = self.select(etype, params.get("filters"), params.get("sorts"), return_only,
                               include_archived, method)
         start = (page - 1) * per_page

@@ -254,3 +254,29 @@ def test_random_filters_evaluate_or_fault(conds: list[Any], op: str, sort: str) 
     except errors.Fault:
         return
     assert isinstance(grouped["groups"], list)
+
+
+def test_a_pages_links_are_shown_as_each_entity_alone_and_renamed_between_reads(local: Local) -> None:
+    """A read renders each link target once per answer: the page must still show every link
+    as a read of that entity alone does (retired targets left out, stored ids as stored), and
+    a rename between two reads must show in the second."""
+    fields = ["sg_link", "sg_links", "sg_addressing", "project", "sg_link.Other.code"]
+    local.create("Thing", {"code": "t6", "sg_link": world.O(2), "sg_links": [world.O(2), world.O(1)]})
+
+    def page() -> dict[int, dict[str, Any]]:
+        got = local.call("read", {"type": "Thing", "return_fields": fields})["entities"]
+        return {e["id"]: e for e in got}
+    first = page()
+    for eid, ent in first.items():
+        alone = local.call("read", {"type": "Thing", "return_fields": fields, "filters": {
+            "logical_operator": "and", "conditions": [{"path": "id", "relation": "is", "values": [eid]}]}})
+        assert alone["entities"] == [ent]
+    assert first[6]["sg_link"] == {"type": "Other", "id": 2, "name": "Pine"}
+    assert first[6]["sg_links"] == [{"type": "Other", "id": 2, "name": "Pine"},
+                                    {"type": "Other", "id": 1, "name": "Oak"}]
+    assert first[5]["sg_link"] is None and first[5]["sg_links"] == []  # Other 3 is retired
+    local.update("Other", 2, {"code": "Spruce"})
+    second = page()
+    assert second[6]["sg_link"]["name"] == second[2]["sg_link"]["name"] == "Spruce"
+    assert second[1]["sg_links"][1] == {"type": "Other", "id": 2, "name": "Spruce"}
+    assert second[2]["sg_link.Other.code"] == "Spruce"
