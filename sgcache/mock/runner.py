@@ -101,7 +101,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms).
+#: The site's RPCs run in worker threads and its event loop wakes latency-delayed requests,
+#: reads bodies and sends answers: with the default, each of those steps could wait up to
+#: 5 ms behind a page being rendered, which a hosted site, serving in parallel, never adds.
+#: At `--latency 0.15` with 4 requests in flight: 10,091 -> 10,521 entities/s (4 rounds).
+GIL_SWITCH_S = 0.0005
+
+
 def serve(opts: Options) -> None:
+    sys.setswitchinterval(GIL_SWITCH_S)
     faults = FaultConfig()
     faults.update(opts.faults)
     site = build_site(opts, faults)
