@@ -80,8 +80,9 @@ class Mock:
 
 
 def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: float = 1800.0,
-               log: Path | None = None, extra: tuple[str, ...] = ()) -> Mock:
+               log: Path | None = None, extra: tuple[str, ...] = (), tree: Path = REPO) -> Mock:
     """`sgcache mock --state FILE` on free loopback ports; generate and save FILE if missing.
+    `tree`: the checkout whose mock runs (another commit's, to compare mocks side by side).
 
     Loading the pickle of a 1M-entity site takes ~20 s; generating it ~2 min.
     """
@@ -92,7 +93,8 @@ def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: fl
            "--state", str(state), *extra]
     t0 = time.monotonic()
     err = open(log, "a") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree != REPO else None
+    proc = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1, env=env)
     info = read_mock_banner(proc, timeout)
     mock = Mock(info["url"], info["admin"], info["script_name"], info["script_key"], proc,
                 time.monotonic() - t0, generated)

@@ -25,6 +25,10 @@ cached field read):
 `--before DIR` (e.g. `git worktree add --detach DIR <commit>`) runs phases 3-5 for that
 checkout too, alternating with this one (before, after), on the same mock and recording:
 the figures to compare, side by side in one run.
+
+`--mock-before DIR` compares mocks instead: a second mock, from that checkout, on the same
+state file, measured beside this tree's in phase 2 and in phase 5 (the mock alone, and this
+tree's scan against each), since how fast the mock serves bounds the latency phase.
 """
 
 from __future__ import annotations
@@ -230,6 +234,7 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=0.15)
     ap.add_argument("--out", default="scan")
     ap.add_argument("--before", default="", help="a checkout of an earlier commit, measured alternately")
+    ap.add_argument("--mock-before", default="", help="a checkout whose mock is measured beside this one's")
     ap.add_argument("--replay", nargs=3, metavar=("RECORDING", "DB_URL", "DATA_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.replay:
@@ -263,6 +268,17 @@ def main() -> int:
         alone["mock_cpu_seconds"] = round(m1 - m0, 1) if m0 is not None and m1 is not None else None
         result["mock_alone"] = alone
         print(f"   {alone}", flush=True)
+        old_mock = None
+        if args.mock_before:
+            tree = Path(args.mock_before).resolve()
+            print(f"   starting the mock of {tree} ...", flush=True)
+            old_mock = common.start_mock(state, args.size, log=common.WORK / "mock-before.log", tree=tree)
+            m0 = common.cpu_seconds(old_mock.proc.pid)
+            old_alone = asyncio.run(mock_alone(old_mock, recording, args.concurrency))
+            m1 = common.cpu_seconds(old_mock.proc.pid)
+            old_alone["mock_cpu_seconds"] = round(m1 - m0, 1) if m0 is not None and m1 is not None else None
+            result["mock_before"] = {"git": _git_rev(tree), "mock_alone": old_alone}
+            print(f"   mock of {result['mock_before']['git']}: {old_alone}", flush=True)
         result["loadavg"]["after_mock_alone"] = common.loadavg()
 
         trees = [("before", Path(args.before).resolve()), ("", common.REPO)] if args.before else [("", common.REPO)]
@@ -310,9 +326,21 @@ def main() -> int:
             put(which, "latency", {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()})
             _drop_db(work / "latency.sqlite")
         httpx.post(mock.admin_url + "/faults", json={"reset": True}, timeout=30)
+        if old_mock is not None:
+            httpx.post(old_mock.admin_url + "/faults", json={"latency": args.latency}, timeout=30)
+            mb = result["mock_before"]
+            mb["mock_alone_latency"] = asyncio.run(mock_alone(old_mock, recording, args.concurrency))
+            print(f"   mock of {mb['git']} alone at {args.latency}s: {mb['mock_alone_latency']}", flush=True)
+            lat = run_scan_measured(old_mock, f"sqlite:///{work}/latency.sqlite", work, args.concurrency)
+            lat["vs_mock_alone"] = round(lat["entities_per_s"] / mb["mock_alone_latency"]["entities_per_s"], 2)
+            mb["latency"] = {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()}
+            print(f"   this tree against the mock of {mb['git']}: {mb['latency']}", flush=True)
+            _drop_db(work / "latency.sqlite")
         result["loadavg"]["end"] = common.loadavg()
     finally:
         mock.discard()
+        if old_mock is not None:
+            old_mock.discard()
         shutil.rmtree(work, ignore_errors=True)
     peak = max(result["end_to_end"]["peak_rss_mb"], result["latency"]["peak_rss_mb"])
     result["met"] = {
@@ -342,6 +370,14 @@ def main() -> int:
              f"{b['latency']['vs_mock_alone']}x", "", None],
             [f"before ({b['git']}): peak RSS", f"{max(b['end_to_end']['peak_rss_mb'], b['latency']['peak_rss_mb'])} MB",
              "", None]]
+    if args.mock_before:
+        mb = result["mock_before"]
+        rows += [
+            [f"mock of {mb['git']} alone", f"{mb['mock_alone']['entities_per_s']:,.0f} /s", "", None],
+            [f"mock of {mb['git']} alone at {args.latency}s", f"{mb['mock_alone_latency']['entities_per_s']:,.0f} /s",
+             "", None],
+            [f"latency {args.latency}s against the mock of {mb['git']}", f"{mb['latency']['entities_per_s']:,.0f} /s = "
+             f"{mb['latency']['vs_mock_alone']}x", "", None]]
     print()
     print(common.table([[a, b, c, "" if d is None else "met" if d else "MISSED"] for a, b, c, d in rows],
                        ["what", "figure", "target", ""]))
