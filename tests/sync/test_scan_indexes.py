@@ -11,6 +11,7 @@ type's indexes held the writer, and every fetcher behind it, for seconds.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,43 @@ def test_a_full_scan_of_an_empty_table_drops_lists_left_without_a_row(store: Sto
         for i in (1, 7, 30):
             assert store.get_links(conn, "Shot", "assets", i) == [{"type": "Asset", "id": i}, {"type": "Asset", "id": i + 1}]
         assert store.get_links(conn, "Shot", "assets", 500) == []  # no row: its list is gone
+
+
+def test_on_postgresql_pages_go_on_committing_while_a_finished_types_index_is_built(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL builds a finished type's indexes on a connection of their own: one index
+    of a big type takes seconds there, and every fetcher would wait behind it (each holds
+    at most two uncommitted pages). SQLite has one writer, so its pages wait."""
+    sizes = {"Shot": 100, "Asset": 600}  # Shot finishes first; Asset's pages keep coming
+    slow = str(next(iter(store.indexes("Shot"))).name)
+    windows: list[tuple[float, float]] = []
+    real_ensure = store.ensure_index
+
+    def ensure_index(conn: Any, ix: Any) -> None:
+        if str(ix.name) != slow:
+            return real_ensure(conn, ix)
+        t0 = time.monotonic()
+        time.sleep(0.6)  # a big table's sort
+        real_ensure(conn, ix)
+        windows.append((t0, time.monotonic()))
+    monkeypatch.setattr(store, "ensure_index", ensure_index)
+    commits: list[tuple[float, set[str]]] = []
+    real_commit = ParallelScan._commit
+
+    def commit(self: ParallelScan, batch: list[Any]) -> None:
+        real_commit(self, batch)
+        commits.append((time.monotonic(), {p.plan.etype for p in batch}))
+    monkeypatch.setattr(ParallelScan, "_commit", commit)
+
+    site = SlowSite(sizes, delay=0.01)
+    res = asyncio.run(full_scan(site, store, list(sizes), concurrency=2))  # type: ignore[arg-type]
+    assert res.rows == sizes
+    assert len(windows) == 1
+    start, end = windows[0]
+    during = [t for t, types in commits if start < t < end and "Asset" in types]
+    if store.dialect == "postgresql":
+        assert len(during) >= 5, (len(during), len(commits))
+    else:
+        assert during == []
+    for etype in sizes:
+        assert indexes(store, etype) == {str(ix.name) for ix in store.indexes(etype)}
