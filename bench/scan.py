@@ -177,6 +177,15 @@ async def mock_alone(mock: common.Mock, recording: Path, concurrency: int) -> di
             "entities_per_s": round(entities / secs, 0)}
 
 
+def mock_alone_with_cpu(mock: common.Mock, recording: Path, concurrency: int) -> dict[str, Any]:
+    """`mock_alone`, with the mock process's CPU seconds for it."""
+    m0 = common.cpu_seconds(mock.proc.pid)
+    alone = asyncio.run(mock_alone(mock, recording, concurrency))
+    m1 = common.cpu_seconds(mock.proc.pid)
+    alone["mock_cpu_seconds"] = round(m1 - m0, 1) if m0 is not None and m1 is not None else None
+    return alone
+
+
 def run_scan_measured(mock: common.Mock, db_url: str, data: Path, concurrency: int,
                       tree: Path = common.REPO) -> dict[str, Any]:
     """`sgcache scan --full` as a process: its rate, CPU time and peak RSS (wait4's rusage)."""
@@ -262,10 +271,7 @@ def main() -> int:
         result["loadavg"]["after_record"] = common.loadavg()
 
         print("2. mock alone: the same page reads, answers only read ...", flush=True)
-        m0 = common.cpu_seconds(mock.proc.pid)
-        alone = asyncio.run(mock_alone(mock, recording, args.concurrency))
-        m1 = common.cpu_seconds(mock.proc.pid)
-        alone["mock_cpu_seconds"] = round(m1 - m0, 1) if m0 is not None and m1 is not None else None
+        alone = mock_alone_with_cpu(mock, recording, args.concurrency)
         result["mock_alone"] = alone
         print(f"   {alone}", flush=True)
         old_mock = None
@@ -273,10 +279,7 @@ def main() -> int:
             tree = Path(args.mock_before).resolve()
             print(f"   starting the mock of {tree} ...", flush=True)
             old_mock = common.start_mock(state, args.size, log=common.WORK / "mock-before.log", tree=tree)
-            m0 = common.cpu_seconds(old_mock.proc.pid)
-            old_alone = asyncio.run(mock_alone(old_mock, recording, args.concurrency))
-            m1 = common.cpu_seconds(old_mock.proc.pid)
-            old_alone["mock_cpu_seconds"] = round(m1 - m0, 1) if m0 is not None and m1 is not None else None
+            old_alone = mock_alone_with_cpu(old_mock, recording, args.concurrency)
             result["mock_before"] = {"git": _git_rev(tree), "mock_alone": old_alone}
             print(f"   mock of {result['mock_before']['git']}: {old_alone}", flush=True)
         result["loadavg"]["after_mock_alone"] = common.loadavg()

@@ -358,9 +358,10 @@ class ParallelScan:
         """Commit pages as they come; build deferred indexes between them, or, with `aside`
         (more indexes queued, writer done), leave them to `_index_aside`."""
         loop = asyncio.get_running_loop()
+        queued, finished = aside if aside is not None else (None, None)
         end = False
         while not end:
-            if aside is None and self._unindexed and queue.empty():  # idle: build an index meanwhile
+            if queued is None and self._unindexed and queue.empty():  # idle: build an index meanwhile
                 await loop.run_in_executor(thread, self._build_index)
                 continue
             item = await queue.get()
@@ -378,14 +379,14 @@ class ParallelScan:
                 p.committed.set()
                 if self.progress and p.ents:
                     self.progress(p.plan.etype, len(p.ents))
-            if aside is not None:
+            if queued is not None:
                 if self._unindexed:
-                    aside[0].set()
+                    queued.set()
             elif self._unindexed and not end:  # one between batches, so pages never wait on more
                 await loop.run_in_executor(thread, self._build_index)
-        if aside is not None:
-            aside[1].set()
-            aside[0].set()
+        if queued is not None and finished is not None:
+            finished.set()
+            queued.set()
             return
         while self._unindexed:
             await loop.run_in_executor(thread, self._build_index)
