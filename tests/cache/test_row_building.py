@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from sgcache.mock.builtin_schema import build_schema
 from sgcache.schema import FieldSchema
@@ -166,6 +166,54 @@ def test_a_fresh_upsert_writes_new_rows_and_falls_back_when_one_exists(store: St
         assert len(store.get_links(conn, "Shot", "assets", 1)) == 2  # rows' own lists stay
         store.upsert(conn, "Shot", [shot(10, "ten", [3])], active=True, version=40, fresh=True)
         assert store.get_links(conn, "Shot", "assets", 10) == [{"type": "Asset", "id": 3}]
+
+
+def test_a_fresh_page_of_new_rows_never_reads_the_link_tables(store: Store) -> None:
+    """A full scan of an empty table writes each new row's lists without looking for stored
+    ones, on both databases: on PostgreSQL that lookup scanned whole link tables that had no
+    statistics yet, once a page (a 20,000-Task load took 33 s instead of 1.5 s)."""
+    et = store["Shot"]
+    links = {t.name for t in et.assoc.values()}
+    seen: list[str] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    records = [{"id": i, "code": f"SH{i}", "assets": [{"type": "Asset", "id": i + 100}]} for i in range(1, 21)]
+    event.listen(store.engine, "before_cursor_execute", spy)
+    try:
+        with store.engine.begin() as conn:
+            store.upsert(conn, "Shot", records, active=True, version=10, fresh=True)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", spy)
+    reads = [s for s in seen if any(f'"{t}"' in s or f" {t}" in s for t in links) and not s.lstrip().startswith("INSERT")]
+    assert reads == []
+    with store.engine.connect() as conn:
+        assert store.get_links(conn, "Shot", "assets", 7) == [{"type": "Asset", "id": 107}]
+        assert conn.execute(select(et.table.c.code).where(et.table.c.id == 20)).scalar() == "SH20"
+
+
+@pytest.mark.postgres
+def test_postgresql_id_lists_are_one_constant_array_not_a_cast_per_row(tmp_path: Path) -> None:
+    """`ids_in` sends its ids as one array parameter that the server parses once. As a
+    text parameter cast in the query, a sequential scan parsed the whole list again for
+    every row it filtered (28 us a row for 500 ids)."""
+    for url in new_db_url("postgresql", tmp_path):
+        engine = make_engine(url)
+        store = Store(engine, build_schema())
+        store.create()
+        t = store["Shot"].assoc["assets"]
+        with engine.begin() as conn:
+            store.replace_links(conn, "Shot", "assets", {i: [{"type": "Asset", "id": i}] for i in range(1, 50)})
+            conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            q = select(t.c.parent_id).where(store.ids_in(t.c.parent_id, [3, 5, 99]))
+            assert sorted(conn.execute(q).scalars()) == [3, 5]
+            compiled = q.compile(dialect=conn.dialect)
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN VERBOSE " + str(compiled), compiled.params))
+        engine.dispose()
+        assert "Seq Scan" in plan and "'{3,5,99}'::bigint[]" in plan, plan
+        assert "character varying" not in plan and "text)" not in plan, plan
 
 
 def test_write_throughs_of_many_field_sets_keep_a_bounded_statement_cache(store: Store) -> None:
