@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -102,6 +103,29 @@ def start_mock(state: Path, size: int = DEFAULT_SIZE, seed: int = 1, timeout: fl
         import httpx
         httpx.post(mock.admin_url + "/save", timeout=600)
     return mock
+
+
+def fresh_db(url: str, data: Path, name: str) -> tuple[str, Callable[[], None]]:
+    """An empty database and what drops it: a new SQLite file under `data` (`url` empty
+    or SQLite), or a new database on the PostgreSQL server of `url`."""
+    if not url.startswith("postgresql"):
+        path = data / f"{name}-{uuid.uuid4().hex[:8]}.sqlite"
+
+        def unlink() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}", unlink
+    import sqlalchemy as sa
+    db = f"sgbench_{name}_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{db}"'))
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + db, drop
 
 
 def cache_env(mock: Mock, db_url: str | None, data_dir: Path, rules: Path | None) -> dict[str, str]:

@@ -24,7 +24,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import loadavg, machine, write_result  # noqa: E402
+from bench.common import fresh_db, loadavg, machine, write_result  # noqa: E402
 from tests.support.procs import start_mock  # noqa: E402
 from tests.sync.support import CacheEnv, CacheView, compare_all  # noqa: E402
 
@@ -111,19 +110,6 @@ async def catch_up(cache: CacheEnv, transport: Any = None, cpu_key: str = "") ->
         await svc.aclose()
 
 
-def fresh_db(url: str, data: Path, name: str) -> str:
-    """An empty database: a new SQLite file, or a new database on the given server."""
-    if not url.startswith("postgresql"):
-        return f"sqlite:///{data}/{name}.sqlite"
-    import sqlalchemy as sa
-    name = f"sgbench_{name}_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
 async def position(cache: CacheEnv) -> None:
     from sgcache.runtime import CacheService
     from sgcache.sync.loop import SyncLoop
@@ -146,14 +132,20 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="sgb-", dir="/tmp"))
     mock = start_mock("--demo", str(args.demo))
+    drops: list[Any] = []
+
+    def new_db(name: str) -> str:
+        url, drop = fresh_db(args.db_url, data, name)
+        drops.append(drop)
+        return url
     try:
         env = {"SGCACHE_RULES": str(Path(args.rules).resolve())} if args.rules else {}
-        cache = CacheEnv(mock, fresh_db(args.db_url, data, "live"), data, extra_env=env)
+        cache = CacheEnv(mock, new_db("live"), data, extra_env=env)
         cache.prime()
         asyncio.run(position(cache))
         twin = None
         if args.replay:
-            twin = CacheEnv(mock, fresh_db(args.db_url, data, "replay"), data, extra_env=env)
+            twin = CacheEnv(mock, new_db("replay"), data, extra_env=env)
             twin.prime()
             asyncio.run(position(twin))
         t0 = time.perf_counter()
@@ -190,6 +182,8 @@ def main() -> None:
         print(f"wrote {path}")
     finally:
         mock.stop()
+        for drop in drops:
+            drop()
         shutil.rmtree(data, ignore_errors=True)
 
 

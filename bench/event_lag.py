@@ -23,13 +23,12 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import loadavg, machine, summarize, write_result  # noqa: E402
+from bench.common import fresh_db, loadavg, machine, summarize, write_result  # noqa: E402
 from tests.support.procs import start_mock  # noqa: E402
 from tests.sync.support import CacheEnv, CacheView  # noqa: E402
 
@@ -38,18 +37,6 @@ SETTINGS: dict[str, dict[str, str]] = {
     "poll 2 s (before)": {"SGCACHE_POLL_INTERVAL": "2", "SGCACHE_POLL_BUDGET": "0"},
     "defaults (poll 0.5 s, budget 2 requests/s)": {},
 }
-
-
-def fresh_db(url: str, data: Path, name: str) -> str:
-    if not url.startswith("postgresql"):
-        return f"sqlite:///{data}/{name}.sqlite"
-    import sqlalchemy as sa
-    name = f"sglag_{name}_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def site_requests(mock: Any) -> tuple[int, dict[str, int]]:
@@ -61,7 +48,8 @@ def site_requests(mock: Any) -> tuple[int, dict[str, int]]:
 
 def run_setting(mock: Any, sg: Any, shots: list[int], name: str, env: dict[str, str], args: Any,
                 data: Path, k: int) -> dict[str, Any]:
-    cache = CacheEnv(mock, fresh_db(args.db_url, data, f"c{k}"), data / f"c{k}",
+    db_url, drop = fresh_db(args.db_url, data, f"c{k}")
+    cache = CacheEnv(mock, db_url, data / f"c{k}",
                      extra_env={"SGCACHE_THUMBNAIL_CACHE_MB": "0", "SGCACHE_SCAN_INTERVAL": "3600", **env})
     cache.data_dir.mkdir(parents=True, exist_ok=True)
     cache.prime()
@@ -109,6 +97,7 @@ def run_setting(mock: Any, sg: Any, shots: list[int], name: str, env: dict[str, 
         if view is not None:
             view.close()
         cache.stop()
+        drop()
 
 
 def main() -> None:

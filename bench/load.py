@@ -31,7 +31,6 @@ import random
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -175,23 +174,6 @@ class Sampler(threading.Thread):
 
 # -- databases ---------------------------------------------------------------------------------
 
-def fresh_database(server_url: str) -> tuple[str, Any]:
-    """Create an empty database on the server of `server_url`; return its URL and a dropper."""
-    import sqlalchemy as sa
-    name = "sgcache_load_" + uuid.uuid4().hex[:10]
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                      {"n": name})
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-    return server_url.rsplit("/", 1)[0] + "/" + name, drop
-
-
 # -- main --------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     state = common.WORK / f"mock-{args.size}.pkl"
     print(f"mock site: {args.size} entities (state {state})", flush=True)
     mock = common.start_mock(state, size=args.size, log=work / "mock.log")
-    db_url, drop = fresh_database(args.db_url)
+    db_url, drop = common.fresh_db(args.db_url, work, "load")
     server = None
     try:
         env = common.cache_env(mock, db_url, work, None)

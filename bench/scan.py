@@ -7,8 +7,8 @@ cached field read):
    request body and the site's answer, appended to a file (not kept in memory).
 2. **mock alone** — the recorded requests sent again to the mock by `--concurrency`
    workers that only read the answers: how fast the site serves exactly these pages.
-3. **end to end** — `sgcache scan --full` (a real process, a fresh SQLite database)
-   against the mock: entities/s, its CPU time and its peak RSS (`wait4`'s ru_maxrss).
+3. **end to end** — `sgcache scan --full` (a real process, a fresh database: SQLite, or
+   one on the PostgreSQL server of `--db-url`) against the mock: entities/s, its CPU time and its peak RSS (`wait4`'s ru_maxrss).
    Target: ≥ 0.8× the mock-alone rate (the scan is not the bottleneck); peak RSS ≤ 300 MB.
 4. **cache side alone** — a fresh process scans from the recording (an in-process
    transport answering each request with its recorded answer, as `event_apply.py
@@ -21,6 +21,7 @@ cached field read):
     .venv/bin/python bench/scan.py                  # the 1,000,000-entity site
     .venv/bin/python bench/scan.py --size 100000    # a smaller one (its own state file)
     .venv/bin/python bench/scan.py --before DIR     # also a checkout of an earlier commit
+    .venv/bin/python bench/scan.py --db-url postgresql+psycopg://USER@HOST:PORT/postgres
 
 `--before DIR` (e.g. `git worktree add --detach DIR <commit>`) runs phases 3-5 for that
 checkout too, alternating with this one (before, after), on the same mock and recording:
@@ -151,11 +152,6 @@ def _git_rev(tree: Path) -> str:
                           check=False).stdout.strip()
 
 
-def _drop_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 async def mock_alone(mock: common.Mock, recording: Path, concurrency: int) -> dict[str, Any]:
     """Send the recorded page reads to the mock with `concurrency` workers; count entities."""
     index, _ = read_recording(recording)
@@ -235,6 +231,13 @@ def _watch_hwm(pid: int, peak: list[int]) -> None:
         time.sleep(0.05)
 
 
+def _without_password(url: str) -> str:
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=common.DEFAULT_SIZE, help="demo site size")
@@ -244,6 +247,8 @@ def main() -> int:
     ap.add_argument("--out", default="scan")
     ap.add_argument("--before", default="", help="a checkout of an earlier commit, measured alternately")
     ap.add_argument("--mock-before", default="", help="a checkout whose mock is measured beside this one's")
+    ap.add_argument("--db-url", default="", help="scan into new databases on this PostgreSQL server "
+                    "(default: new SQLite files)")
     ap.add_argument("--replay", nargs=3, metavar=("RECORDING", "DB_URL", "DATA_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.replay:
@@ -252,8 +257,13 @@ def main() -> int:
     state = Path(args.state) if args.state else common.WORK / (
         "site-1m.pickle" if args.size == common.DEFAULT_SIZE else f"site-{args.size}.pickle")
     work = Path(tempfile.mkdtemp(prefix="sgscan-", dir=common.WORK if common.WORK.exists() else None))
-    result: dict[str, Any] = {"benchmark": "scan", "machine": common.machine(), "settings": vars(args),
-                              "command": " ".join([".venv/bin/python", "bench/scan.py", *sys.argv[1:]]),
+    shown = _without_password(args.db_url)  # the results are kept in git
+    result: dict[str, Any] = {"benchmark": "scan", "machine": common.machine(),
+                              "backend": "postgresql" if args.db_url else "sqlite",
+                              "settings": {**vars(args), "db_url": shown},
+                              "command": " ".join([".venv/bin/python", "bench/scan.py",
+                                                   *(a.replace(args.db_url, shown) if args.db_url else a
+                                                     for a in sys.argv[1:])]),
                               "loadavg": {"start": common.loadavg()},
                               "targets": {"entities_per_cpu_s": TARGET_CPU, "end_to_end_vs_mock": TARGET_RATIO,
                                           "latency_entities_per_s": TARGET_LATENCY, "peak_rss_mb": TARGET_RSS_MB}}
@@ -294,26 +304,27 @@ def main() -> int:
 
         print("3. end to end: sgcache scan --full against the mock ...", flush=True)
         for which, tree in trees:
-            e2e = run_scan_measured(mock, f"sqlite:///{work}/e2e.sqlite", work, args.concurrency, tree)
+            db_url, drop = common.fresh_db(args.db_url, work, "e2e")
+            e2e = run_scan_measured(mock, db_url, work, args.concurrency, tree)
+            drop()
             e2e["vs_mock_alone"] = round(e2e["entities_per_s"] / alone["entities_per_s"], 2)
             e2e["loadavg_after"] = common.loadavg()
             put(which, "end_to_end", e2e)
-            _drop_db(work / "e2e.sqlite")
         result["loadavg"]["after_end_to_end"] = common.loadavg()
 
         print("4. cache side alone: a fresh process scanning the recording ...", flush=True)
         for which, tree in trees:
+            db_url, drop = common.fresh_db(args.db_url, work, "replay")
             proc = subprocess.run([common.PY, str(tree / "bench" / "scan.py"), "--concurrency", str(args.concurrency),
-                                   "--replay", str(recording), f"sqlite:///{work}/replay.sqlite", str(work)],
+                                   "--replay", str(recording), db_url, str(work)],
                                   cwd=tree, capture_output=True, text=True, timeout=7200, check=False,
                                   env={**common.cache_env(mock, None, work, None), "PYTHONPATH": str(tree)})
+            drop()
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-4000:])
             replay = json.loads(proc.stdout.strip().splitlines()[-1])
             replay["loadavg_after"] = common.loadavg()
             put(which, "cache_side", replay)
-            for suffix in ("", "-wal", "-shm"):
-                (work / f"replay.sqlite{suffix}").unlink(missing_ok=True)
         result["loadavg"]["after_cache_side"] = common.loadavg()
 
         print(f"5. latency {args.latency}s: sgcache scan --full against the slowed mock ...", flush=True)
@@ -324,21 +335,23 @@ def main() -> int:
         result["mock_alone_latency"] = slowed
         print(f"   mock alone at {args.latency}s: {slowed}", flush=True)
         for which, tree in trees:
-            lat = run_scan_measured(mock, f"sqlite:///{work}/latency.sqlite", work, args.concurrency, tree)
+            db_url, drop = common.fresh_db(args.db_url, work, "latency")
+            lat = run_scan_measured(mock, db_url, work, args.concurrency, tree)
+            drop()
             lat["vs_mock_alone"] = round(lat["entities_per_s"] / slowed["entities_per_s"], 2)
             put(which, "latency", {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()})
-            _drop_db(work / "latency.sqlite")
         httpx.post(mock.admin_url + "/faults", json={"reset": True}, timeout=30)
         if old_mock is not None:
             httpx.post(old_mock.admin_url + "/faults", json={"latency": args.latency}, timeout=30)
             mb = result["mock_before"]
             mb["mock_alone_latency"] = asyncio.run(mock_alone(old_mock, recording, args.concurrency))
             print(f"   mock of {mb['git']} alone at {args.latency}s: {mb['mock_alone_latency']}", flush=True)
-            lat = run_scan_measured(old_mock, f"sqlite:///{work}/latency.sqlite", work, args.concurrency)
+            db_url, drop = common.fresh_db(args.db_url, work, "latency")
+            lat = run_scan_measured(old_mock, db_url, work, args.concurrency)
+            drop()
             lat["vs_mock_alone"] = round(lat["entities_per_s"] / mb["mock_alone_latency"]["entities_per_s"], 2)
             mb["latency"] = {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()}
             print(f"   this tree against the mock of {mb['git']}: {mb['latency']}", flush=True)
-            _drop_db(work / "latency.sqlite")
         result["loadavg"]["end"] = common.loadavg()
     finally:
         mock.discard()
