@@ -51,9 +51,9 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.types import UserDefinedType
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.types import UserDefinedType
 
 from ..protocol.values import format_datetime, utcnow
 from ..schema import EntitySchema, Schema
@@ -529,9 +529,9 @@ class Store:
 
         On PostgreSQL the ids go as ONE array parameter (`= ANY('{1,2,..}')`, see
         `IdArrayText`): psycopg rewrites every placeholder of a query in Python, which made
-        a 500-id IN list cost more than running it. On SQLite they go as one JSON array (`IN (SELECT value FROM
-        json_each('[1,2,..]'))`): an IN list's placeholders are expanded in Python by
-        SQLAlchemy on every execution, which cost more than the query.
+        a 500-id IN list cost more than running it. On SQLite they go as one JSON array
+        (`IN (SELECT value FROM json_each('[1,2,..]'))`): an IN list's placeholders are
+        expanded in Python by SQLAlchemy on every execution, which cost more than the query.
         """
         if self.dialect == "postgresql":
             literal = "{" + ",".join(str(int(i)) for i in ids) + "}"
