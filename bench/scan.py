@@ -8,7 +8,8 @@ cached field read):
 2. **mock alone** — the recorded requests sent again to the mock by `--concurrency`
    workers that only read the answers: how fast the site serves exactly these pages.
 3. **end to end** — `sgcache scan --full` (a real process, a fresh database: SQLite, or
-   one on the PostgreSQL server of `--db-url`) against the mock: entities/s, its CPU time and its peak RSS (`wait4`'s ru_maxrss).
+   one on the PostgreSQL server of `--db-url`) against the mock: entities/s, its CPU
+   time and its peak RSS (`wait4`'s ru_maxrss).
    Target: ≥ 0.8× the mock-alone rate (the scan is not the bottleneck); peak RSS ≤ 300 MB.
 4. **cache side alone** — a fresh process scans from the recording (an in-process
    transport answering each request with its recorded answer, as `event_apply.py
@@ -213,6 +214,16 @@ def run_scan_measured(mock: common.Mock, db_url: str, data: Path, concurrency: i
             "peak_rss_mb": round(peak[0] / 1024, 1) if peak[0] else None}
 
 
+def run_scan_in_fresh_db(mock: common.Mock, server_url: str, work: Path, name: str, concurrency: int,
+                         tree: Path = common.REPO) -> dict[str, Any]:
+    """`run_scan_measured` into a new database (`common.fresh_db`), dropped afterwards."""
+    db_url, drop = common.fresh_db(server_url, work, name)
+    try:
+        return run_scan_measured(mock, db_url, work, concurrency, tree)
+    finally:
+        drop()
+
+
 def _watch_hwm(pid: int, peak: list[int]) -> None:
     """The scan's own peak RSS: VmHWM of its process image, read until it exits. (wait4's
     ru_maxrss also counts the image before exec, a copy of this benchmark process, whose
@@ -304,9 +315,7 @@ def main() -> int:
 
         print("3. end to end: sgcache scan --full against the mock ...", flush=True)
         for which, tree in trees:
-            db_url, drop = common.fresh_db(args.db_url, work, "e2e")
-            e2e = run_scan_measured(mock, db_url, work, args.concurrency, tree)
-            drop()
+            e2e = run_scan_in_fresh_db(mock, args.db_url, work, "e2e", args.concurrency, tree)
             e2e["vs_mock_alone"] = round(e2e["entities_per_s"] / alone["entities_per_s"], 2)
             e2e["loadavg_after"] = common.loadavg()
             put(which, "end_to_end", e2e)
@@ -315,11 +324,13 @@ def main() -> int:
         print("4. cache side alone: a fresh process scanning the recording ...", flush=True)
         for which, tree in trees:
             db_url, drop = common.fresh_db(args.db_url, work, "replay")
-            proc = subprocess.run([common.PY, str(tree / "bench" / "scan.py"), "--concurrency", str(args.concurrency),
-                                   "--replay", str(recording), db_url, str(work)],
-                                  cwd=tree, capture_output=True, text=True, timeout=7200, check=False,
-                                  env={**common.cache_env(mock, None, work, None), "PYTHONPATH": str(tree)})
-            drop()
+            try:
+                proc = subprocess.run([common.PY, str(tree / "bench" / "scan.py"), "--concurrency",
+                                       str(args.concurrency), "--replay", str(recording), db_url, str(work)],
+                                      cwd=tree, capture_output=True, text=True, timeout=7200, check=False,
+                                      env={**common.cache_env(mock, None, work, None), "PYTHONPATH": str(tree)})
+            finally:
+                drop()
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-4000:])
             replay = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -335,9 +346,7 @@ def main() -> int:
         result["mock_alone_latency"] = slowed
         print(f"   mock alone at {args.latency}s: {slowed}", flush=True)
         for which, tree in trees:
-            db_url, drop = common.fresh_db(args.db_url, work, "latency")
-            lat = run_scan_measured(mock, db_url, work, args.concurrency, tree)
-            drop()
+            lat = run_scan_in_fresh_db(mock, args.db_url, work, "latency", args.concurrency, tree)
             lat["vs_mock_alone"] = round(lat["entities_per_s"] / slowed["entities_per_s"], 2)
             put(which, "latency", {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()})
         httpx.post(mock.admin_url + "/faults", json={"reset": True}, timeout=30)
@@ -346,9 +355,7 @@ def main() -> int:
             mb = result["mock_before"]
             mb["mock_alone_latency"] = asyncio.run(mock_alone(old_mock, recording, args.concurrency))
             print(f"   mock of {mb['git']} alone at {args.latency}s: {mb['mock_alone_latency']}", flush=True)
-            db_url, drop = common.fresh_db(args.db_url, work, "latency")
-            lat = run_scan_measured(old_mock, db_url, work, args.concurrency)
-            drop()
+            lat = run_scan_in_fresh_db(old_mock, args.db_url, work, "latency", args.concurrency)
             lat["vs_mock_alone"] = round(lat["entities_per_s"] / mb["mock_alone_latency"]["entities_per_s"], 2)
             mb["latency"] = {"latency_s": args.latency, **lat, "loadavg_after": common.loadavg()}
             print(f"   this tree against the mock of {mb['git']}: {mb['latency']}", flush=True)
