@@ -26,6 +26,7 @@ from sgcache.store.field_types import (
     UncachedField,
     field_type,
 )
+from sgcache.store import tables
 from sgcache.store.tables import Store, make_engine
 
 from .dbs import BACKENDS, new_db_url
@@ -223,8 +224,6 @@ def test_postgresql_rows_of_ordinary_values_never_take_the_slow_json_encoder(
     cannot write exactly (NaN, integers past 64 bits) take the standard library's encoder.
     Column names from SQLAlchemy are a `str` subclass that orjson refuses as keys, which
     sent every page of a scan through the slow encoder (a third of the writer's CPU)."""
-    import sgcache.store.tables as tables
-
     class NoStdlib:
         def dumps(self, *a: Any, **kw: Any) -> str:
             raise AssertionError("rows went through json.dumps")
