@@ -656,10 +656,10 @@ class Store:
         for cols, rows in by_shape.items():
             if self.dialect == "postgresql":
                 n += self._json_insert_new(conn, et.table, cols, [dict(zip(cols, r)) for r in rows])
-                continue
-            n += self._sqlite_many(conn, ("insert_new", et.name, cols), et.table,
-                                   lambda: sqlite_insert(et.table).on_conflict_do_nothing(index_elements=["id"]),
-                                   cols, rows)
+            else:
+                n += self._sqlite_many(conn, ("insert_new", et.name, cols), et.table,
+                                       lambda: sqlite_insert(et.table).on_conflict_do_nothing(index_elements=["id"]),
+                                       cols, rows)
         return n
 
     def _new_links(self, conn: Connection, et: EntityTable, multi: dict[str, dict[int, list[Any]]]) -> None:
@@ -736,7 +736,7 @@ class Store:
 
     def insert_rows(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         """Plain bulk INSERT of rows with the same keys: one statement on PostgreSQL (see
-        `_json_rows`), executemany on SQLite (its driver binds rows in C)."""
+        `_insert_from_json`), executemany on SQLite (its driver binds rows in C)."""
         if not rows:
             return
         cols = tuple(rows[0])
@@ -761,8 +761,7 @@ class Store:
         key = ("insert", table.name, cols)
         stmt = self._stmts.get(key)
         if stmt is None:
-            src = self._json_rows(table, cols)
-            stmt = self._stmts[key] = table.insert().from_select(list(cols), select(*(src.c[c] for c in cols)))
+            stmt = self._stmts[key] = self._insert_from_json(table, cols)
         conn.execute(stmt, {"rows": _json_param(table, rows)})
 
     def _sqlite_many(self, conn: Connection, key: tuple[Any, ...], table: Table, build: Any,
@@ -803,9 +802,7 @@ class Store:
         key = ("upsert", table.name, cols, guarded, returning)
         stmt = self._stmts.get(key)
         if stmt is None:
-            from sqlalchemy.dialects.postgresql import insert
-            src = self._json_rows(table, cols)
-            ins = insert(table).from_select(list(cols), select(*(src.c[c] for c in cols)))
+            ins = self._insert_from_json(table, cols)
             set_ = {c: ins.excluded[c] for c in cols if c != "id"}
             if not set_:
                 stmt = ins.on_conflict_do_nothing(index_elements=["id"])
@@ -824,20 +821,20 @@ class Store:
         key = ("insert_new", table.name, cols)
         stmt = self._stmts.get(key)
         if stmt is None:
-            from sqlalchemy.dialects.postgresql import insert
-            src = self._json_rows(table, cols)
-            stmt = self._stmts[key] = insert(table).from_select(
-                list(cols), select(*(src.c[c] for c in cols))).on_conflict_do_nothing(
+            stmt = self._stmts[key] = self._insert_from_json(table, cols).on_conflict_do_nothing(
                 index_elements=["id"]).execution_options(preserve_rowcount=True)  # an INSERT's is not kept
         # Duplicate ids insert once: the count then falls short and the caller upserts.
         return int(conn.execute(stmt, {"rows": _json_param(table, rows)}).rowcount)
 
     @staticmethod
-    def _json_rows(table: Table, cols: tuple[str, ...]) -> Any:
-        """`json_to_recordset(:rows) AS r(col type, ..)`: the rows of one JSON parameter."""
-        from sqlalchemy.dialects.postgresql import JSON
-        return func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON())).table_valued(
+    def _insert_from_json(table: Table, cols: tuple[str, ...]) -> Any:
+        """PostgreSQL `INSERT INTO table (cols) SELECT .. FROM json_to_recordset(:rows) AS
+        r(col type, ..)`: the rows of one JSON parameter (`_json_param`), for the bulk
+        writers to add their ON CONFLICT clause to."""
+        from sqlalchemy.dialects.postgresql import JSON, insert
+        src = func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON())).table_valued(
             *(column(c, _plain_type(table.c[c].type)) for c in cols)).render_derived(name="r", with_types=True)
+        return insert(table).from_select(list(cols), select(*(src.c[c] for c in cols)))
 
     def get_links(self, conn: Connection, entity_type: str, field_name: str, parent_id: int) -> list[dict[str, Any]]:
         t = self.entities[entity_type].assoc[field_name]
