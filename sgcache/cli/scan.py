@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from typing import Any
 
 import click
 
 from ..config import Config
 from .common import build_config, common, opened, setup_logging
+
+
+#: How long the scan's writer thread may hold the GIL while the event loop waits for it
+#: (CPython's default is 5 ms): the loop sends the next page request as soon as a slot is
+#: free, and each wait behind rows being built is a slot idle. At `--latency 0.15`, 200k
+#: site, two alternating rounds: 8,433 -> 8,715 and 8,685 -> 9,029 entities/s.
+SCAN_GIL_SWITCH_S = 0.0005
 
 
 def _rate_column() -> Any:
@@ -71,12 +79,15 @@ async def run_scan(config: Config, full: bool, types: list[str] | None, projects
                 gc.freeze()
                 threshold = gc.get_threshold()
                 gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+                switch = sys.getswitchinterval()
+                sys.setswitchinterval(SCAN_GIL_SWITCH_S)
                 try:
                     res = await full_scan(svc.upstream, svc.store, types, projects, progress,
                                           config.scan_page_size or None, concurrency=config.scan_concurrency,
                                           resume=True, planned=planned)
                 finally:
                     gc.set_threshold(*threshold)
+                    sys.setswitchinterval(switch)
                 for task in tasks.values():  # done: each bar ends full, whatever the count said
                     t = next(x for x in bar.tasks if x.id == task)
                     bar.update(task, total=t.completed)

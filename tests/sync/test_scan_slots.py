@@ -123,3 +123,35 @@ def test_the_site_client_holds_a_slot_only_while_the_request_is_with_the_site(
     assert asyncio.run(go()) == {"entities": [{"type": "Shot", "id": 1}]}
     assert seen == {"with the site": True, "decoding": False}
     assert not slot.locked()
+
+
+def test_a_request_waiting_on_the_slot_is_sent_before_the_freed_answer_is_decoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding a page holds the event loop for milliseconds: the request that took the
+    freed slot must already be on its way by then, or the scan's slots sit idle for that
+    long after every answer (78% of the time all busy at `--latency 0.15`, 96% without)."""
+    slot = asyncio.Semaphore(1)
+    order: list[str] = []
+
+    def site(request: httpx.Request) -> httpx.Response:
+        etype = jsoncodec.loads(request.content)["params"][1]["type"]
+        order.append(f"sent {etype}")
+        return httpx.Response(200, json={"results": {"entities": [{"type": etype, "id": 1}]}})
+
+    real_loads = jsoncodec.loads
+
+    def loads(body: bytes, **kw: Any) -> Any:
+        got = real_loads(body, **kw)
+        if isinstance(got, dict) and "results" in got:
+            order.append(f"decoded {got['results']['entities'][0]['type']}")
+        return got
+    monkeypatch.setattr(jsoncodec, "loads", loads)
+
+    async def go() -> None:
+        up = Upstream("http://site", transport=httpx.MockTransport(site))
+        try:
+            await asyncio.gather(*(up.call("read", {"type": t}, slot=slot) for t in ("Shot", "Asset")))
+        finally:
+            await up.aclose()
+    asyncio.run(go())
+    assert order == ["sent Shot", "sent Asset", "decoded Shot", "decoded Asset"]
