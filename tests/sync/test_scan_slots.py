@@ -128,8 +128,8 @@ def test_the_site_client_holds_a_slot_only_while_the_request_is_with_the_site(
 def test_a_request_waiting_on_the_slot_is_sent_before_the_freed_answer_is_decoded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoding a page holds the event loop for milliseconds: the request that took the
-    freed slot must already be on its way by then, or the scan's slots sit idle for that
-    long after every answer (78% of the time all busy at `--latency 0.15`, 96% without)."""
+    freed slot must already be on its way by then, or a slot sits idle for that long after
+    every answer (at `--latency 0.15` all four were busy 78% of the time before, 96% after)."""
     slot = asyncio.Semaphore(1)
     order: list[str] = []
 
